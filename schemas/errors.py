@@ -1,0 +1,40 @@
+"""The one error tree of StreamScore.
+
+::
+
+    StreamScoreError
+    ├── ConfigError          a setting is missing or wrong; names the setting (startup)
+    ├── ModelError           a model artifact cannot be loaded or trusted
+    │   └── ModelIntegrityError   sha256 of the ONNX file differs from its manifest
+    └── StateError           the state store is unusable (damaged, wrong layout)
+
+Bad input records are not errors: they are data, routed to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+
+class StreamScoreError(Exception):
+    """Root of every error StreamScore raises on purpose."""
+
+
+class ConfigError(StreamScoreError):
+    """A setting is missing or invalid; the message names the setting."""
+
+    def __init__(self, setting: str, problem: str, *more: tuple[str, str]) -> None:
+        problems = [(setting, problem), *more]
+        super().__init__("; ".join(f"invalid setting {s}: {p}" for s, p in problems))
+        self.setting = setting
+        self.problems = problems
+
+
+class ModelError(StreamScoreError):
+    """A model artifact is missing, malformed or does not match its manifest."""
+
+
+class ModelIntegrityError(ModelError):
+    """The ONNX file's sha256 differs from the one its manifest records."""
+
+
+class StateError(StreamScoreError):
+    """The state store cannot be opened or trusted."""

@@ -1,0 +1,98 @@
+"""Service settings: one pydantic-settings object read from flags and ``STREAMSCORE_*`` env vars.
+
+Precedence: CLI flags, then environment, then defaults. Nested names use ``__``
+(``STREAMSCORE_TOPICS__SCORES=scores-v2``). :func:`load_settings` turns every
+validation failure into a :class:`~schemas.errors.ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+ENV_PREFIX = "STREAMSCORE_"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "artifacts" / "fraud-gbt-1"
+
+
+class TopicNames(BaseModel):
+    """Topic names; defaults are the contract's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transactions: str = "transactions"
+    chargebacks: str = "chargebacks"
+    scores: str = "scores"
+    window_aggregates: str = "window-aggregates"
+    drift: str = "drift"
+    dead_letters: str = "dead-letters"
+
+    @field_validator("*")
+    @classmethod
+    def _legal_topic(cls, value: str) -> str:
+        if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("a Kafka topic name is 1-249 of [a-zA-Z0-9._-]")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at startup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = TopicNames()
+    topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    state_dir: Path = Path(".local/state")
+    model_dir: Path = DEFAULT_MODEL
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
+    # Under the broker's 1 MB default even after a dead letter's base64.
+    max_message_bytes: Annotated[int, Field(ge=256, le=512 * 1024)] = 64 * 1024
+    source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    shards: Annotated[int, Field(ge=1, le=4096)] = 16
+    consumer_config: dict[str, str] = {}
+    producer_config: dict[str, str] = {}
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return value
+
+    @field_validator("model_dir")
+    @classmethod
+    def _model_exists(cls, value: Path) -> Path:
+        if not (value / "manifest.json").is_file():
+            raise ValueError(f"no manifest.json in {value}")
+        return value
+
+    @property
+    def brokers(self) -> list[str]:
+        """Bootstrap servers as a list."""
+        return [s.strip() for s in self.bootstrap_servers.split(",")]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from overrides (flags) and the environment, or raise ConfigError."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = [(_setting_name(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise ConfigError(*problems[0], *problems[1:]) from None
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """Name a setting as its env var and, for top-level ones, its CLI flag."""
+    env = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
+    return f"{env} (--{str(loc[0]).replace('_', '-')})" if len(loc) == 1 else env
