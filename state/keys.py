@@ -1,0 +1,49 @@
+"""Key encoding: a one-byte namespace, then the entity key, then big-endian time.
+
+Entity keys are length-prefixed, so keys of one entity are contiguous and, within
+it, ordered by time; ids may hold any character (even NUL) without colliding.
+
+>>> window_key("m-7", 300_000) < window_key("m-7", 600_000)
+True
+>>> parse_timer_key(timer_key(b"T", 600_000, "m-7"))
+(600000, 'm-7')
+"""
+
+from __future__ import annotations
+
+import struct
+
+CARD = b"C"
+CARD_EXPIRY = b"E"
+WINDOW = b"W"
+CLOSE_TIMER = b"T"
+PURGE_TIMER = b"P"
+
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+
+
+def card_key(card_id: str) -> bytes:
+    """Key of a card's state blob."""
+    return CARD + card_id.encode()
+
+
+def window_key(merchant_id: str, start_ms: int) -> bytes:
+    """Key of a merchant's tumbling window starting at ``start_ms``."""
+    raw = merchant_id.encode()
+    return WINDOW + _U16.pack(len(raw)) + raw + _U64.pack(start_ms)
+
+
+def timer_key(namespace: bytes, at_ms: int, entity: str) -> bytes:
+    """A timer index entry: due at ``at_ms`` for ``entity``; scans find due ones in order."""
+    return namespace + _U64.pack(at_ms) + entity.encode()
+
+
+def timer_range_end(namespace: bytes, up_to_ms: int) -> bytes:
+    """Exclusive end of a scan over timers due at or before ``up_to_ms``."""
+    return namespace + _U64.pack(up_to_ms + 1)
+
+
+def parse_timer_key(key: bytes) -> tuple[int, str]:
+    """(due time, entity) of a timer key."""
+    return _U64.unpack_from(key, 1)[0], key[9:].decode()
