@@ -63,7 +63,8 @@ def load_model(model_dir: Path) -> OnnxModel:
         raise ModelError(f"malformed ONNX model {path}: {exc}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     width = len(manifest.feature_names)
-    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or inputs[0].shape[-1] != width:
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if not shape or len(shape) != 2 or inputs[0].type != "tensor(float)" or shape[1] != width:
         shapes = [(i.name, i.type, i.shape) for i in inputs]
         raise ModelError(f"{path} takes {shapes}, manifest needs one float tensor [n, {width}]")
     probs = [o.name for o in outputs if o.name == "probabilities"] or [outputs[-1].name]

@@ -53,10 +53,16 @@ class Settings(BaseSettings):
     model_dir: Path = DEFAULT_MODEL
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
-    # Under the broker's 1 MB default even after a dead letter's base64.
-    max_message_bytes: Annotated[int, Field(ge=256, le=512 * 1024)] = 64 * 1024
+    # A dead letter repeats the payload JSON-escaped (up to 6 bytes a byte for control
+    # characters); 128 KiB keeps even that under the broker's 1 MB message limit.
+    max_message_bytes: Annotated[int, Field(ge=256, le=128 * 1024)] = 64 * 1024
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     shards: Annotated[int, Field(ge=1, le=4096)] = 16
+    out_of_orderness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 5_000
+    allowed_lateness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 60_000
+    max_future_ms: Annotated[int, Field(ge=1_000, le=7 * 86_400_000)] = 3_600_000
+    idle_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
+    session_gap_ms: Annotated[int, Field(ge=1_000, le=86_400_000)] = 1_800_000
     consumer_config: dict[str, str] = {}
     producer_config: dict[str, str] = {}
 

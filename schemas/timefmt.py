@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 # Years 1970 to 9999: anything outside is not a plausible card transaction time.
@@ -24,10 +25,13 @@ def parse_event_time(value: object) -> int:
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str):
-        if "T" not in value and "t" not in value:
-            raise ValueError("event_time must be an RFC 3339 date-time with an offset")
+        if not _RFC3339.match(value):
+            if _RFC3339_NO_OFFSET.match(value):
+                raise ValueError("event_time has no UTC offset")
+            raise ValueError(f"event_time is not an RFC 3339 date-time: {value!r}")
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not.
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             raise ValueError(f"event_time is not RFC 3339: {value!r}") from None
         if parsed.tzinfo is None:
@@ -47,4 +51,7 @@ def format_ms(ms: int) -> str:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE_TIME = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
+_RFC3339 = re.compile(_DATE_TIME + r"(?:[Zz]|[+-]\d{2}:\d{2})\Z")
+_RFC3339_NO_OFFSET = re.compile(_DATE_TIME + r"\Z")
 _ONE_MS = timedelta(milliseconds=1)
