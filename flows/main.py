@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from flows.dataflow import build_flow
 from models.onnx_scorer import load_model
 from schemas.settings import Settings, load_settings
+from state.rocksdb import ProcessStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,10 @@ def start_service(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    return build_flow(settings, model=model, registry=registry, stop_at_eof=stop_at_eof, stop=stop)
+    store = ProcessStore(settings.state_dir, process_id, fresh=True)
+    return build_flow(
+        settings, model=model, registry=registry, store=store, stop_at_eof=stop_at_eof, stop=stop
+    )
 
 
 def get_flow() -> Dataflow:

@@ -11,12 +11,14 @@ Event times are slightly out of order (bounded jitter), as real producers are.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from operators.replay import ReplayRecord
 from schemas.timefmt import format_ms
 
 DEFAULT_START_MS = 1_795_392_000_000  # 2026-11-23T00:00:00Z
@@ -207,3 +209,17 @@ def _transaction(
     elif device is not None:
         payload["device_id"] = device
     return SimEvent("transaction", card.card_id, payload, fraud, t)
+
+
+def to_replay_records(events: Iterable[SimEvent]) -> list[ReplayRecord]:
+    """The simulated log as one-partition topics, ingested at each event's own time."""
+    offsets = {"transaction": 0, "chargeback": 0}
+    out = []
+    for event in events:
+        value = json.dumps(event.payload, separators=(",", ":")).encode()
+        offset = offsets[event.kind]
+        offsets[event.kind] += 1
+        out.append(
+            ReplayRecord(event.kind, 0, offset, event.key.encode(), value, event.event_time_ms)
+        )
+    return out

@@ -1,7 +1,10 @@
 """Training: simulated labelled traffic -> features -> gradient-boosted model -> ONNX + manifest.
 
-Features come from :mod:`operators.features`, the code the live flow scores
-with, so training and serving cannot disagree on what a feature means. The
+Features come from replaying the simulated log through
+:func:`operators.replay.replay`, the same decode, watermark, card and
+merchant operators the live flow runs, plus :mod:`operators.features` for the
+transaction features: there is no second feature implementation to drift
+from the one that serves. The
 split is by time (first 80 % train, last 20 % held out), as the model will
 meet the future, not a shuffle of the past. The same config gives the same
 ONNX bytes.
@@ -22,8 +25,9 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from models.manifest import MANIFEST_FILE, Distribution, Manifest, Reference, Thresholds
-from models.simulator import SimConfig, simulate
+from models.simulator import SimConfig, simulate, to_replay_records
 from operators.features import ALL_FEATURES, txn_features
+from operators.replay import replay
 from schemas.records import Transaction
 
 REFERENCE_BINS = 10
@@ -46,15 +50,20 @@ class TrainConfig:
 def build_dataset(
     sim: SimConfig, events: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
-    """Feature matrix (columns in ``ALL_FEATURES`` order) and fraud labels, in event order."""
+    """Feature matrix (columns in ``ALL_FEATURES`` order) and fraud labels, in scoring order."""
+    log = list(simulate(sim, events))
+    txns = {
+        e.payload["event_id"]: (Transaction.model_validate(e.payload), e.fraud)
+        for e in log
+        if e.kind == "transaction"
+    }
     rows: list[list[float]] = []
     labels: list[int] = []
-    for event in simulate(sim, events):
-        if event.kind != "transaction":
-            continue
-        feats = txn_features(Transaction.model_validate(event.payload))
+    for row in replay(to_replay_records(log), batch_size=500).rows:
+        txn, fraud = txns[row.event_id]
+        feats = {**row.features, **txn_features(txn)}
         rows.append([feats[name] for name in ALL_FEATURES])
-        labels.append(int(event.fraud))
+        labels.append(int(fraud))
     return np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.int8)
 
 

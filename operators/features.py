@@ -1,15 +1,19 @@
 """Feature vectors for scoring.
 
-Owns the names and order of the features the service computes. Transaction
-features (``txn_*``) depend only on the record itself: they need no state, no
-clock and no lateness rule. A model's manifest picks the features it uses, in
-its own input order, from what this module computes.
+Owns the names and order of every feature the service computes: the
+contract's card and merchant features (from :mod:`operators.card_features` and
+:mod:`operators.merchant_windows`) and transaction features (``txn_*``), which
+depend only on the record itself: no state, no clock, no lateness rule. A
+model's manifest picks the features it uses, in its own input order, from
+what this module computes.
 """
 
 from __future__ import annotations
 
 import math
 
+from operators.card_features import CARD_FEATURES
+from operators.merchant_windows import MERCHANT_FEATURES
 from schemas.records import Transaction
 
 TXN_FEATURES: tuple[str, ...] = (
@@ -19,7 +23,7 @@ TXN_FEATURES: tuple[str, ...] = (
     "txn_is_ecom",
     "txn_has_device",
 )
-ALL_FEATURES: tuple[str, ...] = TXN_FEATURES
+ALL_FEATURES: tuple[str, ...] = (*TXN_FEATURES, *CARD_FEATURES, *MERCHANT_FEATURES)
 
 _MS_PER_HOUR = 3_600_000
 

@@ -1,10 +1,14 @@
 """Kafka source and sink on confluent-kafka, built for batches.
 
 Source: one bytewax partition per Kafka partition; each poll becomes *one*
-dataflow item (a list of :class:`RawRecord`), so the engine's per-item cost is
-paid per batch. The resume state is the next offset to read, snapshotted by
-bytewax at epoch ends. Transient consumer errors (broker away) are logged and
-retried by librdkafka; fatal ones stop the worker. Setting the ``stop`` event
+dataflow item, so the engine's per-item cost is paid per batch. Records are
+decoded and time-judged right here by the partition's
+:class:`~operators.decode.PartitionDecoder`; the resume state is the next
+offset together with the decoder's watermark state, snapshotted by bytewax at
+epoch ends, so both rewind together. A partition with no records for the idle
+timeout says so once (an idle batch), so it never stalls the watermark.
+Transient consumer errors (broker away) are logged and retried by
+librdkafka; fatal ones stop the worker. Setting the ``stop`` event
 (the entry point does on SIGINT/SIGTERM) ends every partition's input, so the
 dataflow completes its last epoch, flushes and exits cleanly.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -35,7 +40,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from operators.messages import OutMessage, RawRecord
+from operators.decode import PartitionDecoder
+from operators.messages import OutMessage, PartitionBatch, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,22 @@ class SourceConfig:
     topics: list[str]
     batch_size: int = 1000
     stop_at_eof: bool = False
+    idle_timeout_ms: int = 10_000
     extra: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-class KafkaBatchSource(FixedPartitionedSource[list[RawRecord], int]):
-    """Every partition of the configured topics, read in batches."""
+# (topic#partition, topic, resume state of the decoder) -> the partition's decoder
+DecoderFactory = Callable[[str, str, int | None], PartitionDecoder]
+_Resume = tuple[int, int | None]
 
-    def __init__(self, config: SourceConfig) -> None:
+
+class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, _Resume]):
+    """Every partition of the configured topics, read and decoded in batches."""
+
+    def __init__(self, config: SourceConfig, decoder: DecoderFactory) -> None:
         self._config = config
+        self._decoder = decoder
 
     def list_parts(self) -> list[str]:
         """Each Kafka partition, as ``topic#partition``."""
@@ -74,14 +87,25 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawRecord], int]):
             parts.extend(f"{topic}#{p}" for p in sorted(meta.partitions))
         return parts
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: _Resume | None
+    ) -> _SourcePartition:
         """Open a consumer on one partition, at the resume offset or the beginning."""
         topic, _, idx = for_part.rpartition("#")
-        return _SourcePartition(self._config, topic, int(idx), resume_state)
+        offset, decoder_state = resume_state if resume_state else (None, None)
+        decoder = self._decoder(for_part, topic, decoder_state)
+        return _SourcePartition(self._config, topic, int(idx), offset, decoder)
 
 
-class _SourcePartition(StatefulSourcePartition[list[RawRecord], int]):
-    def __init__(self, config: SourceConfig, topic: str, partition: int, resume: int | None):
+class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
+    def __init__(
+        self,
+        config: SourceConfig,
+        topic: str,
+        partition: int,
+        resume: int | None,
+        decoder: PartitionDecoder,
+    ) -> None:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": ",".join(config.brokers),
@@ -101,10 +125,18 @@ class _SourcePartition(StatefulSourcePartition[list[RawRecord], int]):
         self._eof = False
         self._stop = config.stop
         self._last_error_log = 0.0
+        self._decoder = decoder
+        self._idle_after = config.idle_timeout_ms / 1000
+        self._last_data = time.monotonic()
+        self._idle = False
 
-    def next_batch(self) -> list[list[RawRecord]]:
-        if self._eof or self._stop.is_set():
+    def next_batch(self) -> list[PartitionBatch]:
+        if self._stop.is_set() or (self._eof and self._idle):
             raise StopIteration
+        if self._eof:
+            # A finished partition must not hold back the others' watermark.
+            self._idle = True
+            return [self._decoder.idle()]
         msgs = self._consumer.consume(self._batch_size, 0.005)
         batch = []
         for msg in msgs:
@@ -113,9 +145,15 @@ class _SourcePartition(StatefulSourcePartition[list[RawRecord], int]):
                 self._on_error(err)
                 continue
             batch.append(_raw(msg))
+        now = time.monotonic()
         if batch:
             self._next = batch[-1].offset + 1
-            return [batch]
+            self._last_data = now
+            self._idle = False
+            return [self._decoder.decode(batch)]
+        if not self._idle and now - self._last_data >= self._idle_after:
+            self._idle = True
+            return [self._decoder.idle()]
         return []
 
     def _on_error(self, err: KafkaError) -> None:
@@ -130,8 +168,8 @@ class _SourcePartition(StatefulSourcePartition[list[RawRecord], int]):
             log.warning("Kafka consumer %s#%s: %s (retrying)", self._topic, self._partition, err)
             self._last_error_log = now
 
-    def snapshot(self) -> int:
-        return self._next
+    def snapshot(self) -> _Resume:
+        return (self._next, self._decoder.snapshot())
 
     def close(self) -> None:
         self._consumer.close()

@@ -19,7 +19,7 @@ from bytewax.dataflow import Stream
 
 from models.onnx_scorer import OnnxModel
 from operators.features import txn_features
-from operators.messages import OutMessage, TxnEnvelope
+from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics
 from schemas.timefmt import format_ms
 
@@ -47,8 +47,8 @@ class _Scorer:
         self._clock = clock
         self._metrics = metrics
 
-    def __call__(self, batch: list[TxnEnvelope]) -> list[OutMessage]:
-        feats = [txn_features(env.txn) for env in batch]
+    def __call__(self, batch: list[Featured]) -> list[OutMessage]:
+        feats = [{**item.features, **txn_features(item.env.txn)} for item in batch]
         matrix = np.array([[f[n] for n in self._names] for f in feats], dtype=np.float32)
         started = time.perf_counter()
         probs = self._model.predict(matrix)
@@ -57,7 +57,8 @@ class _Scorer:
         now = self._clock()
         processed_at = format_ms(now)
         out = []
-        for env, f, p in zip(batch, feats, probs.tolist(), strict=True):
+        for item, f, p in zip(batch, feats, probs.tolist(), strict=True):
+            env = item.env
             txn = env.txn
             body = {
                 "event_id": txn.event_id,
@@ -68,20 +69,20 @@ class _Scorer:
                 "decision": self._decide(p),
                 "model_version": self._version,
                 "fallback": False,
-                "late": False,
+                "late": env.late,
                 "features": f,
                 "shadow": None,
                 "processed_at": processed_at,
             }
             out.append(OutMessage(self._topic, txn.card_id.encode(), json.dumps(body).encode()))
-            self._metrics.e2e_latency.observe(max(0, now - env.ingest_ms) / 1000)
+            self._metrics.e2e_latency.observe(max(0, now - env.raw.timestamp_ms) / 1000)
         self._metrics.scored.labels(self._version).inc(len(batch))
         return out
 
 
 def score(
     step_id: str,
-    up: Stream[tuple[str, list[TxnEnvelope]]],
+    up: Stream[tuple[str, list[Featured]]],
     *,
     config: ScoringConfig,
     model: OnnxModel,

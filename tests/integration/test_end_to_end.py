@@ -19,6 +19,7 @@ from flows.tooling import ReplayConfig, replay_records
 from models.onnx_scorer import load_model
 from schemas.records import DeadLetter, Score
 from schemas.settings import Settings
+from state.rocksdb import ProcessStore
 from tests.integration.kafka_helpers import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,10 @@ def test_n_valid_and_m_invalid_give_n_scores_and_m_dead_letters(settings: Settin
     by_coords = dict(zip(coords, records, strict=True))
 
     model = load_model(settings.model_dir)
-    flow = build_flow(settings, model=model, registry=CollectorRegistry(), stop_at_eof=True)
+    store = ProcessStore(settings.state_dir, 0, fresh=True)
+    flow = build_flow(
+        settings, model=model, registry=CollectorRegistry(), store=store, stop_at_eof=True
+    )
     run_main(flow)  # type: ignore[no-untyped-call]
 
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(valid))

@@ -1,0 +1,174 @@
+"""Merchant tumbling windows (5 min, epoch-aligned): chargeback counts, features, aggregates.
+
+Time rules (``docs/semantics.md``): the operator's watermark is the minimum over
+its inputs (card operators and chargeback partitions), taken as of each record.
+A non-late transaction counts in the window containing its event time; a
+chargeback counts in its own window unless that window is closed (watermark
+``>= end + lateness``), then it is a ``timestamp`` dead letter. A window closes
+once, emitting its aggregate to ``window-aggregates``.
+
+State lifetime: one entry per (merchant, window start) with activity; a close
+timer (``T``) and, after closing, a purge timer (``P``) one window length
+later, when no non-late transaction can ask for it as its previous window.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from operators.messages import CbEnvelope, Featured, OutMessage, Tick
+from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
+from schemas.timefmt import format_ms
+from state import keys
+from state.store import StateStore
+
+WINDOW_MS = 5 * 60_000
+MERCHANT_FEATURES: tuple[str, ...] = (
+    "merchant_txn_count_prev_5m",
+    "merchant_chargeback_rate_prev_5m",
+)
+_VALUE = struct.Struct(">qdq")  # txn_count, amount_sum, chargeback_count
+
+
+@dataclass(frozen=True, kw_only=True)
+class MerchantConfig:
+    """Time bounds and where closed windows go."""
+
+    time: TimeConfig
+    aggregates_topic: str
+
+
+class MerchantWindowEngine:
+    """Keeps merchant windows in the store; adds merchant features; closes windows."""
+
+    def __init__(
+        self,
+        config: MerchantConfig,
+        store: StateStore,
+        dead_letter: Callable[[CbEnvelope, str], OutMessage],
+    ) -> None:
+        self._lateness = config.time.allowed_lateness_ms
+        self._topic = config.aggregates_topic
+        self._store = store
+        self._dead_letter = dead_letter
+
+    def process(
+        self,
+        items: Iterable[Featured | CbEnvelope | Tick],
+        watermarks: MinWatermark,
+        origin: str,
+    ) -> tuple[list[Featured], list[OutMessage]]:
+        """Apply items in order; return transactions with merchant features, and dead letters.
+
+        ``origin`` names the upstream operator that sent the transactions and ticks.
+        """
+        return self.process_from([(item, origin) for item in items], watermarks)
+
+    def process_from(
+        self,
+        pairs: Iterable[tuple[Featured | CbEnvelope | Tick, str]],
+        watermarks: MinWatermark,
+    ) -> tuple[list[Featured], list[OutMessage]]:
+        """Like :meth:`process`, with each item's upstream operator named beside it."""
+        pairs = list(pairs)
+        items = [item for item, _ in pairs]
+        wanted: set[bytes] = set()
+        for item in items:
+            if isinstance(item, Featured):
+                start = _window_start(item.env.txn.event_time)
+                wanted.add(keys.window_key(item.env.txn.merchant_id, start - WINDOW_MS))
+                wanted.add(keys.window_key(item.env.txn.merchant_id, start))
+            elif isinstance(item, CbEnvelope):
+                wanted.add(keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time)))
+        order = sorted(wanted)
+        windows = {
+            k: _VALUE.unpack(v) if v is not None else None
+            for k, v in zip(order, self._store.get_many(order), strict=True)
+        }
+        changes: dict[bytes, bytes | None] = {}
+        out: list[Featured] = []
+        dead: list[OutMessage] = []
+
+        def bump(merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
+            key = keys.window_key(merchant, start)
+            old = windows.get(key)
+            if old is None:
+                old = (0, 0.0, 0)
+                changes[keys.timer_key(keys.CLOSE_TIMER, start + WINDOW_MS, merchant)] = b""
+            new = (old[0] + txns, old[1] + amount, old[2] + cbs)
+            windows[key] = new
+            changes[key] = _VALUE.pack(*new)
+
+        for item, origin in pairs:
+            if isinstance(item, Tick):
+                watermarks.update(origin, item.watermark)
+            elif isinstance(item, Featured):
+                watermarks.update(origin, item.watermark)
+                txn = item.env.txn
+                start = _window_start(txn.event_time)
+                prev = windows.get(keys.window_key(txn.merchant_id, start - WINDOW_MS))
+                count, _, cbs = prev if prev is not None else (0, 0.0, 0)
+                feats = dict(item.features)
+                feats["merchant_txn_count_prev_5m"] = float(count)
+                feats["merchant_chargeback_rate_prev_5m"] = cbs / max(1, count)
+                out.append(Featured(item.env, feats, item.watermark))
+                if not item.env.late:
+                    bump(txn.merchant_id, start, 1, txn.amount, 0)
+            else:
+                watermarks.update(item.raw.source, item.watermark)
+                wm = watermarks.current()
+                start = _window_start(item.cb.event_time)
+                if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
+                    window = f"[{format_ms(start)}, {format_ms(start + WINDOW_MS)})"
+                    dead.append(self._dead_letter(item, f"window {window} already closed"))
+                else:
+                    bump(item.cb.merchant_id, start, 0, 0.0, 1)
+        self._store.write(changes)
+        return out, dead
+
+    def advance(self, watermark: int) -> list[OutMessage]:
+        """Close windows with ``end + lateness <= watermark``; purge those a window older."""
+        if watermark == NO_WATERMARK:
+            return []
+        changes: dict[bytes, bytes | None] = {}
+        out: list[OutMessage] = []
+        close_end = keys.timer_range_end(keys.CLOSE_TIMER, watermark - self._lateness)
+        due = list(self._store.scan(keys.CLOSE_TIMER, close_end))
+        window_keys = []
+        for key, _ in due:
+            end, merchant = keys.parse_timer_key(key)
+            window_keys.append(keys.window_key(merchant, end - WINDOW_MS))
+        for (key, _), value in zip(due, self._store.get_many(window_keys), strict=True):
+            end, merchant = keys.parse_timer_key(key)
+            changes[key] = None
+            changes[keys.timer_key(keys.PURGE_TIMER, end, merchant)] = b""
+            if value is not None:
+                out.append(self._aggregate(merchant, end - WINDOW_MS, *_VALUE.unpack(value)))
+        purge_end = keys.timer_range_end(keys.PURGE_TIMER, watermark - self._lateness - WINDOW_MS)
+        for key, _ in self._store.scan(keys.PURGE_TIMER, purge_end):
+            end, merchant = keys.parse_timer_key(key)
+            changes[key] = None
+            changes[keys.window_key(merchant, end - WINDOW_MS)] = None
+        self._store.write(changes)
+        return out
+
+    def _aggregate(
+        self, merchant: str, start: int, txns: int, amount: float, cbs: int
+    ) -> OutMessage:
+        body = {
+            "merchant_id": merchant,
+            "window_start": format_ms(start),
+            "window_end": format_ms(start + WINDOW_MS),
+            "txn_count": txns,
+            "amount_sum": amount,
+            "chargeback_count": cbs,
+            "chargeback_rate": cbs / max(1, txns),
+        }
+        return OutMessage(self._topic, merchant.encode(), json.dumps(body).encode())
+
+
+def _window_start(t: int) -> int:
+    return t - t % WINDOW_MS

@@ -1,0 +1,252 @@
+"""The windowing stages as bytewax stateful operators: card shards, then merchant shards.
+
+Time rules: each stage's watermark is the minimum over all of its inputs,
+which are registered up front (every input partition, every card shard), so a
+window never closes before every input has spoken; idle inputs are left out.
+Watermarks travel in-band with the batches, and a stage tells every
+downstream shard when its watermark moved by a second or more, so shards with
+no traffic still close their windows. Records that reach a shard in one
+batch from several inputs are applied in ingest order (Kafka timestamp, then
+partition and offset), so a single-process run matches the offline replay of
+the log.
+
+State: the window contents live in the RocksDB store (see
+:mod:`operators.card_features` and :mod:`operators.merchant_windows`); bytewax
+snapshots only each shard's input watermarks.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from operators.card_features import CardConfig, CardFeatureEngine
+from operators.decode import dead_letter
+from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
+from operators.messages import (
+    CbEnvelope,
+    Featured,
+    OutMessage,
+    PartitionBatch,
+    ShardInput,
+    Tick,
+    TxnEnvelope,
+)
+from operators.watermarks import NO_WATERMARK, MinWatermark
+from state.store import StateStore
+
+BROADCAST_EVERY_MS = 1_000
+DEAD = "dead"
+SCORE = "score"
+AGGREGATES = "aggregates"
+
+Routed = tuple[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowsConfig:
+    """Shard counts, expected inputs and the per-stage configs."""
+
+    shards: int
+    txn_sources: tuple[str, ...]
+    cb_sources: tuple[str, ...]
+    card: CardConfig
+    merchant: MerchantConfig
+    dead_letter_topic: str
+
+
+def card_shard(card_id: str, shards: int) -> str:
+    """Shard key of a card (crc32: the same in every process, unlike ``hash``).
+
+    >>> card_shard("c-42", 16) == card_shard("c-42", 16)
+    True
+    """
+    return f"c{zlib.crc32(card_id.encode()) % shards}"
+
+
+def merchant_shard(merchant_id: str, shards: int) -> str:
+    """Shard key of a merchant."""
+    return f"m{zlib.crc32(merchant_id.encode()) % shards}"
+
+
+def route_partition_batch(batch: PartitionBatch, shards: int) -> list[Routed]:
+    """Split a source batch: transactions to card shards, chargebacks to merchant shards."""
+    out: list[Routed] = []
+    if batch.dead:
+        out.append((DEAD, batch.dead))
+    by_card: dict[str, list[TxnEnvelope]] = {}
+    for env in batch.txns:
+        by_card.setdefault(card_shard(env.txn.card_id, shards), []).append(env)
+    by_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
+    for cb in batch.chargebacks:
+        by_merchant.setdefault(merchant_shard(cb.cb.merchant_id, shards), []).append(cb)
+    targets: list[str] = []
+    if batch.broadcast:
+        prefix = "c" if batch.kind == "transaction" else "m"
+        targets = [f"{prefix}{i}" for i in range(shards)]
+    for key in dict.fromkeys([*by_card, *by_merchant, *targets]):
+        out.append(
+            (
+                key,
+                ShardInput(
+                    origin=batch.source,
+                    watermark=batch.watermark,
+                    idle=batch.idle,
+                    txns=by_card.get(key, []),
+                    ordered=by_merchant.get(key, []),
+                ),
+            )
+        )
+    return out
+
+
+class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
+    def __init__(
+        self, config: WindowsConfig, store: StateStore, resume: tuple[Any, ...] | None
+    ) -> None:
+        self._config = config
+        self._wm = MinWatermark(config.txn_sources, resume[0] if resume else None)
+        self._sent = resume[1] if resume else NO_WATERMARK
+        self._engine = CardFeatureEngine(config.card, store, self._dead)
+        self._key = ""
+
+    def _dead(self, env: TxnEnvelope, error: str) -> OutMessage:
+        return dead_letter(self._config.dead_letter_topic, env.raw, "duplicate", error, 0)
+
+    def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
+        shards = self._config.shards
+        per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
+        dead: list[OutMessage] = []
+        txns = sorted(
+            (env for shard_input in values for env in shard_input.txns), key=_ingest_order
+        )
+        if txns:
+            items, dups = self._engine.process(txns, self._wm)
+            dead.extend(dups)
+            for item in items:
+                if isinstance(item, Featured):
+                    target = merchant_shard(item.env.txn.merchant_id, shards)
+                    per_merchant.setdefault(target, []).append(item)
+                else:
+                    for i in range(shards):
+                        per_merchant.setdefault(f"m{i}", []).append(item)
+        for shard_input in values:
+            self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
+        wm = self._wm.current()
+        out: list[Routed] = [(DEAD, dead)] if dead else []
+        targets = list(per_merchant)
+        if wm - self._sent >= BROADCAST_EVERY_MS:
+            self._engine.expire(wm)
+            self._sent = wm
+            targets = [f"m{i}" for i in range(shards)]
+        idle = self._wm.all_idle()
+        for key in dict.fromkeys([*per_merchant, *targets]):
+            # The logic does not know its own shard key; ``_tag_origin`` fills it in.
+            out.append((key, ShardInput("", wm, idle, [], per_merchant.get(key, []))))
+        return out, op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self._wm.snapshot(), self._sent)
+
+
+class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
+    def __init__(
+        self, config: WindowsConfig, store: StateStore, resume: tuple[Any, ...] | None
+    ) -> None:
+        expected = (*[f"c{i}" for i in range(config.shards)], *config.cb_sources)
+        self._config = config
+        self._wm = MinWatermark(expected, resume[0] if resume else None)
+        self._engine = MerchantWindowEngine(config.merchant, store, self._dead)
+
+    def _dead(self, env: CbEnvelope, error: str) -> OutMessage:
+        return dead_letter(self._config.dead_letter_topic, env.raw, "timestamp", error, 0)
+
+    def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
+        for shard_input in values:
+            for item in shard_input.ordered:
+                if isinstance(item, Tick):
+                    self._wm.update(shard_input.origin, item.watermark)
+        records = sorted(
+            (
+                (item, shard_input.origin)
+                for shard_input in values
+                for item in shard_input.ordered
+                if not isinstance(item, Tick)
+            ),
+            key=lambda pair: _ingest_order(pair[0]),
+        )
+        featured, dead = self._engine.process_from(records, self._wm)
+        for shard_input in values:
+            self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
+        aggregates = self._engine.advance(self._wm.current())
+        out: list[Routed] = []
+        if featured:
+            out.append((SCORE, featured))
+        if dead:
+            out.append((DEAD, dead))
+        if aggregates:
+            out.append((AGGREGATES, aggregates))
+        return out, op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self._wm.snapshot(),)
+
+
+def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, int]:
+    """Records from several inputs are applied in ingest order: Kafka timestamp, then position."""
+    raw = item.env.raw if isinstance(item, Featured) else item.raw
+    return raw.timestamp_ms, raw.source, raw.offset
+
+
+def _tag_origin(item: tuple[str, Routed]) -> Routed:
+    """Re-key a card shard's output to its target, naming the card shard as origin."""
+    shard, (target, payload) = item
+    if isinstance(payload, ShardInput):
+        payload = ShardInput(shard, payload.watermark, payload.idle, [], payload.ordered)
+    return target, payload
+
+
+def windows(
+    step_id: str,
+    up: Stream[PartitionBatch],
+    *,
+    config: WindowsConfig,
+    store: Callable[[], StateStore],
+) -> Stream[tuple[str, Routed]]:
+    """Source batches -> ``(route key, (kind, payload))``.
+
+    Kinds: ``"score"`` with a list of :class:`Featured`, ``"dead"`` and
+    ``"aggregates"`` with lists of :class:`OutMessage`. The route key (a shard)
+    spreads output over the sink's partitions.
+    """
+    routed = op.flat_map(f"{step_id}-route", up, lambda b: route_partition_batch(b, config.shards))
+    to_cards = op.filter(f"{step_id}-to-cards", routed, lambda kv: kv[0].startswith("c"))
+    cb_to_merchants = op.filter(f"{step_id}-cb-to-merchants", routed, lambda kv: kv[0][0] == "m")
+    source_dead = op.filter(f"{step_id}-source-dead", routed, lambda kv: kv[0] == DEAD)
+
+    cards = op.stateful_batch(
+        f"{step_id}-cards", to_cards, lambda resume: _CardLogic(config, store(), resume)
+    )
+    card_out = op.map(f"{step_id}-card-out", cards, _tag_origin)
+    card_dead = op.filter(f"{step_id}-card-dead", card_out, lambda kv: kv[0] == DEAD)
+    card_to_merchants = op.filter(
+        f"{step_id}-card-to-merchants", card_out, lambda kv: kv[0] != DEAD
+    )
+
+    merchant_in = op.merge(f"{step_id}-merchant-in", card_to_merchants, cb_to_merchants)
+    merchants = op.stateful_batch(
+        f"{step_id}-merchants",
+        merchant_in,
+        lambda resume: _MerchantLogic(config, store(), resume),
+    )
+    dead = op.map(
+        f"{step_id}-dead-out",
+        op.merge(f"{step_id}-dead", source_dead, card_dead),
+        lambda kv: (DEAD, kv),
+    )
+    return op.merge(f"{step_id}-out", dead, merchants)

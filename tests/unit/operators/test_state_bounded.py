@@ -1,0 +1,55 @@
+"""State stays bounded on an endless stream: old cards and windows leave RocksDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from operators.replay import ReplayRecord, replay
+from state import keys
+from state.rocksdb import RocksStore
+
+T0 = 1_795_392_000_000
+HOUR = 3_600_000
+
+
+def _txn(i: int, card: str, t: int) -> ReplayRecord:
+    body = {
+        "event_id": f"e{i}",
+        "card_id": card,
+        "merchant_id": f"m{i % 7}",
+        "amount": 10.0,
+        "currency": "EUR",
+        "event_time": t,
+    }
+    return ReplayRecord("transaction", 0, i, card.encode(), json.dumps(body).encode(), t)
+
+
+def _count(store: RocksStore, prefix: bytes) -> int:
+    return sum(1 for _ in store.scan(prefix, prefix + b"\xff" * 8))
+
+
+def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db")
+    day_one = [_txn(i, f"old-{i}", T0 + i * 1000) for i in range(500)]
+    replay(day_one, store=store, batch_size=100, flush=False)
+    assert _count(store, keys.CARD) == 500
+    assert _count(store, keys.WINDOW) > 0
+
+    # Event time moves on steadily (within the far-future bound) for two days,
+    # then other cards: the old ones are past 24 h + lateness.
+    store.close()
+    store = RocksStore(tmp_path / "db-2")
+    later = T0 + 50 * HOUR
+    ticks = [_txn(600 + i, "new-ticker", T0 + 600_000 + i * 1_800_000) for i in range(100)]
+    day_three = [_txn(1000 + i, f"new-{i}", later + i * 1000) for i in range(300)]
+    replay(day_one + ticks + day_three, store=store, batch_size=100, flush=False)
+
+    cards = [k for k, _ in store.scan(keys.CARD, keys.CARD + b"\xff")]
+    assert cards and all(k.startswith(keys.CARD + b"new-") for k in cards)
+    expiry = [keys.parse_timer_key(k)[1] for k, _ in store.scan(keys.CARD_EXPIRY, b"F")]
+    assert expiry and all(c.startswith("new-") for c in expiry)
+    # Windows of day one were closed and purged; only recent ones remain.
+    starts = [int.from_bytes(k[-8:], "big") for k, _ in store.scan(keys.WINDOW, b"X")]
+    assert starts and min(starts) >= later - HOUR
+    store.close()
