@@ -73,16 +73,15 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     config = ReplayConfig(
         count=args.count,
-        sim=SimConfig(seed=args.seed, cards=args.cards),
+        sim=SimConfig(seed=args.seed, cards=args.cards, events_per_second=args.event_rate),
         invalid_share=args.invalid_share,
+        chargebacks=True,
     )
-    sent = publish(
-        settings.bootstrap_servers,
-        settings.topics.transactions,
-        replay_records(config),
-        args.rate,
+    sent = publish(settings.bootstrap_servers, settings.topics, replay_records(config), args.rate)
+    print(
+        f"published {sent} records to {settings.topics.transactions} "
+        f"and {settings.topics.chargebacks}"
     )
-    print(f"published {sent} records to {settings.topics.transactions}")
     return 0
 
 
@@ -139,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--cards", type=int, default=2_000)
     produce.add_argument("--rate", type=float, default=0.0, help="events/s; 0: unpaced")
     produce.add_argument("--invalid-share", type=float, default=0.0)
+    produce.add_argument(
+        "--event-rate", type=float, default=200.0, help="simulated events per second of event time"
+    )
     produce.set_defaults(func=_cmd_produce)
 
     train = sub.add_parser("train", help="train a model and write ONNX + manifest")

@@ -15,12 +15,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer
 
 from flows.tooling import ReplayConfig, contract_topics, create_topics, publish, replay_records
+from models.simulator import SimConfig
 from schemas.settings import Settings
 
 
@@ -49,61 +51,69 @@ def run_demo(settings: Settings, config: DemoConfig) -> int:
         bootstrap, contract_topics(settings.topics), settings.topic_partitions, recreate=True
     )
 
-    records = list(
-        replay_records(ReplayConfig(count=config.count, invalid_share=config.invalid_share))
+    # 5 simulated events per second of event time: 5,000 transactions span about
+    # 17 minutes of event time, so several 5-minute windows close during the demo.
+    replay = ReplayConfig(
+        count=config.count,
+        sim=SimConfig(events_per_second=5.0),
+        invalid_share=config.invalid_share,
+        chargebacks=True,
     )
-    expected_scores = sum(r.expected_reason is None for r in records)
-    expected_dead = len(records) - expected_scores
+    records = list(replay_records(replay))
+    expected = {
+        "scores": sum(r.expected_reason is None and r.kind == "transaction" for r in records),
+        "dead": sum(r.expected_reason is not None for r in records),
+    }
+    n_chargebacks = sum(r.kind == "chargeback" for r in records)
 
     metrics_url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     env = {**os.environ, "STREAMSCORE_MODEL_DIR": str(model_dir)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--bootstrap-servers",
-        bootstrap,
-        "--metrics-port",
-        str(settings.metrics_port),
-        "--metrics-host",
-        settings.metrics_host,
-    ]
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--bootstrap-servers", bootstrap]
+    cmd += ["--metrics-port", str(settings.metrics_port), "--metrics-host", settings.metrics_host]
     print(f"starting the flow: {' '.join(cmd[1:])}", flush=True)
     flow = subprocess.Popen(cmd, env=env)
     try:
         _wait_for(metrics_url, flow, 60)
         print(
-            f"replaying {len(records)} records ({expected_dead} invalid) into "
-            f"{settings.topics.transactions} ...",
+            f"replaying {len(records)} records ({expected['dead']} invalid, {n_chargebacks} "
+            f"chargebacks) into '{settings.topics.transactions}' and "
+            f"'{settings.topics.chargebacks}' ...",
             flush=True,
         )
-        publish(bootstrap, settings.topics.transactions, records)
-        scores, dead, seconds = _collect(settings, expected_scores, expected_dead, config.timeout_s)
+        publish(bootstrap, settings.topics, records)
+        out = _collect(settings, expected, config.timeout_s)
         scrape = _scrape(metrics_url)
     finally:
         _stop(flow)
 
+    scores, dead, aggregates = out.scores, out.dead, out.aggregates
     decisions = collections.Counter(s["decision"] for s in scores)
     reasons = collections.Counter(d["reason"] for d in dead)
     print("\n=== what came out ===")
     print(
-        f"scores:       {len(scores)} of {expected_scores} on '{settings.topics.scores}' "
-        f"({len(scores) / max(seconds, 1e-9):,.0f} scores/s)"
+        f"scores:       {len(scores)} of {expected['scores']} on '{settings.topics.scores}' "
+        f"({len(scores) / max(out.seconds, 1e-9):,.0f} scores/s from first to last)"
     )
     print(f"decisions:    {dict(decisions)}")
     print(
-        f"dead letters: {len(dead)} of {expected_dead} on '{settings.topics.dead_letters}' "
+        f"dead letters: {len(dead)} of {expected['dead']} on '{settings.topics.dead_letters}' "
         f"by reason {dict(reasons)}"
     )
-    for s in scores[:3]:
+    print(
+        f"windows:      {len(aggregates)} closed 5-minute merchant windows on "
+        f"'{settings.topics.window_aggregates}'"
+    )
+    busiest = max(scores, key=lambda s: float(s["features"]["card_count_1h"]), default=None)
+    for s in [*scores[:2], *([busiest] if busiest else [])]:
         print("sample score:", json.dumps(s))
     if dead:
         print("sample dead letter:", json.dumps(dead[0]))
+    if aggregates:
+        print("sample window:", json.dumps(aggregates[0]))
     print(f"metrics:      {metrics_url} (served while the flow runs); at the end it said:")
     for line in scrape:
         print("   ", line)
-    ok = len(scores) == expected_scores and len(dead) == expected_dead
+    ok = len(scores) == expected["scores"] and len(dead) == expected["dead"]
     print("result:       " + ("every record accounted for" if ok else "MISSING OUTPUT"))
     return 0 if ok else 1
 
@@ -123,31 +133,49 @@ def _wait_for(url: str, flow: subprocess.Popen[bytes], timeout_s: float) -> None
     raise RuntimeError(msg)
 
 
-def _collect(
-    settings: Settings, n_scores: int, n_dead: int, timeout_s: float
-) -> tuple[list[dict[str, object]], list[dict[str, object]], float]:
+@dataclass
+class _Output:
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    aggregates: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _collect(settings: Settings, expected: dict[str, int], timeout_s: float) -> _Output:
+    """Read the outputs until every score and dead letter is in and windows stop closing."""
+    topics = settings.topics
     consumer = KafkaConsumer(
-        settings.topics.scores,
-        settings.topics.dead_letters,
+        topics.scores,
+        topics.dead_letters,
+        topics.window_aggregates,
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    scores: list[dict[str, object]] = []
-    dead: list[dict[str, object]] = []
-    first = last = time.monotonic()
+    out = _Output()
+    target = {topics.scores: out.scores, topics.dead_letters: out.dead}
+    target[topics.window_aggregates] = out.aggregates
+    first: float | None = None
+    last = quiet_since = time.monotonic()
     deadline = time.monotonic() + timeout_s
+    # Windows close once idle partitions drop out of the watermark (idle timeout).
+    linger = settings.idle_timeout_ms / 1000 + 5
     try:
-        while (len(scores) < n_scores or len(dead) < n_dead) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            done = len(out.scores) >= expected["scores"] and len(out.dead) >= expected["dead"]
+            if done and time.monotonic() - quiet_since > linger:
+                break
             for tp, msgs in consumer.poll(timeout_ms=500).items():
-                target = scores if tp.topic == settings.topics.scores else dead
-                target.extend(json.loads(m.value) for m in msgs)
-                if not scores and not dead:
-                    first = time.monotonic()
-                last = time.monotonic()
+                target[tp.topic].extend(json.loads(m.value) for m in msgs)
+                if tp.topic == topics.scores:
+                    first = first or time.monotonic()
+                    last = time.monotonic()
+                if tp.topic == topics.window_aggregates or not done:
+                    quiet_since = time.monotonic()
     finally:
         consumer.close()
-    return scores, dead, last - first
+    out.seconds = last - (first or last)
+    return out
 
 
 def _scrape(url: str) -> list[str]:

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -63,6 +64,7 @@ class ReplayConfig:
     count: int
     sim: SimConfig = field(default_factory=SimConfig)
     invalid_share: float = 0.0
+    chargebacks: bool = False
     rate_per_s: float = 0.0  # 0: as fast as the producer goes
     seed: int = 3
 
@@ -97,24 +99,31 @@ class Outgoing:
     value: bytes
     event_id: str | None
     expected_reason: str | None
+    kind: Literal["transaction", "chargeback"] = "transaction"
 
 
 def replay_records(config: ReplayConfig) -> Iterator[Outgoing]:
-    """Valid simulated transactions, with invalid records mixed in at ``invalid_share``."""
+    """Simulated transactions (and, if asked, chargebacks), invalid ones mixed in."""
     rng = random.Random(config.seed)
     events: Iterator[SimEvent] = simulate(config.sim, config.count)
     for event in events:
-        if event.kind != "transaction":
+        payload = json.dumps(event.payload, separators=(",", ":")).encode()
+        if event.kind == "chargeback":
+            if config.chargebacks:
+                yield Outgoing(
+                    event.key.encode(), payload, event.payload["event_id"], None, "chargeback"
+                )
             continue
         if rng.random() < config.invalid_share:
             reason, value = INVALID_SAMPLES[rng.randrange(len(INVALID_SAMPLES))]
             yield Outgoing(event.key.encode(), value, None, reason)
-        payload = json.dumps(event.payload, separators=(",", ":")).encode()
         yield Outgoing(event.key.encode(), payload, event.payload["event_id"], None)
 
 
-def publish(bootstrap: str, topic: str, records: Iterable[Outgoing], rate_per_s: float = 0) -> int:
-    """Publish records with kafka-python, paced to ``rate_per_s`` when it is positive."""
+def publish(
+    bootstrap: str, topics: TopicNames, records: Iterable[Outgoing], rate_per_s: float = 0
+) -> int:
+    """Publish records to their topics with kafka-python, paced when ``rate_per_s`` > 0."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024
     )
@@ -122,6 +131,7 @@ def publish(bootstrap: str, topic: str, records: Iterable[Outgoing], rate_per_s:
     started = time.perf_counter()
     try:
         for rec in records:
+            topic = topics.transactions if rec.kind == "transaction" else topics.chargebacks
             producer.send(topic, key=rec.key, value=rec.value)
             sent += 1
             if rate_per_s > 0:
