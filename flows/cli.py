@@ -25,14 +25,27 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-servers", help="Kafka host:port list")
     parser.add_argument("--state-dir", type=Path, help="RocksDB state directory")
     parser.add_argument("--model-dir", type=Path, help="model directory with manifest.json")
+    parser.add_argument("--shadow-model-dir", type=Path, help="shadow model (never decides)")
+    parser.add_argument("--canary-model-dir", type=Path, help="canary model for a share of cards")
+    parser.add_argument("--canary-share", type=float, help="share of cards for the canary")
     parser.add_argument("--metrics-host", help="address the metrics endpoint binds to")
     parser.add_argument("--metrics-port", type=int, help="metrics port (0: no endpoint)")
     parser.add_argument("--topic-partitions", type=int, help="partitions of created topics")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("bootstrap_servers", "state_dir", "model_dir", "metrics_host", "metrics_port")
-    given = {k: getattr(args, k, None) for k in (*keys, "topic_partitions")}
+    keys = (
+        "bootstrap_servers",
+        "state_dir",
+        "model_dir",
+        "shadow_model_dir",
+        "canary_model_dir",
+        "canary_share",
+        "metrics_host",
+        "metrics_port",
+        "topic_partitions",
+    )
+    given = {k: getattr(args, k, None) for k in keys}
     return load_settings(**given)
 
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from prometheus_client import CollectorRegistry
 
-from models.onnx_scorer import OnnxModel
+from models.registry import ModelRegistry
+from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
 from operators.decode import DecodeConfig, Kind, PartitionDecoder
+from operators.drift import DriftConfig, DriftStat, drift
 from operators.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
@@ -31,9 +32,9 @@ from operators.kafka_io import (
 from operators.merchant_windows import MerchantConfig
 from operators.messages import OutMessage
 from operators.metrics import ServiceMetrics
-from operators.scoring import ScoringConfig, score
+from operators.scoring import Scorer, ScoringConfig, score
 from operators.watermarks import TimeConfig
-from operators.windows import SCORE, WindowsConfig, windows
+from operators.windows import AGGREGATES, SCORE, WindowsConfig, windows
 from schemas.settings import Settings
 from state.store import StateStore
 
@@ -46,20 +47,20 @@ def wall_clock_ms() -> int:
 def build_flow(
     settings: Settings,
     *,
-    model: OnnxModel,
-    registry: CollectorRegistry,
+    models: ModelRegistry,
+    metrics: ServiceMetrics,
     store: Callable[[], StateStore],
     clock: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
     stop_at_eof: bool = False,
     stop: threading.Event | None = None,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
     ``store`` returns the process's state store (opened once, shared by its
-    workers). Setting ``stop`` ends the input: the flow finishes its epoch and
-    returns.
+    workers); ``models`` holds the serving models. Setting ``stop`` ends the
+    input: the flow finishes its epoch and returns.
     """
-    metrics = ServiceMetrics.create(registry)
     topics = settings.topics
     kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
     time_config = TimeConfig(
@@ -95,6 +96,7 @@ def build_flow(
             stop=stop or threading.Event(),
         ),
         decoder,
+        lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
     )
     parts = source.list_parts()
     batches = op.input("in", flow := Dataflow("streamscore"), source)
@@ -117,20 +119,54 @@ def build_flow(
             dead_letter_topic=topics.dead_letters,
         ),
         store=store,
+        on_state_size=metrics.state_keys.set,
     )
     to_score = op.filter_map_value("to-score", routed, lambda kv: kv[1] if kv[0] == SCORE else None)
-    scores = score(
-        "score",
-        to_score,
-        config=ScoringConfig(scores_topic=topics.scores),
-        model=model,
-        clock=clock,
-        metrics=metrics,
+    scoring = ScoringConfig(
+        scores_topic=topics.scores,
+        breaker=BreakerConfig(
+            failure_threshold=settings.breaker_failures,
+            slow_call_s=settings.inference_budget_ms / 1000,
+            cooldown_s=settings.breaker_cooldown_s,
+        ),
     )
+    scorer = Scorer(scoring, models, monotonic=monotonic, metrics=metrics)
+    scores, samples = score(
+        "score", to_score, config=scoring, scorer=scorer, clock=clock, metrics=metrics
+    )
+
+    def drift_gauges(stats: list[DriftStat]) -> None:
+        for s in stats:
+            metrics.drift_psi.labels(s.signal).set(s.psi)
+            metrics.drift_ks.labels(s.signal).set(s.ks)
+            metrics.drift_detected.labels(s.signal).set(1 if s.drift else 0)
+
+    drift_out = drift(
+        "drift",
+        samples,
+        config=DriftConfig(
+            topic=topics.drift,
+            window_events=settings.drift_window_events,
+            every_events=settings.drift_every_events,
+            psi_threshold=settings.drift_psi_threshold,
+        ),
+        manifest=lambda: models.active.manifest,
+        on_stats=drift_gauges,
+    )
+
+    def other_output(kind_payload: tuple[str, Any]) -> list[OutMessage] | None:
+        kind, payload = kind_payload
+        if kind == SCORE:
+            return None
+        if kind == AGGREGATES:
+            metrics.window_aggregates.inc(len(payload))
+        messages: list[OutMessage] = payload
+        return messages
+
     others: Stream[tuple[str, list[OutMessage]]] = op.filter_map_value(
-        "others", routed, lambda kv: kv[1] if kv[0] != SCORE else None
+        "others", routed, other_output
     )
-    out = op.merge("outputs", scores, others)
+    out = op.merge("outputs", scores, others, drift_out)
     sink_config = SinkConfig(
         brokers=settings.brokers, parts=settings.shards, extra=settings.producer_config
     )

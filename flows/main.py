@@ -1,4 +1,4 @@
-"""Process entry point: settings, metrics endpoint, model, then the dataflow.
+"""Process entry point: settings, metrics endpoint, models, state, then the dataflow.
 
 ``streamscore run`` calls :func:`start_service`; bytewax's own runner works too::
 
@@ -12,38 +12,75 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 from bytewax.dataflow import Dataflow
 from prometheus_client import CollectorRegistry, start_http_server
 
 from flows.dataflow import build_flow
-from models.onnx_scorer import load_model
+from models.onnx_scorer import OnnxModel
+from models.registry import DeploymentConfig, ModelRegistry, RegistryEvents, Role
+from operators.metrics import ServiceMetrics
 from schemas.settings import Settings, load_settings
 from state.rocksdb import ProcessStore
 
 log = logging.getLogger(__name__)
 
 
+class MetricEvents(RegistryEvents):
+    """Reports model loads and refusals as metrics."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+        self._serving: dict[Role, str] = {}
+
+    def loaded(self, role: Role, model: OnnxModel | None) -> None:
+        """``streamscore_model_info{role, model_version}`` is 1 for what serves now."""
+        old = self._serving.pop(role, None)
+        if old is not None:
+            self._metrics.model_info.remove(role, old)
+        if model is not None:
+            self._serving[role] = model.manifest.model_version
+            self._metrics.model_info.labels(role, model.manifest.model_version).set(1)
+
+    def refused(self, role: Role, reason: str, error: str) -> None:
+        """Count the refusal by reason."""
+        self._metrics.model_load_failures.labels(reason).inc()
+
+
+def load_models(settings: Settings, metrics: ServiceMetrics) -> ModelRegistry:
+    """The model registry for the settings' deployment, reporting to ``metrics``."""
+    deployment = DeploymentConfig(
+        active=settings.model_dir,
+        shadow=settings.shadow_model_dir,
+        canary=settings.canary_model_dir,
+        canary_share=settings.canary_share,
+        reload_interval_s=settings.model_reload_interval_s,
+    )
+    return ModelRegistry(deployment, clock=time.monotonic, events=MetricEvents(metrics))
+
+
 def start_service(
     settings: Settings, *, process_id: int = 0, stop_at_eof: bool = False
 ) -> Dataflow:
-    """Load the model, serve metrics (port + process id), trap SIGINT/SIGTERM, build the flow.
+    """Load models, serve metrics (port + process id), trap SIGINT/SIGTERM, build the flow.
 
     The first signal ends the input so the flow finishes its epoch and exits;
     a second one interrupts at once.
     """
-    model = load_model(settings.model_dir)
     registry = CollectorRegistry()
+    metrics = ServiceMetrics.create(registry)
+    models = load_models(settings, metrics)
     if settings.metrics_port:
         port = settings.metrics_port + process_id
         start_http_server(port, addr=settings.metrics_host, registry=registry)
         log.info("metrics at http://%s:%d/metrics", settings.metrics_host, port)
     log.info(
-        "model %s (%s features), reading %s from %s",
-        model.manifest.model_version,
-        len(model.manifest.feature_names),
+        "model %s, reading %s and %s from %s",
+        models.active.manifest.model_version,
         settings.topics.transactions,
+        settings.topics.chargebacks,
         settings.bootstrap_servers,
     )
     stop = threading.Event()
@@ -58,7 +95,7 @@ def start_service(
     signal.signal(signal.SIGTERM, on_signal)
     store = ProcessStore(settings.state_dir, process_id, fresh=True)
     return build_flow(
-        settings, model=model, registry=registry, store=store, stop_at_eof=stop_at_eof, stop=stop
+        settings, models=models, metrics=metrics, store=store, stop_at_eof=stop_at_eof, stop=stop
     )
 
 

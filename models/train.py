@@ -25,6 +25,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from models.manifest import MANIFEST_FILE, Distribution, Manifest, Reference, Thresholds
+from models.rules import rules_scores
 from models.simulator import SimConfig, simulate, to_replay_records
 from operators.features import ALL_FEATURES, txn_features
 from operators.replay import replay
@@ -84,10 +85,20 @@ def train(config: TrainConfig, out_dir: Path) -> Manifest:
     held_out = model.predict_proba(x[cut:])[:, 1]
     thresholds = Thresholds(review=config.review_threshold, decline=config.decline_threshold)
     declined = held_out >= thresholds.decline
+    reviewed = held_out >= thresholds.review
+    test_rows = [dict(zip(ALL_FEATURES, row, strict=True)) for row in x[cut:].tolist()]
+    rules = np.asarray(rules_scores(test_rows))
     metrics = {
         "auc": float(roc_auc_score(y[cut:], held_out)),
         "precision_at_decline": float(precision_score(y[cut:], declined, zero_division=0)),
         "recall_at_decline": float(recall_score(y[cut:], declined, zero_division=0)),
+        "precision_at_review": float(precision_score(y[cut:], reviewed, zero_division=0)),
+        "recall_at_review": float(recall_score(y[cut:], reviewed, zero_division=0)),
+        # The rules fallback on the same held-out split, for comparison.
+        "rules_auc": float(roc_auc_score(y[cut:], rules)),
+        "rules_recall_at_decline": float(
+            recall_score(y[cut:], rules >= thresholds.decline, zero_division=0)
+        ),
         "fraud_share": float(y.mean()),
         "train_rows": float(cut),
         "test_rows": float(len(y) - cut),

@@ -63,15 +63,24 @@ class SourceConfig:
 
 # (topic#partition, topic, resume state of the decoder) -> the partition's decoder
 DecoderFactory = Callable[[str, str, int | None], PartitionDecoder]
+# (topic, partition, records not yet read) -> None; called about once a second
+LagReporter = Callable[[str, int, int], None]
+LAG_EVERY_S = 1.0
 _Resume = tuple[int, int | None]
 
 
 class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, _Resume]):
     """Every partition of the configured topics, read and decoded in batches."""
 
-    def __init__(self, config: SourceConfig, decoder: DecoderFactory) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        decoder: DecoderFactory,
+        lag: LagReporter = lambda _t, _p, _n: None,
+    ) -> None:
         self._config = config
         self._decoder = decoder
+        self._lag = lag
 
     def list_parts(self) -> list[str]:
         """Each Kafka partition, as ``topic#partition``."""
@@ -94,7 +103,7 @@ class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, _Resume]):
         topic, _, idx = for_part.rpartition("#")
         offset, decoder_state = resume_state if resume_state else (None, None)
         decoder = self._decoder(for_part, topic, decoder_state)
-        return _SourcePartition(self._config, topic, int(idx), offset, decoder)
+        return _SourcePartition(self._config, topic, int(idx), offset, decoder, self._lag)
 
 
 class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
@@ -105,6 +114,7 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         partition: int,
         resume: int | None,
         decoder: PartitionDecoder,
+        lag: LagReporter,
     ) -> None:
         self._consumer = Consumer(
             {
@@ -129,6 +139,8 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._idle_after = config.idle_timeout_ms / 1000
         self._last_data = time.monotonic()
         self._idle = False
+        self._lag = lag
+        self._next_lag = 0.0
 
     def next_batch(self) -> list[PartitionBatch]:
         if self._stop.is_set() or (self._eof and self._idle):
@@ -146,6 +158,8 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
                 continue
             batch.append(_raw(msg))
         now = time.monotonic()
+        if now >= self._next_lag:
+            self._report_lag(now)
         if batch:
             self._next = batch[-1].offset + 1
             self._last_data = now
@@ -155,6 +169,15 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             self._idle = True
             return [self._decoder.idle()]
         return []
+
+    def _report_lag(self, now: float) -> None:
+        self._next_lag = now + LAG_EVERY_S
+        # cached=True: the high watermark from the last fetch response, no broker call.
+        _low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), cached=True
+        )
+        if high >= 0 and self._next >= 0:
+            self._lag(self._topic, self._partition, max(0, high - self._next))
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() == _EOF:

@@ -49,7 +49,12 @@ class MerchantWindowEngine:
         config: MerchantConfig,
         store: StateStore,
         dead_letter: Callable[[CbEnvelope, str], OutMessage],
+        *,
+        shard: str = "",
     ) -> None:
+        # Shards of one process share the store: each closes only its own windows.
+        self._close = keys.shard_namespace(keys.CLOSE_TIMER, shard)
+        self._purge = keys.shard_namespace(keys.PURGE_TIMER, shard)
         self._lateness = config.time.allowed_lateness_ms
         self._topic = config.aggregates_topic
         self._store = store
@@ -97,7 +102,7 @@ class MerchantWindowEngine:
             old = windows.get(key)
             if old is None:
                 old = (0, 0.0, 0)
-                changes[keys.timer_key(keys.CLOSE_TIMER, start + WINDOW_MS, merchant)] = b""
+                changes[keys.timer_key(self._close, start + WINDOW_MS, merchant)] = b""
             new = (old[0] + txns, old[1] + amount, old[2] + cbs)
             windows[key] = new
             changes[key] = _VALUE.pack(*new)
@@ -135,21 +140,21 @@ class MerchantWindowEngine:
             return []
         changes: dict[bytes, bytes | None] = {}
         out: list[OutMessage] = []
-        close_end = keys.timer_range_end(keys.CLOSE_TIMER, watermark - self._lateness)
-        due = list(self._store.scan(keys.CLOSE_TIMER, close_end))
+        close_end = keys.timer_range_end(self._close, watermark - self._lateness)
+        due = list(self._store.scan(self._close, close_end))
         window_keys = []
         for key, _ in due:
-            end, merchant = keys.parse_timer_key(key)
+            end, merchant = keys.parse_timer_key(key, len(self._close))
             window_keys.append(keys.window_key(merchant, end - WINDOW_MS))
         for (key, _), value in zip(due, self._store.get_many(window_keys), strict=True):
-            end, merchant = keys.parse_timer_key(key)
+            end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
-            changes[keys.timer_key(keys.PURGE_TIMER, end, merchant)] = b""
+            changes[keys.timer_key(self._purge, end, merchant)] = b""
             if value is not None:
                 out.append(self._aggregate(merchant, end - WINDOW_MS, *_VALUE.unpack(value)))
-        purge_end = keys.timer_range_end(keys.PURGE_TIMER, watermark - self._lateness - WINDOW_MS)
-        for key, _ in self._store.scan(keys.PURGE_TIMER, purge_end):
-            end, merchant = keys.parse_timer_key(key)
+        purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - WINDOW_MS)
+        for key, _ in self._store.scan(self._purge, purge_end):
+            end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
             changes[keys.window_key(merchant, end - WINDOW_MS)] = None
         self._store.write(changes)

@@ -96,3 +96,4 @@ class ShardInput:
     idle: bool
     txns: list[TxnEnvelope]
     ordered: list[Featured | CbEnvelope | Tick]  # merchant-stage input, in processing order
+    target: str = ""  # the shard it is routed to (a logic does not otherwise know its key)

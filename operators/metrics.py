@@ -8,68 +8,91 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Seconds; dense below 50 ms, the latency target.
 LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-)
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ServiceMetrics:
-    """The counters and histograms the operators update."""
+    """The counters, gauges and histograms the operators update."""
 
     events_in: Counter
     scored: Counter
     dead_letters: Counter
+    late: Counter
+    fallback: Counter
+    window_aggregates: Counter
+    model_load_failures: Counter
     e2e_latency: Histogram
     inference_latency: Histogram
     batch_size: Histogram
+    consumer_lag: Gauge
+    state_keys: Gauge
+    model_info: Gauge
+    breaker_open: Gauge
+    drift_psi: Gauge
+    drift_ks: Gauge
+    drift_detected: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServiceMetrics:
         """Register every metric on ``registry``."""
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        def latency(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, buckets=LATENCY_BUCKETS, registry=registry)
+
         return cls(
-            events_in=Counter(
-                "streamscore_events_in", "Records consumed", ["topic"], registry=registry
+            events_in=counter("streamscore_events_in", "Records consumed", ("topic",)),
+            scored=counter("streamscore_scored", "Transactions scored", ("model_version",)),
+            dead_letters=counter("streamscore_dead_letters", "Records rejected", ("reason",)),
+            late=counter("streamscore_late", "Late transactions (scored, state unchanged)"),
+            fallback=counter("streamscore_fallback", "Transactions scored by the rules fallback"),
+            window_aggregates=counter(
+                "streamscore_window_aggregates", "Closed merchant windows published"
             ),
-            scored=Counter(
-                "streamscore_scored", "Transactions scored", ["model_version"], registry=registry
+            model_load_failures=counter(
+                "streamscore_model_load_failures",
+                "New model versions refused (the old one kept serving)",
+                ("reason",),
             ),
-            dead_letters=Counter(
-                "streamscore_dead_letters", "Records rejected", ["reason"], registry=registry
-            ),
-            e2e_latency=Histogram(
+            e2e_latency=latency(
                 "streamscore_e2e_latency_seconds",
                 "From the record's Kafka timestamp to its score being handed to the producer",
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
             ),
-            inference_latency=Histogram(
-                "streamscore_inference_latency_seconds",
-                "ONNX inference time of one batch",
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
+            inference_latency=latency(
+                "streamscore_inference_latency_seconds", "ONNX inference time of one batch"
             ),
             batch_size=Histogram(
                 "streamscore_score_batch_size",
                 "Transactions per inference batch",
                 buckets=(1, 4, 16, 64, 256, 1024, 4096),
                 registry=registry,
+            ),
+            consumer_lag=gauge(
+                "streamscore_consumer_lag",
+                "Records between the partition's end and the next offset to read",
+                ("topic", "partition"),
+            ),
+            state_keys=gauge("streamscore_state_keys", "Estimated keys in this process's store"),
+            model_info=gauge(
+                "streamscore_model_info", "Models in service (1) by role", ("role", "model_version")
+            ),
+            breaker_open=gauge(
+                "streamscore_breaker_open", "1 while a model's circuit breaker is open", ("role",)
+            ),
+            drift_psi=gauge("streamscore_drift_psi", "Population stability index", ("signal",)),
+            drift_ks=gauge("streamscore_drift_ks", "Kolmogorov-Smirnov statistic", ("signal",)),
+            drift_detected=gauge(
+                "streamscore_drift_detected", "1 while drift is flagged", ("signal",)
             ),
         )

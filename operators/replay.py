@@ -59,6 +59,7 @@ class ReplayResult:
     rows: list[FeatureRow]
     dead_letters: list[dict[str, Any]]
     window_aggregates: list[dict[str, Any]]
+    featured: list[Featured]  # the rows as the scoring operator receives them
 
 
 class _Pipeline:
@@ -137,18 +138,20 @@ def replay(
     pipeline = _Pipeline(time or TimeConfig(), store if store is not None else MemoryStore())
     position = {(TOPICS[r.kind], r.partition, r.offset): i for i, r in enumerate(records)}
     rows: list[FeatureRow] = []
+    featured_all: list[Featured] = []
     dead: list[dict[str, Any]] = []
     aggregates: list[dict[str, Any]] = []
     it = iter(records)
     while chunk := list(itertools.islice(it, batch_size)):
         featured, dead_out, agg_out = pipeline.run(chunk)
         rows.extend(_row(f) for f in featured)
+        featured_all.extend(featured)
         dead.extend(json.loads(m.value) for m in dead_out)
         aggregates.extend(json.loads(m.value) for m in agg_out)
     if flush:
         aggregates.extend(json.loads(m.value) for m in pipeline.flush())
     dead.sort(key=lambda d: position[(d["topic"], d["partition"], d["offset"])])
-    return ReplayResult(rows, dead, aggregates)
+    return ReplayResult(rows, dead, aggregates, featured_all)
 
 
 def _row(item: Featured) -> FeatureRow:

@@ -1,83 +1,171 @@
-"""Score batches of transactions with the ONNX model; one Score record per transaction.
+"""Score batches of transactions; one Score record per transaction.
 
 Time rules: none of its own; ``processed_at`` and the end-to-end latency come
-from the injected clock. State: none (the model is loaded once per process by
-the entry point and passed in). A whole shard batch goes through ONNX in one
-call, while each transaction still gets its own score and decision.
+from the injected wall clock, the breaker's cool-down and the registry's
+reload interval from the injected monotonic clock. State: none in the dataflow
+(the registry and the breakers live per process).
+
+A batch is what one merchant shard emitted for one wake-up: it goes through
+ONNX in one call per model role, so an event waits for no timer, only for the
+records polled with it; each transaction still gets its own score and
+decision. Cards in the canary share are decided by the canary model; a shadow
+model's score goes into ``shadow`` and never changes the decision. When a
+model fails, or its breaker is open after repeated failures or slow calls,
+the rules fallback scores instead (``fallback: true``, ``model_version`` the
+rules version).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import bytewax.operators as op
 import numpy as np
 from bytewax.dataflow import Stream
 
 from models.onnx_scorer import OnnxModel
-from operators.features import txn_features
+from models.registry import ModelRegistry, Role
+from models.rules import RULES_VERSION, rules_scores
+from operators.breaker import BreakerConfig, CircuitBreaker
+from operators.drift import DriftSample
+from operators.features import ALL_FEATURES, txn_features
 from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics
 from schemas.timefmt import format_ms
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScoringConfig:
-    """Where scores go."""
+    """Where scores go and the inference time budget."""
 
     scores_topic: str
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
-class _Scorer:
+@dataclass(frozen=True)
+class Scored:
+    """One transaction's outcome before serialisation."""
+
+    score: float
+    decision: str
+    model_version: str
+    fallback: bool
+    shadow: dict[str, object] | None
+
+
+class Scorer:
+    """Scores batches with the registry's models, the breakers and the rules fallback."""
+
     def __init__(
         self,
         config: ScoringConfig,
-        model: OnnxModel,
-        clock: Callable[[], int],
+        registry: ModelRegistry,
+        *,
+        monotonic: Callable[[], float],
         metrics: ServiceMetrics,
     ) -> None:
-        self._topic = config.scores_topic
-        self._model = model
-        self._names = model.manifest.feature_names
-        self._version = model.manifest.model_version
-        self._decide = model.manifest.thresholds.decide
-        self._clock = clock
+        self._registry = registry
         self._metrics = metrics
+        self._breakers = {
+            role: CircuitBreaker(config.breaker, monotonic) for role in ("active", "canary")
+        }
 
-    def __call__(self, batch: list[Featured]) -> list[OutMessage]:
+    def score(self, batch: Sequence[Featured]) -> tuple[list[dict[str, float]], list[Scored]]:
+        """Features (with transaction features) and outcome of every transaction, in order."""
+        self._registry.maybe_reload()
         feats = [{**item.features, **txn_features(item.env.txn)} for item in batch]
-        matrix = np.array([[f[n] for n in self._names] for f in feats], dtype=np.float32)
+        groups: dict[Role, list[int]] = {}
+        models: dict[Role, OnnxModel] = {}
+        for i, item in enumerate(batch):
+            role, model = self._registry.for_card(item.env.txn.card_id)
+            groups.setdefault(role, []).append(i)
+            models[role] = model
+        results: list[Scored | None] = [None] * len(batch)
+        shadow = self._shadow(feats)
+        thresholds = self._registry.active.manifest.thresholds
+        for role, idx in groups.items():
+            model = models[role]
+            rows = [feats[i] for i in idx]
+            probs = self._infer(role, model, rows)
+            if probs is None:
+                self._metrics.fallback.inc(len(idx))
+                fallback = rules_scores(rows)
+                for i, p in zip(idx, fallback, strict=True):
+                    results[i] = Scored(p, thresholds.decide(p), RULES_VERSION, True, shadow[i])
+                continue
+            version = model.manifest.model_version
+            decide = model.manifest.thresholds.decide
+            for i, p in zip(idx, probs, strict=True):
+                results[i] = Scored(p, decide(p), version, False, shadow[i])
+            self._metrics.scored.labels(version).inc(len(idx))
+        return feats, [r for r in results if r is not None]
+
+    @property
+    def active_version(self) -> str:
+        """The active model's version (what drift compares against)."""
+        return self._registry.active.manifest.model_version
+
+    def _infer(
+        self, role: Role, model: OnnxModel, rows: list[dict[str, float]]
+    ) -> list[float] | None:
+        breaker = self._breakers[role]
+        if not breaker.allow():
+            return None
+        names = model.manifest.feature_names
+        matrix = np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
         started = time.perf_counter()
-        probs = self._model.predict(matrix)
-        self._metrics.inference_latency.observe(time.perf_counter() - started)
-        self._metrics.batch_size.observe(len(batch))
-        now = self._clock()
-        processed_at = format_ms(now)
-        out = []
-        for item, f, p in zip(batch, feats, probs.tolist(), strict=True):
-            env = item.env
-            txn = env.txn
-            body = {
-                "event_id": txn.event_id,
-                "card_id": txn.card_id,
-                "merchant_id": txn.merchant_id,
-                "event_time": format_ms(txn.event_time),
-                "score": p,
-                "decision": self._decide(p),
-                "model_version": self._version,
-                "fallback": False,
-                "late": env.late,
-                "features": f,
-                "shadow": None,
-                "processed_at": processed_at,
-            }
-            out.append(OutMessage(self._topic, txn.card_id.encode(), json.dumps(body).encode()))
-            self._metrics.e2e_latency.observe(max(0, now - env.raw.timestamp_ms) / 1000)
-        self._metrics.scored.labels(self._version).inc(len(batch))
-        return out
+        try:
+            probs = model.predict(matrix)
+        except Exception as exc:  # onnxruntime raises several private types
+            breaker.record_failure()
+            log.warning("%s model %s failed: %s", role, model.manifest.model_version, exc)
+            probs = None
+        else:
+            elapsed = time.perf_counter() - started
+            breaker.record_success(elapsed)
+            self._metrics.inference_latency.observe(elapsed)
+            self._metrics.batch_size.observe(len(rows))
+        self._metrics.breaker_open.labels(role).set(1 if breaker.state == "open" else 0)
+        return None if probs is None else [float(p) for p in probs.tolist()]
+
+    def _shadow(self, feats: list[dict[str, float]]) -> list[dict[str, object] | None]:
+        model = self._registry.shadow
+        if model is None or not feats:
+            return [None] * len(feats)
+        names = model.manifest.feature_names
+        matrix = np.array([[f[n] for n in names] for f in feats], dtype=np.float32)
+        try:
+            probs = model.predict(matrix).tolist()
+        except Exception as exc:
+            log.warning("shadow model %s failed: %s", model.manifest.model_version, exc)
+            return [None] * len(feats)
+        version = model.manifest.model_version
+        return [{"model_version": version, "score": float(p)} for p in probs]
+
+
+def drift_sample(
+    batch: Sequence[Featured],
+    feats: Sequence[dict[str, float]],
+    outcomes: Sequence[Scored],
+    active: str,
+) -> DriftSample | None:
+    """The rows the active model decided, for drift against its reference; None if none."""
+    rows = [i for i, o in enumerate(outcomes) if o.model_version == active]
+    if not rows:
+        return None
+    return DriftSample(
+        model_version=active,
+        names=ALL_FEATURES,
+        values=np.array([[feats[i][n] for n in ALL_FEATURES] for i in rows], dtype=np.float64),
+        scores=np.array([outcomes[i].score for i in rows], dtype=np.float64),
+        event_times=np.array([batch[i].env.txn.event_time for i in rows], dtype=np.int64),
+    )
 
 
 def score(
@@ -85,10 +173,44 @@ def score(
     up: Stream[tuple[str, list[Featured]]],
     *,
     config: ScoringConfig,
-    model: OnnxModel,
+    scorer: Scorer,
     clock: Callable[[], int],
     metrics: ServiceMetrics,
-) -> Stream[tuple[str, list[OutMessage]]]:
-    """Per-shard batches of transactions -> per-shard batches of Score messages."""
-    scorer = _Scorer(config, model, clock, metrics)
-    return op.map_value(step_id, up, scorer)
+) -> tuple[Stream[tuple[str, list[OutMessage]]], Stream[DriftSample]]:
+    """Per-shard batches of featured transactions -> Score messages, and drift samples."""
+    topic = config.scores_topic
+
+    def to_messages(batch: list[Featured]) -> tuple[list[OutMessage], DriftSample | None]:
+        feats, outcomes = scorer.score(batch)
+        now = clock()
+        processed_at = format_ms(now)
+        out = []
+        late = 0
+        for item, f, s in zip(batch, feats, outcomes, strict=True):
+            txn = item.env.txn
+            late += item.env.late
+            body = {
+                "event_id": txn.event_id,
+                "card_id": txn.card_id,
+                "merchant_id": txn.merchant_id,
+                "event_time": format_ms(txn.event_time),
+                "score": s.score,
+                "decision": s.decision,
+                "model_version": s.model_version,
+                "fallback": s.fallback,
+                "late": item.env.late,
+                "features": f,
+                "shadow": s.shadow,
+                "processed_at": processed_at,
+            }
+            out.append(OutMessage(topic, txn.card_id.encode(), json.dumps(body).encode()))
+            metrics.e2e_latency.observe(max(0, now - item.env.raw.timestamp_ms) / 1000)
+        if late:
+            metrics.late.inc(late)
+        active = scorer.active_version
+        return out, drift_sample(batch, feats, outcomes, active)
+
+    scored = op.map_value(step_id, up, to_messages)
+    messages = op.map_value(f"{step_id}-messages", scored, lambda pair: pair[0])
+    samples = op.filter_map(f"{step_id}-samples", scored, lambda kv: kv[1][1])
+    return messages, samples

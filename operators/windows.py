@@ -99,6 +99,7 @@ def route_partition_batch(batch: PartitionBatch, shards: int) -> list[Routed]:
                     idle=batch.idle,
                     txns=by_card.get(key, []),
                     ordered=by_merchant.get(key, []),
+                    target=key,
                 ),
             )
         )
@@ -107,9 +108,15 @@ def route_partition_batch(batch: PartitionBatch, shards: int) -> list[Routed]:
 
 class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def __init__(
-        self, config: WindowsConfig, store: StateStore, resume: tuple[Any, ...] | None
+        self,
+        config: WindowsConfig,
+        store: StateStore,
+        resume: tuple[Any, ...] | None,
+        on_state_size: Callable[[int], None],
     ) -> None:
         self._config = config
+        self._store = store
+        self._on_state_size = on_state_size
         self._wm = MinWatermark(config.txn_sources, resume[0] if resume else None)
         self._sent = resume[1] if resume else NO_WATERMARK
         self._engine = CardFeatureEngine(config.card, store, self._dead)
@@ -142,12 +149,13 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         targets = list(per_merchant)
         if wm - self._sent >= BROADCAST_EVERY_MS:
             self._engine.expire(wm)
+            self._on_state_size(self._store.approximate_keys())
             self._sent = wm
             targets = [f"m{i}" for i in range(shards)]
         idle = self._wm.all_idle()
         for key in dict.fromkeys([*per_merchant, *targets]):
             # The logic does not know its own shard key; ``_tag_origin`` fills it in.
-            out.append((key, ShardInput("", wm, idle, [], per_merchant.get(key, []))))
+            out.append((key, ShardInput("", wm, idle, [], per_merchant.get(key, []), key)))
         return out, op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[Any, ...]:
@@ -160,8 +168,18 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     ) -> None:
         expected = (*[f"c{i}" for i in range(config.shards)], *config.cb_sources)
         self._config = config
+        self._store = store
         self._wm = MinWatermark(expected, resume[0] if resume else None)
-        self._engine = MerchantWindowEngine(config.merchant, store, self._dead)
+        self._shard: str | None = resume[1] if resume else None
+        self._engine: MerchantWindowEngine | None = None
+
+    def _engine_for(self, values: list[ShardInput]) -> MerchantWindowEngine:
+        if self._engine is None:
+            self._shard = self._shard or values[0].target
+            self._engine = MerchantWindowEngine(
+                self._config.merchant, self._store, self._dead, shard=self._shard
+            )
+        return self._engine
 
     def _dead(self, env: CbEnvelope, error: str) -> OutMessage:
         return dead_letter(self._config.dead_letter_topic, env.raw, "timestamp", error, 0)
@@ -180,10 +198,11 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             ),
             key=lambda pair: _ingest_order(pair[0]),
         )
-        featured, dead = self._engine.process_from(records, self._wm)
+        engine = self._engine_for(values)
+        featured, dead = engine.process_from(records, self._wm)
         for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
-        aggregates = self._engine.advance(self._wm.current())
+        aggregates = engine.advance(self._wm.current())
         out: list[Routed] = []
         if featured:
             out.append((SCORE, featured))
@@ -194,7 +213,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[Any, ...]:
-        return (self._wm.snapshot(),)
+        return (self._wm.snapshot(), self._shard)
 
 
 def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, int]:
@@ -207,7 +226,9 @@ def _tag_origin(item: tuple[str, Routed]) -> Routed:
     """Re-key a card shard's output to its target, naming the card shard as origin."""
     shard, (target, payload) = item
     if isinstance(payload, ShardInput):
-        payload = ShardInput(shard, payload.watermark, payload.idle, [], payload.ordered)
+        payload = ShardInput(
+            shard, payload.watermark, payload.idle, [], payload.ordered, payload.target
+        )
     return target, payload
 
 
@@ -217,6 +238,7 @@ def windows(
     *,
     config: WindowsConfig,
     store: Callable[[], StateStore],
+    on_state_size: Callable[[int], None] = lambda _n: None,
 ) -> Stream[tuple[str, Routed]]:
     """Source batches -> ``(route key, (kind, payload))``.
 
@@ -230,7 +252,9 @@ def windows(
     source_dead = op.filter(f"{step_id}-source-dead", routed, lambda kv: kv[0] == DEAD)
 
     cards = op.stateful_batch(
-        f"{step_id}-cards", to_cards, lambda resume: _CardLogic(config, store(), resume)
+        f"{step_id}-cards",
+        to_cards,
+        lambda resume: _CardLogic(config, store(), resume, on_state_size),
     )
     card_out = op.map(f"{step_id}-card-out", cards, _tag_origin)
     card_dead = op.filter(f"{step_id}-card-dead", card_out, lambda kv: kv[0] == DEAD)

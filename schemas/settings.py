@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
     state_dir: Path = Path(".local/state")
     model_dir: Path = DEFAULT_MODEL
+    shadow_model_dir: Path | None = None
+    canary_model_dir: Path | None = None
+    canary_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    model_reload_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    inference_budget_ms: Annotated[float, Field(gt=0, le=10_000)] = 50.0
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_cooldown_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    drift_window_events: Annotated[int, Field(ge=100, le=1_000_000)] = 2_000
+    drift_every_events: Annotated[int, Field(ge=10, le=1_000_000)] = 500
+    drift_psi_threshold: Annotated[float, Field(gt=0, le=10)] = 0.25
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
     # A dead letter repeats the payload JSON-escaped (up to 6 bytes a byte for control
@@ -75,10 +85,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
         return value
 
-    @field_validator("model_dir")
+    @field_validator("model_dir", "shadow_model_dir", "canary_model_dir")
     @classmethod
-    def _model_exists(cls, value: Path) -> Path:
-        if not (value / "manifest.json").is_file():
+    def _model_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "manifest.json").is_file():
             raise ValueError(f"no manifest.json in {value}")
         return value
 

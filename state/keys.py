@@ -18,6 +18,7 @@ CARD_EXPIRY = b"E"
 WINDOW = b"W"
 CLOSE_TIMER = b"T"
 PURGE_TIMER = b"P"
+QUALITY = b"Q"
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -44,6 +45,16 @@ def timer_range_end(namespace: bytes, up_to_ms: int) -> bytes:
     return namespace + _U64.pack(up_to_ms + 1)
 
 
-def parse_timer_key(key: bytes) -> tuple[int, str]:
-    """(due time, entity) of a timer key."""
-    return _U64.unpack_from(key, 1)[0], key[9:].decode()
+def parse_timer_key(key: bytes, namespace_len: int = 1) -> tuple[int, str]:
+    """(due time, entity) of a timer key whose namespace is ``namespace_len`` bytes."""
+    return _U64.unpack_from(key, namespace_len)[0], key[namespace_len + 8 :].decode()
+
+
+def shard_namespace(namespace: bytes, shard: str) -> bytes:
+    """A timer namespace private to one shard, for stores shared by several shards.
+
+    >>> shard_namespace(CLOSE_TIMER, "m3")
+    b'T\\x02m3'
+    """
+    raw = shard.encode()
+    return namespace + bytes([len(raw)]) + raw

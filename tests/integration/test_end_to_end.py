@@ -15,8 +15,10 @@ from bytewax.testing import run_main
 from prometheus_client import CollectorRegistry
 
 from flows.dataflow import build_flow
+from flows.main import load_models
 from flows.tooling import ReplayConfig, replay_records
 from models.onnx_scorer import load_model
+from operators.metrics import ServiceMetrics
 from schemas.records import DeadLetter, Score
 from schemas.settings import Settings
 from state.rocksdb import ProcessStore
@@ -63,8 +65,13 @@ def test_n_valid_and_m_invalid_give_n_scores_and_m_dead_letters(settings: Settin
 
     model = load_model(settings.model_dir)
     store = ProcessStore(settings.state_dir, 0, fresh=True)
+    metrics = ServiceMetrics.create(CollectorRegistry())
     flow = build_flow(
-        settings, model=model, registry=CollectorRegistry(), store=store, stop_at_eof=True
+        settings,
+        models=load_models(settings, metrics),
+        metrics=metrics,
+        store=store,
+        stop_at_eof=True,
     )
     run_main(flow)  # type: ignore[no-untyped-call]
 

@@ -15,7 +15,8 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from flows.dataflow import build_flow
-from models.onnx_scorer import load_model
+from flows.main import load_models
+from operators.metrics import ServiceMetrics
 from operators.replay import ReplayRecord, replay
 from operators.watermarks import TimeConfig
 from schemas.settings import Settings
@@ -79,9 +80,13 @@ def test_features_and_window_aggregates_through_kafka(settings: Settings) -> Non
     producer.close()
 
     store = ProcessStore(settings.state_dir, 0, fresh=True)
-    model = load_model(settings.model_dir)
+    metrics = ServiceMetrics.create(CollectorRegistry())
     flow = build_flow(
-        settings, model=model, registry=CollectorRegistry(), store=store, stop_at_eof=True
+        settings,
+        models=load_models(settings, metrics),
+        metrics=metrics,
+        store=store,
+        stop_at_eof=True,
     )
     run_main(flow)  # type: ignore[no-untyped-call]
 

@@ -70,6 +70,15 @@ def test_held_out_auc_is_good(trained: Trained) -> None:
     assert trained.first.metrics["auc"] > 0.8
 
 
+def test_model_beats_the_rules_fallback_on_the_same_split(trained: Trained) -> None:
+    assert trained.first.metrics["auc"] > trained.first.metrics["rules_auc"]
+
+
+def test_committed_model_beats_the_rules_fallback() -> None:
+    committed = read_manifest(Path(__file__).resolve().parents[3] / "models/artifacts/fraud-gbt-1")
+    assert committed.metrics["auc"] > committed.metrics["rules_auc"] + 0.05
+
+
 def test_trained_model_loads_and_agrees_with_the_training_data(trained: Trained) -> None:
     model = load_model(trained.first_dir)
     x, y = build_dataset(SimConfig(seed=SMALL.seed), SMALL.events)

@@ -1,0 +1,268 @@
+"""Online drift of every feature and of the score against the model's training reference.
+
+Window: the last ``window_events`` scored transactions (a sliding count window,
+in processing order). Every ``every_events`` transactions one Drift record per
+signal goes to the ``drift`` topic: PSI and KS of the window against the
+reference distribution in the active model's manifest (computed on the
+manifest's quantile bins, so both are exact for those bins), the window's mean
+and the reference mean. A feature drifts when PSI >= ``psi_threshold``. The
+score also runs river's ADWIN, and the transaction amount (relative to its
+reference mean) river's PageHinkley, each over means of ``chunk_events``
+consecutive values (a mean
+shift shows in chunk means at a fraction of the per-event cost); a detection
+since the previous record flags drift too.
+
+Time rules: none of its own; ``window_start``/``window_end`` are the smallest
+and largest event times in the window. State: the window (values and event
+times), the counters and the river detectors, snapshotted by bytewax as one
+blob, so a restart resumes the same windows and detectors. A new active model
+version resets the window: the reference changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import bytewax.operators as op
+import numpy as np
+import numpy.typing as npt
+from bytewax.dataflow import Stream
+from river import drift as river_drift
+
+from models.manifest import Distribution, Manifest
+from operators.messages import OutMessage
+from schemas.timefmt import format_ms
+
+SCORE_SIGNAL = "score"
+AMOUNT_SIGNAL = "txn_amount"
+_EPS = 1e-4
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftConfig:
+    """Window, cadence and thresholds."""
+
+    topic: str
+    window_events: int = 2_000
+    every_events: int = 500
+    psi_threshold: float = 0.25
+    chunk_events: int = 50
+    adwin_delta: float = 0.002
+    page_hinkley_threshold: float = 50.0
+
+
+@dataclass(frozen=True)
+class DriftSample:
+    """What scoring hands to drift for one batch: signal values, scores, event times."""
+
+    model_version: str
+    names: tuple[str, ...]
+    values: npt.NDArray[np.float64]  # [n, len(names)]
+    scores: npt.NDArray[np.float64]  # [n]
+    event_times: npt.NDArray[np.int64]  # [n]
+
+
+@dataclass(frozen=True)
+class DriftStat:
+    """One signal's statistics at one emission."""
+
+    signal: str
+    kind: str
+    window_start: int
+    window_end: int
+    n: int
+    mean: float
+    reference_mean: float
+    psi: float
+    ks: float
+    detector: str
+    drift: bool
+
+
+class DriftMonitor:
+    """Sliding-window PSI/KS per signal plus ADWIN (score) and PageHinkley (amount)."""
+
+    def __init__(self, config: DriftConfig, manifest: Manifest) -> None:
+        self._config = config
+        self._reset(manifest)
+
+    def _reset(self, manifest: Manifest) -> None:
+        config = self._config
+        self.model_version = manifest.model_version
+        self._signals = (*manifest.feature_names, SCORE_SIGNAL)
+        refs = [manifest.reference.features[n] for n in manifest.feature_names]
+        self._refs: list[Distribution] = [*refs, manifest.reference.score]
+        width = len(self._signals)
+        self._values = np.zeros((config.window_events, width), dtype=np.float64)
+        self._times = np.zeros(config.window_events, dtype=np.int64)
+        self._filled = 0
+        self._pos = 0
+        self._since_emit = 0
+        self._chunks: dict[str, list[float]] = {SCORE_SIGNAL: [], AMOUNT_SIGNAL: []}
+        self._adwin = river_drift.ADWIN(delta=config.adwin_delta)  # type: ignore[no-untyped-call]
+        self._ph = river_drift.PageHinkley(threshold=config.page_hinkley_threshold)
+        self._fired: set[str] = set()
+        self._amount_col = (
+            self._signals.index(AMOUNT_SIGNAL) if AMOUNT_SIGNAL in self._signals else None
+        )
+        self._amount_ref = (
+            max(abs(self._refs[self._amount_col].mean), 1e-9)
+            if self._amount_col is not None
+            else 1.0
+        )
+
+    def observe(self, sample: DriftSample, manifest: Manifest) -> list[DriftStat]:
+        """Add a batch; return the statistics of every emission that fell due in it."""
+        if sample.model_version != self.model_version:
+            self._reset(manifest)
+        cols = [sample.names.index(s) for s in self._signals[:-1]]
+        rows = np.column_stack([sample.values[:, cols], sample.scores])
+        stats: list[DriftStat] = []
+        start = 0
+        while start < len(rows):
+            take = min(len(rows) - start, self._config.every_events - self._since_emit)
+            self._push(rows[start : start + take], sample.event_times[start : start + take])
+            start += take
+            if self._since_emit >= self._config.every_events:
+                stats.extend(self._emit())
+        return stats
+
+    def _push(self, rows: npt.NDArray[np.float64], times: npt.NDArray[np.int64]) -> None:
+        size = self._config.window_events
+        for row, t in zip(rows, times, strict=True):
+            self._values[self._pos] = row
+            self._times[self._pos] = t
+            self._pos = (self._pos + 1) % size
+            self._filled = min(self._filled + 1, size)
+            self._since_emit += 1
+            self._chunk(SCORE_SIGNAL, float(row[-1]), self._adwin)
+            if self._amount_col is not None:
+                # Relative to the reference mean, so the threshold does not depend on currency.
+                self._chunk(
+                    AMOUNT_SIGNAL, float(row[self._amount_col]) / self._amount_ref, self._ph
+                )
+
+    def _chunk(
+        self, signal: str, value: float, detector: river_drift.ADWIN | river_drift.PageHinkley
+    ) -> None:
+        chunk = self._chunks[signal]
+        chunk.append(value)
+        if len(chunk) >= self._config.chunk_events:
+            detector.update(math.fsum(chunk) / len(chunk))  # type: ignore[no-untyped-call]
+            chunk.clear()
+            if detector.drift_detected:
+                self._fired.add(signal)
+
+    def _emit(self) -> list[DriftStat]:
+        self._since_emit = 0
+        window = self._values[: self._filled]
+        times = self._times[: self._filled]
+        first, last = int(times.min()), int(times.max())
+        stats = []
+        for i, (signal, ref) in enumerate(zip(self._signals, self._refs, strict=True)):
+            psi, ks = _psi_ks(window[:, i], ref)
+            detector = {SCORE_SIGNAL: "adwin", AMOUNT_SIGNAL: "page_hinkley"}.get(signal, "psi")
+            drifted = psi >= self._config.psi_threshold or signal in self._fired
+            stats.append(
+                DriftStat(
+                    signal=signal,
+                    kind="score" if signal == SCORE_SIGNAL else "feature",
+                    window_start=first,
+                    window_end=last,
+                    n=len(window),
+                    mean=float(window[:, i].mean()),
+                    reference_mean=ref.mean,
+                    psi=psi,
+                    ks=ks,
+                    detector=detector,
+                    drift=drifted,
+                )
+            )
+        self._fired.clear()
+        return stats
+
+
+def _psi_ks(values: npt.NDArray[np.float64], ref: Distribution) -> tuple[float, float]:
+    """PSI and KS of ``values`` against a binned reference (same bins as training)."""
+    counts = np.bincount(
+        np.searchsorted(ref.edges, values, side="right"), minlength=len(ref.proportions)
+    )
+    observed = counts / max(1, len(values))
+    expected = np.asarray(ref.proportions)
+    o, e = np.maximum(observed, _EPS), np.maximum(expected, _EPS)
+    psi = float(np.sum((o - e) * np.log(o / e)))
+    ks = float(np.max(np.abs(np.cumsum(observed) - np.cumsum(expected))))
+    return psi, ks
+
+
+def drift_records(
+    config: DriftConfig, model_version: str, stats: list[DriftStat]
+) -> list[OutMessage]:
+    """The contract's Drift records, keyed by signal name."""
+    out = []
+    for s in stats:
+        body = {
+            "signal": s.signal,
+            "kind": s.kind,
+            "model_version": model_version,
+            "window_start": format_ms(s.window_start),
+            "window_end": format_ms(s.window_end),
+            "n": s.n,
+            "mean": s.mean,
+            "reference_mean": s.reference_mean,
+            "psi": s.psi,
+            "ks": s.ks,
+            "detector": s.detector,
+            "drift": s.drift,
+        }
+        out.append(OutMessage(config.topic, s.signal.encode(), json.dumps(body).encode()))
+    return out
+
+
+class _DriftLogic(op.StatefulBatchLogic[DriftSample, list[OutMessage], bytes]):
+    def __init__(
+        self,
+        config: DriftConfig,
+        manifest: Callable[[], Manifest],
+        on_stats: Callable[[list[DriftStat]], None],
+        resume: bytes | None,
+    ) -> None:
+        self._config = config
+        self._manifest = manifest
+        self._on_stats = on_stats
+        self._monitor: DriftMonitor = (
+            pickle.loads(resume) if resume else DriftMonitor(config, manifest())
+        )
+
+    def on_batch(self, values: list[DriftSample]) -> tuple[list[list[OutMessage]], bool]:
+        out: list[OutMessage] = []
+        for sample in values:
+            stats = self._monitor.observe(sample, self._manifest())
+            if stats:
+                self._on_stats(stats)
+                out.extend(drift_records(self._config, self._monitor.model_version, stats))
+        return ([out] if out else []), op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self._monitor)
+
+
+def drift(
+    step_id: str,
+    up: Stream[DriftSample],
+    *,
+    config: DriftConfig,
+    manifest: Callable[[], Manifest],
+    on_stats: Callable[[list[DriftStat]], None] = lambda _s: None,
+) -> Stream[tuple[str, list[OutMessage]]]:
+    """Samples of scored batches -> Drift records, from one monitor for the whole flow."""
+    keyed = op.key_on(f"{step_id}-key", up, lambda _s: "drift")
+    return op.stateful_batch(
+        f"{step_id}-monitor",
+        keyed,
+        lambda resume: _DriftLogic(config, manifest, on_stats, resume),
+    )

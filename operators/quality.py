@@ -1,0 +1,316 @@
+"""Online model quality from delayed labels: chargebacks joined back to scored transactions.
+
+Time rules: a scored, non-late transaction is judged in the event-time tumbling
+window ``[s, e)`` (``window_ms``, epoch-aligned) containing its event time.
+Chargebacks may arrive until ``label_horizon_ms`` after the window's end: the
+window is final on a shard once the shard's watermark is ``>= e +
+label_horizon_ms``; the shard then reports it once, as a :class:`Partial`.
+A transaction is labelled at most once, however many chargebacks name it. A
+chargeback whose transaction is unknown (never scored on this shard, or its
+window already final) is ignored; so is a decision for an event id already
+stored (a replay) or for a window already final on its shard.
+
+Across shards: a shard reports only windows where it had decisions, so each
+``advance`` also returns ``final_through``, the end of the shard's newest final
+window (never decreasing). :class:`QualityAggregator` sums partials per window
+and emits a window once the minimum ``final_through`` over every registered
+shard has reached its end: exactly once, never before every shard is final.
+
+State lifetime: per shard, in the store under ``keys.QUALITY`` + shard id (the
+process's store is shared by its shards): one entry per scored transaction
+(window, decision, labelled), one index entry per transaction under its window,
+one counter per window with decisions (ordered by window start, so the counters
+are their own timer index), and the shard's ``final_through``. A window's
+entries are deleted when it becomes final, so the store holds about
+``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. The
+aggregator holds the sums of windows not yet final everywhere and one integer
+per shard: plain data, for bytewax snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+from operators.messages import OutMessage
+from operators.watermarks import NO_WATERMARK
+from schemas.timefmt import format_ms
+from state import keys
+from state.store import StateStore
+
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+_COUNTS = struct.Struct(">qqqq")  # scored, declined, labelled, true_positives
+_DECISION = struct.Struct(">QBB")  # window start, decision code, labelled
+_FINAL = struct.Struct(">q")  # the shard's final_through
+_CODES = {"approve": 0, "review": 1, "decline": 2}
+_DECLINE = _CODES["decline"]
+# Sub-namespaces after the shard prefix.
+_WINDOW, _DECIDED, _MEMBER, _FINAL_KEY = b"w", b"d", b"m", b"f"
+
+Sums = tuple[int, int, int, int, int]  # window_end, scored, declined, labelled, true_positives
+AggregatorState = tuple[dict[int, Sums], dict[str, int | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityConfig:
+    """Where quality records go, the judging window and how long labels may take."""
+
+    topic: str
+    window_ms: int = 3_600_000
+    label_horizon_ms: int = 3_600_000
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0:
+            raise ValueError("window_ms must be positive")
+        if self.label_horizon_ms < 0:
+            raise ValueError("label_horizon_ms must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """One shard's counts for one final window."""
+
+    window_start: int
+    window_end: int
+    scored: int
+    declined: int
+    labelled: int
+    true_positives: int
+
+
+class QualityRecord(TypedDict):
+    """A window's quality, as published."""
+
+    window_start: str
+    window_end: str
+    scored: int
+    declined: int
+    labelled: int
+    true_positives: int
+    decline_precision: float | None
+    decline_recall: float | None
+
+
+class QualityEngine:
+    """One merchant shard's decisions and labels per window, kept in the store."""
+
+    def __init__(self, config: QualityConfig, store: StateStore, *, shard: str = "") -> None:
+        self._window = config.window_ms
+        self._horizon = config.label_horizon_ms
+        self._store = store
+        raw = shard.encode()
+        self._prefix = keys.QUALITY + _U16.pack(len(raw)) + raw
+
+    def decisions(self, items: Sequence[tuple[str, int, str]]) -> None:
+        """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
+        if not items:
+            return
+        for event_id, event_time, decision in items:
+            if decision not in _CODES:
+                raise ValueError(f"unknown decision {decision!r} for {event_id!r}")
+            if event_time < 0:
+                raise ValueError(f"negative event time {event_time} for {event_id!r}")
+        ids = sorted({event_id for event_id, _, _ in items})
+        starts = sorted({self._start(t) for _, t, _ in items})
+        got = self._store.get_many(
+            [self._final_key(), *map(self._decided_key, ids), *map(self._window_key, starts)]
+        )
+        final = _final(got[0])
+        known = {i for i, v in zip(ids, got[1 : 1 + len(ids)], strict=True) if v is not None}
+        counts = _counts(starts, got[1 + len(ids) :])
+        changes: dict[bytes, bytes | None] = {}
+        touched: set[int] = set()
+        for event_id, event_time, decision in items:
+            start = self._start(event_time)
+            if event_id in known or (final is not None and start + self._window <= final):
+                continue
+            known.add(event_id)
+            code = _CODES[decision]
+            changes[self._decided_key(event_id)] = _DECISION.pack(start, code, 0)
+            changes[self._member_key(start, event_id)] = b""
+            counts[start][0] += 1
+            counts[start][1] += int(code == _DECLINE)
+            touched.add(start)
+        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in touched})
+        self._store.write(changes)
+
+    def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
+        """Label the stored transactions these chargebacks name; others are ignored."""
+        ids = sorted(set(txn_event_ids))
+        got = self._store.get_many([self._decided_key(i) for i in ids])
+        decided = {
+            i: list(_DECISION.unpack(v)) for i, v in zip(ids, got, strict=True) if v is not None
+        }
+        if not decided:
+            return
+        starts = sorted({d[0] for d in decided.values()})
+        counts = _counts(starts, self._store.get_many([self._window_key(s) for s in starts]))
+        changes: dict[bytes, bytes | None] = {}
+        touched: set[int] = set()
+        for event_id in txn_event_ids:
+            entry = decided.get(event_id)
+            if entry is None or entry[2]:
+                continue
+            start, code, _ = entry
+            entry[2] = 1
+            changes[self._decided_key(event_id)] = _DECISION.pack(*entry)
+            counts[start][2] += 1
+            counts[start][3] += int(code == _DECLINE)
+            touched.add(start)
+        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in touched})
+        self._store.write(changes)
+
+    def advance(self, watermark: int) -> tuple[list[Partial], int | None]:
+        """Report and delete windows with ``end + label_horizon_ms <= watermark``.
+
+        Returns the partials of newly final windows that had decisions, and
+        ``final_through``: the end of the newest final window (``None`` before
+        any watermark); it never decreases, even when the watermark does.
+        """
+        (stored,) = self._store.get_many([self._final_key()])
+        previous = _final(stored)
+        if watermark == NO_WATERMARK:
+            return [], previous
+        limit = watermark - self._horizon
+        final = limit - limit % self._window
+        if previous is not None and final <= previous:
+            return [], previous
+        partials: list[Partial] = []
+        changes: dict[bytes, bytes | None] = {self._final_key(): _FINAL.pack(final)}
+        if final - self._window >= 0:
+            lo, hi = self._window_key(0), self._window_key(final - self._window + 1)
+            for key, value in self._store.scan(lo, hi):
+                start = _U64.unpack_from(key, len(self._prefix) + 1)[0]
+                partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
+                changes[key] = None
+                first = self._member_key(start, "")
+                for member, _ in self._store.scan(first, self._member_key(start + 1, "")):
+                    changes[member] = None
+                    changes[self._decided_key_raw(member[len(first) :])] = None
+        self._store.write(changes)
+        return partials, final
+
+    def _start(self, event_time: int) -> int:
+        return event_time - event_time % self._window
+
+    def _final_key(self) -> bytes:
+        return self._prefix + _FINAL_KEY
+
+    def _window_key(self, start: int) -> bytes:
+        return self._prefix + _WINDOW + _U64.pack(start)
+
+    def _decided_key(self, event_id: str) -> bytes:
+        return self._decided_key_raw(event_id.encode())
+
+    def _decided_key_raw(self, event_id: bytes) -> bytes:
+        return self._prefix + _DECIDED + event_id
+
+    def _member_key(self, start: int, event_id: str) -> bytes:
+        return self._prefix + _MEMBER + _U64.pack(start) + event_id.encode()
+
+
+class QualityAggregator:
+    """Merges every shard's partials; emits a window once all shards are final past it.
+
+    >>> agg = QualityAggregator(QualityConfig(topic="quality", window_ms=10), ["m0", "m1"])
+    >>> agg.add("m0", [Partial(0, 10, 4, 2, 1, 1)], 10)
+    []
+    >>> [(r["scored"], r["decline_precision"]) for r in agg.add("m1", [], 20)]
+    [(4, 0.5)]
+    """
+
+    def __init__(
+        self,
+        config: QualityConfig,
+        shards: Sequence[str],
+        *,
+        resume: AggregatorState | None = None,
+    ) -> None:
+        if not shards:
+            raise ValueError("QualityAggregator needs at least one shard")
+        if len(set(shards)) != len(shards):
+            raise ValueError(f"duplicate shard ids in {list(shards)!r}")
+        self._topic = config.topic
+        self._final: dict[str, int | None] = dict.fromkeys(shards, None)
+        self._pending: dict[int, Sums] = {}
+        if resume is not None:
+            pending, final = resume
+            self._pending = dict(pending)
+            # A shard that is new since the snapshot starts unknown, so it holds windows back.
+            self._final.update({s: f for s, f in final.items() if s in self._final})
+
+    def add(
+        self, shard: str, partials: Iterable[Partial], final_through: int | None
+    ) -> list[QualityRecord]:
+        """Merge one shard's ``advance`` result; return the windows now final everywhere."""
+        if shard not in self._final:
+            raise ValueError(f"unknown quality shard {shard!r}")
+        partials = list(partials)
+        for p in partials:
+            if final_through is None or p.window_end > final_through:
+                raise ValueError(f"shard {shard!r} reported a window it has not finalized: {p}")
+        floor = self._through()
+        for p in partials:
+            if floor is not None and p.window_end <= floor:
+                continue  # already emitted; a window goes out once
+            end, scored, declined, labelled, tps = self._pending.get(
+                p.window_start, (p.window_end, 0, 0, 0, 0)
+            )
+            self._pending[p.window_start] = (
+                end,
+                scored + p.scored,
+                declined + p.declined,
+                labelled + p.labelled,
+                tps + p.true_positives,
+            )
+        old = self._final[shard]
+        if final_through is not None and (old is None or final_through > old):
+            self._final[shard] = final_through
+        through = self._through()
+        if through is None:
+            return []
+        ready = sorted(s for s, sums in self._pending.items() if sums[0] <= through)
+        return [_record(s, self._pending.pop(s)) for s in ready]
+
+    def message(self, record: QualityRecord) -> OutMessage:
+        """The record as a message to the quality topic, keyed by its window start."""
+        return OutMessage(self._topic, record["window_start"].encode(), json.dumps(record).encode())
+
+    def snapshot(self) -> AggregatorState:
+        """Copy of the state (pending sums by window start, final_through by shard)."""
+        return dict(self._pending), dict(self._final)
+
+    def _through(self) -> int | None:
+        finals = list(self._final.values())
+        if any(f is None for f in finals):
+            return None
+        return min(f for f in finals if f is not None)
+
+
+def _record(start: int, sums: Sums) -> QualityRecord:
+    end, scored, declined, labelled, tps = sums
+    return {
+        "window_start": format_ms(start),
+        "window_end": format_ms(end),
+        "scored": scored,
+        "declined": declined,
+        "labelled": labelled,
+        "true_positives": tps,
+        "decline_precision": tps / declined if declined else None,
+        "decline_recall": tps / labelled if labelled else None,
+    }
+
+
+def _final(value: bytes | None) -> int | None:
+    return None if value is None else int(_FINAL.unpack(value)[0])
+
+
+def _counts(starts: Sequence[int], values: Sequence[bytes | None]) -> dict[int, list[int]]:
+    return {
+        s: list(_COUNTS.unpack(v)) if v is not None else [0, 0, 0, 0]
+        for s, v in zip(starts, values, strict=True)
+    }

@@ -1,0 +1,358 @@
+"""Online quality from delayed labels: per-shard windows, final after the horizon, merged once."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+import random
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.quality import (
+    Partial,
+    QualityAggregator,
+    QualityConfig,
+    QualityEngine,
+    QualityRecord,
+)
+from operators.watermarks import NO_WATERMARK
+from schemas.timefmt import format_ms
+from state import keys
+from state.memory import MemoryStore
+
+HOUR = 3_600_000
+T0 = 1_795_428_000_000  # 2026-11-23T10:00:00Z, an hour boundary
+CONFIG = QualityConfig(topic="quality")
+DECISIONS = ("approve", "review", "decline")
+
+
+def _quality_keys(store: MemoryStore) -> list[bytes]:
+    return [k for k, _ in store.scan(keys.QUALITY, keys.QUALITY + b"\xff")]
+
+
+def _record(
+    start: int, end: int, scored: int, declined: int, labelled: int, tps: int
+) -> QualityRecord:
+    return {
+        "window_start": format_ms(start),
+        "window_end": format_ms(end),
+        "scored": scored,
+        "declined": declined,
+        "labelled": labelled,
+        "true_positives": tps,
+        "decline_precision": tps / declined if declined else None,
+        "decline_recall": tps / labelled if labelled else None,
+    }
+
+
+def test_precision_and_recall_of_a_hand_made_window() -> None:
+    engine = QualityEngine(CONFIG, MemoryStore())
+    engine.decisions(
+        [
+            ("a", T0 + 1, "decline"),
+            ("b", T0 + 2, "decline"),
+            ("c", T0 + 3, "approve"),
+            ("d", T0 + 4, "review"),
+            ("e", T0 + 5, "decline"),
+            ("f", T0 + HOUR - 1, "approve"),
+            ("g", T0 + HOUR, "review"),  # the next window
+        ]
+    )
+    engine.chargebacks(["a", "b", "c", "d"])
+    partials, through = engine.advance(T0 + 3 * HOUR)
+    assert through == T0 + 2 * HOUR
+    assert partials == [
+        Partial(T0, T0 + HOUR, scored=6, declined=3, labelled=4, true_positives=2),
+        Partial(T0 + HOUR, T0 + 2 * HOUR, scored=1, declined=0, labelled=0, true_positives=0),
+    ]
+    records = QualityAggregator(CONFIG, [""]).add("", partials, through)
+    assert records == [
+        {
+            "window_start": "2026-11-23T10:00:00.000Z",
+            "window_end": "2026-11-23T11:00:00.000Z",
+            "scored": 6,
+            "declined": 3,
+            "labelled": 4,
+            "true_positives": 2,
+            "decline_precision": 2 / 3,
+            "decline_recall": 0.5,
+        },
+        _record(T0 + HOUR, T0 + 2 * HOUR, 1, 0, 0, 0),
+    ]
+    assert records[1]["decline_precision"] is None
+    assert records[1]["decline_recall"] is None
+
+
+def test_a_second_chargeback_for_a_transaction_counts_once() -> None:
+    engine = QualityEngine(CONFIG, MemoryStore())
+    engine.decisions([("a", T0, "decline"), ("b", T0, "approve")])
+    engine.chargebacks(["a", "a", "b"])
+    engine.chargebacks(["a"])
+    engine.chargebacks(["b", "b"])
+    partials, _ = engine.advance(T0 + 2 * HOUR)
+    assert partials == [Partial(T0, T0 + HOUR, 2, 1, 2, 1)]
+
+
+def test_a_replayed_decision_counts_once() -> None:
+    engine = QualityEngine(CONFIG, MemoryStore())
+    engine.decisions([("a", T0, "decline"), ("a", T0, "decline")])
+    engine.decisions([("a", T0, "decline")])
+    partials, _ = engine.advance(T0 + 2 * HOUR)
+    assert partials == [Partial(T0, T0 + HOUR, 1, 1, 0, 0)]
+
+
+def test_chargebacks_for_unknown_transactions_are_ignored() -> None:
+    store = MemoryStore()
+    engine = QualityEngine(CONFIG, store)
+    engine.decisions([("a", T0, "decline")])
+    before = list(store.scan(b"", b"\xff"))
+    engine.chargebacks(["never-scored", "x"])
+    assert list(store.scan(b"", b"\xff")) == before
+    engine.chargebacks(["never-scored", "a"])
+    assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 1, 1, 1, 1)], T0 + HOUR)
+
+
+def test_a_window_is_final_only_after_its_end_plus_the_horizon() -> None:
+    config = QualityConfig(topic="quality", window_ms=HOUR, label_horizon_ms=30 * 60_000)
+    engine = QualityEngine(config, MemoryStore())
+    engine.decisions([("a", T0 + 10, "decline")])
+    final_at = T0 + HOUR + 30 * 60_000
+    assert engine.advance(final_at - 1) == ([], T0)
+    engine.chargebacks(["a"])  # still in time
+    assert engine.advance(final_at) == ([Partial(T0, T0 + HOUR, 1, 1, 1, 1)], T0 + HOUR)
+
+
+def test_a_window_is_emitted_once_and_final_through_never_goes_back() -> None:
+    engine = QualityEngine(CONFIG, MemoryStore())
+    assert engine.advance(NO_WATERMARK) == ([], None)
+    engine.decisions([("a", T0, "approve")])
+    assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 1, 0, 0, 0)], T0 + HOUR)
+    assert engine.advance(T0 + 2 * HOUR) == ([], T0 + HOUR)
+    assert engine.advance(T0 + 5 * HOUR) == ([], T0 + 4 * HOUR)
+    assert engine.advance(T0) == ([], T0 + 4 * HOUR)  # an input came back from idle
+    assert engine.advance(NO_WATERMARK) == ([], T0 + 4 * HOUR)
+    # A replay of the final window's decision and chargeback changes nothing.
+    engine.decisions([("a", T0, "approve"), ("late", T0 + 1, "decline")])
+    engine.chargebacks(["a", "late"])
+    assert engine.advance(T0 + 9 * HOUR) == ([], T0 + 8 * HOUR)
+
+
+def test_state_of_final_windows_is_deleted() -> None:
+    store = MemoryStore()
+    engine = QualityEngine(CONFIG, store, shard="m0")
+    engine.decisions([(f"old-{i}", T0 + i, "decline") for i in range(50)])
+    engine.decisions([(f"new-{i}", T0 + HOUR + i, "approve") for i in range(20)])
+    engine.chargebacks([f"old-{i}" for i in range(0, 50, 2)] + ["new-1"])
+    assert len(_quality_keys(store)) == 2 * 70 + 2
+    partials, _ = engine.advance(T0 + 2 * HOUR)
+    assert partials == [Partial(T0, T0 + HOUR, 50, 50, 25, 25)]
+    left = _quality_keys(store)
+    assert len(left) == 2 * 20 + 2  # decisions and index entries of the newer window, its counter,
+    assert not any(b"old-" in k for k in left)  # and final_through
+    engine.chargebacks(["old-0"])  # expired: ignored
+    assert _quality_keys(store) == left
+    partials, _ = engine.advance(T0 + 3 * HOUR)
+    assert partials == [Partial(T0 + HOUR, T0 + 2 * HOUR, 20, 0, 1, 0)]
+    assert len(_quality_keys(store)) == 1
+    assert store.approximate_keys() == 1
+
+
+def test_shards_sharing_a_store_keep_apart() -> None:
+    store = MemoryStore()
+    first, second = (
+        QualityEngine(CONFIG, store, shard="m0"),
+        QualityEngine(CONFIG, store, shard="m1"),
+    )
+    first.decisions([("a", T0, "decline")])
+    second.decisions([("b", T0, "approve")])
+    second.chargebacks(["a"])  # a was scored on the other shard
+    assert first.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 1, 1, 0, 0)], T0 + HOUR)
+    assert second.advance(T0 + HOUR) == ([], T0)
+    assert second.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 1, 0, 0, 0)], T0 + HOUR)
+
+
+def test_bad_decisions_are_rejected_and_change_nothing() -> None:
+    store = MemoryStore()
+    engine = QualityEngine(CONFIG, store)
+    with pytest.raises(ValueError, match="unknown decision"):
+        engine.decisions([("a", T0, "decline"), ("b", T0, "block")])
+    with pytest.raises(ValueError, match="negative event time"):
+        engine.decisions([("a", -1, "decline")])
+    assert store.approximate_keys() == 0
+
+
+@pytest.mark.parametrize(("window_ms", "label_horizon_ms"), [(0, 0), (-1, 0), (HOUR, -1)], ids=str)
+def test_config_is_checked(window_ms: int, label_horizon_ms: int) -> None:
+    with pytest.raises(ValueError, match="must"):
+        QualityConfig(topic="q", window_ms=window_ms, label_horizon_ms=label_horizon_ms)
+
+
+def test_aggregator_waits_for_every_shard_and_sums_across_them() -> None:
+    agg = QualityAggregator(CONFIG, ["m0", "m1", "m2"])
+    w0 = Partial(T0, T0 + HOUR, 3, 2, 1, 1)
+    w1 = Partial(T0 + HOUR, T0 + 2 * HOUR, 1, 1, 1, 1)
+    assert agg.add("m0", [w0, w1], T0 + 2 * HOUR) == []
+    assert agg.add("m1", [Partial(T0, T0 + HOUR, 2, 1, 2, 0)], T0 + HOUR) == []
+    # m2 never had decisions: its final_through alone releases the first window.
+    assert agg.add("m2", [], T0 + 5 * HOUR) == [_record(T0, T0 + HOUR, 5, 3, 3, 1)]
+    assert agg.add("m2", [], T0 + 6 * HOUR) == []
+    assert agg.add("m1", [], T0 + 3 * HOUR) == [_record(T0 + HOUR, T0 + 2 * HOUR, 1, 1, 1, 1)]
+    assert agg.add("m0", [], T0 + 9 * HOUR) == []  # nothing pending: windows without data
+    assert agg.snapshot() == ({}, {"m0": T0 + 9 * HOUR, "m1": T0 + 3 * HOUR, "m2": T0 + 6 * HOUR})
+
+
+def test_aggregator_emits_nothing_while_a_shard_has_no_watermark() -> None:
+    agg = QualityAggregator(CONFIG, ["m0", "m1"])
+    assert agg.add("m0", [Partial(T0, T0 + HOUR, 1, 1, 1, 1)], T0 + 9 * HOUR) == []
+    assert agg.add("m1", [], None) == []
+    assert agg.add("m1", [], T0 + HOUR) == [_record(T0, T0 + HOUR, 1, 1, 1, 1)]
+
+
+def test_aggregator_emits_a_window_once_and_ignores_a_final_through_going_back() -> None:
+    agg = QualityAggregator(CONFIG, ["m0"])
+    w0 = Partial(T0, T0 + HOUR, 1, 0, 0, 0)
+    assert agg.add("m0", [w0], T0 + HOUR) == [_record(T0, T0 + HOUR, 1, 0, 0, 0)]
+    assert agg.add("m0", [w0], T0 + HOUR) == []  # a stale copy
+    assert agg.add("m0", [], T0) == []
+    assert agg.snapshot() == ({}, {"m0": T0 + HOUR})
+
+
+def test_aggregator_survives_snapshot_and_resume() -> None:
+    agg = QualityAggregator(CONFIG, ["m0", "m1"])
+    agg.add("m0", [Partial(T0, T0 + HOUR, 2, 1, 1, 1)], T0 + HOUR)
+    state = pickle.loads(pickle.dumps(agg.snapshot()))
+    resumed = QualityAggregator(CONFIG, ["m0", "m1"], resume=state)
+    assert resumed.snapshot() == agg.snapshot()
+    out = resumed.add("m1", [Partial(T0, T0 + HOUR, 1, 1, 0, 0)], T0 + HOUR)
+    assert out == [_record(T0, T0 + HOUR, 3, 2, 1, 1)]
+    # The snapshot is a copy: the resumed aggregator's progress does not leak into it.
+    assert state == ({T0: (T0 + HOUR, 2, 1, 1, 1)}, {"m0": T0 + HOUR, "m1": None})
+
+
+def test_a_shard_added_since_the_snapshot_holds_windows_back() -> None:
+    agg = QualityAggregator(CONFIG, ["m0"])
+    agg.add("m0", [], T0)
+    resumed = QualityAggregator(CONFIG, ["m0", "m1"], resume=agg.snapshot())
+    assert resumed.add("m0", [Partial(T0, T0 + HOUR, 1, 0, 0, 0)], T0 + HOUR) == []
+    assert resumed.add("m1", [], T0 + HOUR) == [_record(T0, T0 + HOUR, 1, 0, 0, 0)]
+
+
+def test_aggregator_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one shard"):
+        QualityAggregator(CONFIG, [])
+    with pytest.raises(ValueError, match="duplicate"):
+        QualityAggregator(CONFIG, ["m0", "m0"])
+    agg = QualityAggregator(CONFIG, ["m0"])
+    with pytest.raises(ValueError, match="unknown quality shard"):
+        agg.add("m9", [], T0)
+    with pytest.raises(ValueError, match="not finalized"):
+        agg.add("m0", [Partial(T0, T0 + HOUR, 1, 0, 0, 0)], T0)
+    assert agg.snapshot() == ({}, {"m0": None})
+
+
+def test_a_record_as_a_message() -> None:
+    agg = QualityAggregator(CONFIG, ["m0"])
+    (record,) = agg.add("m0", [Partial(T0, T0 + HOUR, 4, 2, 1, 1)], T0 + HOUR)
+    message = agg.message(record)
+    assert message.topic == "quality"
+    assert message.key == b"2026-11-23T10:00:00.000Z"
+    assert json.loads(message.value) == {**record, "decline_precision": 0.5}
+
+
+# --- property: any split over shards gives the brute-force result -------------------------
+
+WINDOW = 1_000
+HORIZON = 500
+PROPERTY_CONFIG = QualityConfig(topic="quality", window_ms=WINDOW, label_horizon_ms=HORIZON)
+END = 20_000  # past every window's end plus the horizon
+
+# (event time, decision, shard, chargeback delays within the horizon, replayed)
+txn_strategy = st.tuples(
+    st.integers(0, 6_000),
+    st.sampled_from(DECISIONS),
+    st.integers(0, 3),
+    st.lists(st.integers(0, HORIZON - 1), max_size=3),
+    st.booleans(),
+)
+
+
+def _oracle(txns: Sequence[tuple[int, str, int, list[int], bool]]) -> dict[str, QualityRecord]:
+    """From the definitions: every transaction in its window, labelled if any chargeback."""
+    windows: dict[int, list[int]] = {}
+    for t, decision, _, delays, _ in txns:
+        sums = windows.setdefault(t - t % WINDOW, [0, 0, 0, 0])
+        declined, labelled = decision == "decline", bool(delays)
+        sums[0] += 1
+        sums[1] += declined
+        sums[2] += labelled
+        sums[3] += declined and labelled
+    return {
+        format_ms(start): _record(start, start + WINDOW, *sums) for start, sums in windows.items()
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    txns=st.lists(txn_strategy, max_size=40),
+    unknown=st.lists(st.tuples(st.integers(0, 6_000), st.integers(0, 3)), max_size=5),
+    n_shards=st.integers(1, 4),
+    rng=st.randoms(use_true_random=False),
+)
+def test_any_split_over_shards_matches_brute_force(
+    txns: list[tuple[int, str, int, list[int], bool]],
+    unknown: list[tuple[int, int]],
+    n_shards: int,
+    rng: random.Random,
+) -> None:
+    shards = [f"m{i}" for i in range(n_shards)]
+    store = MemoryStore()  # one store for the process, as in production
+    engines = {s: QualityEngine(PROPERTY_CONFIG, store, shard=s) for s in shards}
+    # Per shard, records in event-time order: (time, kind, event id, decision); a
+    # chargeback comes after its transaction and before the window's horizon passes.
+    queues: dict[str, list[tuple[int, int, str, str]]] = {s: [] for s in shards}
+    for i, (t, decision, index, delays, replayed) in enumerate(txns):
+        queue = queues[shards[index % n_shards]]
+        queue.extend([(t, 0, f"tx-{i}", decision)] * (1 + replayed))
+        queue.extend((t + d, 1, f"tx-{i}", "") for d in delays)
+    for i, (t, index) in enumerate(unknown):
+        queues[shards[index % n_shards]].append((t, 1, f"unknown-{i}", ""))
+    for queue in queues.values():
+        queue.sort(key=lambda r: (r[0], r[1]))
+
+    agg = QualityAggregator(PROPERTY_CONFIG, shards)
+    out: list[QualityRecord] = []
+
+    def feed(shard: str, watermark: int) -> None:
+        nonlocal agg
+        partials, through = engines[shard].advance(watermark)
+        out.extend(agg.add(shard, partials, through))
+        if rng.random() < 0.2:
+            state = pickle.loads(pickle.dumps(agg.snapshot()))
+            agg = QualityAggregator(PROPERTY_CONFIG, shards, resume=state)
+
+    while any(queues.values()):
+        shard = rng.choice(shards)
+        if not queues[shard]:  # a shard without records still hears of the watermark
+            feed(shard, rng.randint(0, END))
+            continue
+        size = rng.randint(1, 5)
+        batch, queues[shard] = queues[shard][:size], queues[shard][size:]
+        for is_chargeback, group in itertools.groupby(batch, key=lambda r: r[1]):
+            records = list(group)
+            if is_chargeback:
+                engines[shard].chargebacks([event_id for _, _, event_id, _ in records])
+            else:
+                engines[shard].decisions([(e, t, d) for t, _, e, d in records])
+        # A watermark at or below the records handled so far (it may even go back).
+        feed(shard, batch[-1][0] - rng.randint(0, 2 * WINDOW))
+    for shard in rng.sample(shards, len(shards)):
+        feed(shard, END)
+
+    assert len(out) == len({r["window_start"] for r in out})
+    assert {r["window_start"]: r for r in out} == _oracle(txns)
+    # Every final window's state is gone: only each shard's final_through is left.
+    assert len(_quality_keys(store)) == n_shards
