@@ -5,6 +5,8 @@ transactions, chargebacks (Kafka)
   -> card shards: duplicates, sliding windows, sessions (RocksDB)
   -> merchant shards: tumbling windows, chargebacks (RocksDB) -> window-aggregates
   -> score (ONNX, batched) -> scores
+  -> drift (one monitor for the flow) -> drift
+  -> quality (decisions joined with chargebacks per merchant shard, summed) -> quality
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from operators.kafka_io import (
 from operators.merchant_windows import MerchantConfig
 from operators.messages import OutMessage
 from operators.metrics import ServiceMetrics
+from operators.quality import LABELS, WATERMARK, QualityConfig, QualityInput, QualityRecord, quality
 from operators.scoring import Scorer, ScoringConfig, score
 from operators.watermarks import TimeConfig
 from operators.windows import AGGREGATES, SCORE, WindowsConfig, windows
@@ -131,9 +134,7 @@ def build_flow(
         ),
     )
     scorer = Scorer(scoring, models, monotonic=monotonic, metrics=metrics)
-    scores, samples = score(
-        "score", to_score, config=scoring, scorer=scorer, clock=clock, metrics=metrics
-    )
+    scored = score("score", to_score, config=scoring, scorer=scorer, clock=clock, metrics=metrics)
 
     def drift_gauges(stats: list[DriftStat]) -> None:
         for s in stats:
@@ -143,7 +144,7 @@ def build_flow(
 
     drift_out = drift(
         "drift",
-        samples,
+        scored.samples,
         config=DriftConfig(
             topic=topics.drift,
             window_events=settings.drift_window_events,
@@ -156,7 +157,7 @@ def build_flow(
 
     def other_output(kind_payload: tuple[str, Any]) -> list[OutMessage] | None:
         kind, payload = kind_payload
-        if kind == SCORE:
+        if kind in (SCORE, LABELS, WATERMARK):
             return None
         if kind == AGGREGATES:
             metrics.window_aggregates.inc(len(payload))
@@ -166,7 +167,29 @@ def build_flow(
     others: Stream[tuple[str, list[OutMessage]]] = op.filter_map_value(
         "others", routed, other_output
     )
-    out = op.merge("outputs", scores, others, drift_out)
+    quality_in: Stream[tuple[str, QualityInput]] = op.filter_map_value(
+        "quality-in", routed, lambda kv: kv[1] if kv[0] in (LABELS, WATERMARK) else None
+    )
+
+    def quality_gauges(record: QualityRecord) -> None:
+        if record["decline_precision"] is not None:
+            metrics.decline_precision.set(record["decline_precision"])
+        if record["decline_recall"] is not None:
+            metrics.decline_recall.set(record["decline_recall"])
+
+    quality_out = quality(
+        "quality",
+        op.merge("quality-merge", quality_in, scored.decisions),
+        config=QualityConfig(
+            topic=topics.quality,
+            window_ms=settings.quality_window_ms,
+            label_horizon_ms=settings.label_horizon_ms,
+        ),
+        store=store,
+        shards=[f"m{i}" for i in range(settings.shards)],
+        on_record=quality_gauges,
+    )
+    out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
     sink_config = SinkConfig(
         brokers=settings.brokers, parts=settings.shards, extra=settings.producer_config
     )

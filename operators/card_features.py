@@ -203,7 +203,8 @@ def _prune(card: _Card, horizon: int) -> None:
 
 def _zscore(amount: float, earlier: list[float]) -> float:
     n = len(earlier)
-    if n < 2:
+    if n < 2 or min(earlier) == max(earlier):
+        # Equal amounts have std exactly 0; float rounding of their mean would not say so.
         return 0.0
     mean = math.fsum(earlier) / n
     var = math.fsum([(a - mean) ** 2 for a in earlier]) / n

@@ -115,6 +115,8 @@ class MerchantWindowEngine:
                 txn = item.env.txn
                 start = _window_start(txn.event_time)
                 prev = windows.get(keys.window_key(txn.merchant_id, start - WINDOW_MS))
+                if self._purged(start, watermarks.current()):
+                    prev = None  # as of this record the previous window is gone
                 count, _, cbs = prev if prev is not None else (0, 0.0, 0)
                 feats = dict(item.features)
                 feats["merchant_txn_count_prev_5m"] = float(count)
@@ -149,7 +151,10 @@ class MerchantWindowEngine:
         for (key, _), value in zip(due, self._store.get_many(window_keys), strict=True):
             end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
-            changes[keys.timer_key(self._purge, end, merchant)] = b""
+            if self._purged(end, watermark):
+                changes[keys.window_key(merchant, end - WINDOW_MS)] = None
+            else:
+                changes[keys.timer_key(self._purge, end, merchant)] = b""
             if value is not None:
                 out.append(self._aggregate(merchant, end - WINDOW_MS, *_VALUE.unpack(value)))
         purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - WINDOW_MS)
@@ -159,6 +164,10 @@ class MerchantWindowEngine:
             changes[keys.window_key(merchant, end - WINDOW_MS)] = None
         self._store.write(changes)
         return out
+
+    def _purged(self, window_end: int, watermark: int) -> bool:
+        """Whether a window ending at ``window_end`` is deleted at ``watermark``."""
+        return watermark != NO_WATERMARK and window_end + self._lateness + WINDOW_MS <= watermark
 
     def _aggregate(
         self, merchant: str, start: int, txns: int, amount: float, cbs: int

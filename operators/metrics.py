@@ -37,6 +37,8 @@ class ServiceMetrics:
     drift_psi: Gauge
     drift_ks: Gauge
     drift_detected: Gauge
+    decline_precision: Gauge
+    decline_recall: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServiceMetrics:
@@ -94,5 +96,13 @@ class ServiceMetrics:
             drift_ks=gauge("streamscore_drift_ks", "Kolmogorov-Smirnov statistic", ("signal",)),
             drift_detected=gauge(
                 "streamscore_drift_detected", "1 while drift is flagged", ("signal",)
+            ),
+            decline_precision=gauge(
+                "streamscore_decline_precision",
+                "Declined transactions later chargebacked, of all declined (latest final window)",
+            ),
+            decline_recall=gauge(
+                "streamscore_decline_recall",
+                "Chargebacked transactions that were declined (latest final window)",
             ),
         )

@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
 
 from operators.messages import OutMessage
 from operators.watermarks import NO_WATERMARK
@@ -314,3 +317,84 @@ def _counts(starts: Sequence[int], values: Sequence[bytes | None]) -> dict[int, 
         s: list(_COUNTS.unpack(v)) if v is not None else [0, 0, 0, 0]
         for s, v in zip(starts, values, strict=True)
     }
+
+
+DECISIONS = "decisions"
+LABELS = "labels"
+WATERMARK = "watermark"
+# One merchant shard's quality input, tagged with the shard (a bytewax logic does not
+# see its own key): (DECISIONS, shard, [(event_id, event_time, decision)]),
+# (LABELS, shard, [txn_event_id]) or (WATERMARK, shard, watermark).
+QualityInput = tuple[str, str, Any]
+_ShardReport = tuple[str, list[Partial], int | None]
+
+
+class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, None]):
+    def __init__(self, config: QualityConfig, store: StateStore) -> None:
+        self._config = config
+        self._store = store
+        self._engine: QualityEngine | None = None
+
+    def on_batch(self, values: list[QualityInput]) -> tuple[list[_ShardReport], bool]:
+        shard = values[0][1]
+        if self._engine is None:
+            self._engine = QualityEngine(self._config, self._store, shard=shard)
+        watermark: int | None = None
+        for kind, _shard, payload in values:
+            if kind == DECISIONS:
+                self._engine.decisions(payload)
+            elif kind == LABELS:
+                self._engine.chargebacks(payload)
+            else:
+                watermark = payload
+        if watermark is None:
+            return [], op.StatefulBatchLogic.RETAIN
+        partials, final_through = self._engine.advance(watermark)
+        return [(shard, partials, final_through)], op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        return None  # everything lives in the store
+
+
+class _AggregatorLogic(op.StatefulBatchLogic[_ShardReport, list[OutMessage], AggregatorState]):
+    def __init__(
+        self,
+        config: QualityConfig,
+        shards: Sequence[str],
+        on_record: Callable[[QualityRecord], None],
+        resume: AggregatorState | None,
+    ) -> None:
+        self._aggregator = QualityAggregator(config, shards, resume=resume)
+        self._on_record = on_record
+
+    def on_batch(self, values: list[_ShardReport]) -> tuple[list[list[OutMessage]], bool]:
+        out: list[OutMessage] = []
+        for shard, partials, final_through in values:
+            for record in self._aggregator.add(shard, partials, final_through):
+                self._on_record(record)
+                out.append(self._aggregator.message(record))
+        return ([out] if out else []), op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> AggregatorState:
+        return self._aggregator.snapshot()
+
+
+def quality(
+    step_id: str,
+    up: Stream[tuple[str, QualityInput]],
+    *,
+    config: QualityConfig,
+    store: Callable[[], StateStore],
+    shards: Sequence[str],
+    on_record: Callable[[QualityRecord], None] = lambda _r: None,
+) -> Stream[tuple[str, list[OutMessage]]]:
+    """Per-merchant-shard decisions, labels and watermarks -> quality records."""
+    reports = op.stateful_batch(
+        f"{step_id}-shards", up, lambda _resume: _ShardLogic(config, store())
+    )
+    to_one = op.map(f"{step_id}-to-aggregator", reports, lambda kv: ("quality", kv[1]))
+    return op.stateful_batch(
+        f"{step_id}-aggregate",
+        to_one,
+        lambda resume: _AggregatorLogic(config, shards, on_record, resume),
+    )

@@ -35,6 +35,7 @@ from operators.drift import DriftSample
 from operators.features import ALL_FEATURES, txn_features
 from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics
+from operators.quality import DECISIONS, QualityInput
 from schemas.timefmt import format_ms
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,15 @@ def drift_sample(
     )
 
 
+@dataclass(frozen=True)
+class ScoreStreams:
+    """What scoring emits: messages and, for drift and quality, samples and decisions."""
+
+    messages: Stream[tuple[str, list[OutMessage]]]
+    samples: Stream[DriftSample]
+    decisions: Stream[tuple[str, QualityInput]]
+
+
 def score(
     step_id: str,
     up: Stream[tuple[str, list[Featured]]],
@@ -176,11 +186,13 @@ def score(
     scorer: Scorer,
     clock: Callable[[], int],
     metrics: ServiceMetrics,
-) -> tuple[Stream[tuple[str, list[OutMessage]]], Stream[DriftSample]]:
-    """Per-shard batches of featured transactions -> Score messages, and drift samples."""
+) -> ScoreStreams:
+    """Per-shard batches of featured transactions -> Score messages, drift samples, decisions."""
     topic = config.scores_topic
 
-    def to_messages(batch: list[Featured]) -> tuple[list[OutMessage], DriftSample | None]:
+    def to_messages(
+        batch: list[Featured],
+    ) -> tuple[list[OutMessage], DriftSample | None, list[tuple[str, int, str]]]:
         feats, outcomes = scorer.score(batch)
         now = clock()
         processed_at = format_ms(now)
@@ -207,10 +219,20 @@ def score(
             metrics.e2e_latency.observe(max(0, now - item.env.raw.timestamp_ms) / 1000)
         if late:
             metrics.late.inc(late)
-        active = scorer.active_version
-        return out, drift_sample(batch, feats, outcomes, active)
+        decisions = [
+            (item.env.txn.event_id, item.env.txn.event_time, s.decision)
+            for item, s in zip(batch, outcomes, strict=True)
+            if not item.env.late
+        ]
+        return out, drift_sample(batch, feats, outcomes, scorer.active_version), decisions
 
     scored = op.map_value(step_id, up, to_messages)
-    messages = op.map_value(f"{step_id}-messages", scored, lambda pair: pair[0])
-    samples = op.filter_map(f"{step_id}-samples", scored, lambda kv: kv[1][1])
-    return messages, samples
+    return ScoreStreams(
+        messages=op.map_value(f"{step_id}-messages", scored, lambda t: t[0]),
+        samples=op.filter_map(f"{step_id}-samples", scored, lambda kv: kv[1][1]),
+        decisions=op.filter_map(
+            f"{step_id}-decisions",
+            scored,
+            lambda kv: (kv[0], (DECISIONS, kv[0], kv[1][2])) if kv[1][2] else None,
+        ),
+    )

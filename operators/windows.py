@@ -37,6 +37,7 @@ from operators.messages import (
     Tick,
     TxnEnvelope,
 )
+from operators.quality import LABELS, WATERMARK
 from operators.watermarks import NO_WATERMARK, MinWatermark
 from state.store import StateStore
 
@@ -172,6 +173,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         self._wm = MinWatermark(expected, resume[0] if resume else None)
         self._shard: str | None = resume[1] if resume else None
         self._engine: MerchantWindowEngine | None = None
+        self._reported_wm = NO_WATERMARK
 
     def _engine_for(self, values: list[ShardInput]) -> MerchantWindowEngine:
         if self._engine is None:
@@ -202,8 +204,16 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         featured, dead = engine.process_from(records, self._wm)
         for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
-        aggregates = engine.advance(self._wm.current())
+        wm = self._wm.current()
+        aggregates = engine.advance(wm)
+        shard = self._shard or ""
         out: list[Routed] = []
+        labels = [item.cb.txn_event_id for item, _ in records if isinstance(item, CbEnvelope)]
+        if labels:
+            out.append((LABELS, (LABELS, shard, labels)))
+        if wm != self._reported_wm:
+            self._reported_wm = wm
+            out.append((WATERMARK, (WATERMARK, shard, wm)))
         if featured:
             out.append((SCORE, featured))
         if dead:
@@ -243,7 +253,8 @@ def windows(
     """Source batches -> ``(route key, (kind, payload))``.
 
     Kinds: ``"score"`` with a list of :class:`Featured`, ``"dead"`` and
-    ``"aggregates"`` with lists of :class:`OutMessage`. The route key (a shard)
+    ``"aggregates"`` with lists of :class:`OutMessage`, and the merchant shards'
+    chargeback labels and watermarks for :mod:`operators.quality`. The route key (a shard)
     spreads output over the sink's partitions.
     """
     routed = op.flat_map(f"{step_id}-route", up, lambda b: route_partition_batch(b, config.shards))

@@ -30,6 +30,7 @@ class TopicNames(BaseModel):
     window_aggregates: str = "window-aggregates"
     drift: str = "drift"
     dead_letters: str = "dead-letters"
+    quality: str = "quality"
 
     @field_validator("*")
     @classmethod
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     drift_window_events: Annotated[int, Field(ge=100, le=1_000_000)] = 2_000
     drift_every_events: Annotated[int, Field(ge=10, le=1_000_000)] = 500
     drift_psi_threshold: Annotated[float, Field(gt=0, le=10)] = 0.25
+    quality_window_ms: Annotated[int, Field(ge=1_000, le=30 * 86_400_000)] = 600_000
+    label_horizon_ms: Annotated[int, Field(ge=0, le=365 * 86_400_000)] = 1_800_000
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
     # A dead letter repeats the payload JSON-escaped (up to 6 bytes a byte for control
