@@ -95,6 +95,7 @@ def build_flow(
             batch_size=settings.source_batch_size,
             stop_at_eof=stop_at_eof,
             idle_timeout_ms=settings.idle_timeout_ms,
+            startup_wait_s=settings.startup_wait_s,
             extra=settings.consumer_config,
             stop=stop or threading.Event(),
         ),

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -34,6 +34,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -42,6 +43,7 @@ from confluent_kafka.admin import AdminClient
 
 from operators.decode import PartitionDecoder
 from operators.messages import OutMessage, PartitionBatch, RawRecord
+from schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class SourceConfig:
     batch_size: int = 1000
     stop_at_eof: bool = False
     idle_timeout_ms: int = 10_000
+    startup_wait_s: float = 300.0
     extra: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -67,6 +70,10 @@ DecoderFactory = Callable[[str, str, int | None], PartitionDecoder]
 LagReporter = Callable[[str, int, int], None]
 LAG_EVERY_S = 1.0
 _Resume = tuple[int, int | None]
+
+
+class _MissingTopicError(Exception):
+    """A configured topic is not on the broker (yet)."""
 
 
 class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, _Resume]):
@@ -83,16 +90,44 @@ class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, _Resume]):
         self._lag = lag
 
     def list_parts(self) -> list[str]:
-        """Each Kafka partition, as ``topic#partition``."""
+        """Each Kafka partition, as ``topic#partition``; waits for the broker and the topics.
+
+        A broker that does not answer, or a topic not created yet, is retried
+        with backoff for up to ``startup_wait_s``; then the error names the setting.
+        """
         admin = AdminClient(
             {"bootstrap.servers": ",".join(self._config.brokers), **self._config.extra}
         )
+        brokers = ",".join(self._config.brokers)
+        deadline = time.monotonic() + self._config.startup_wait_s
+        delay = 0.5
+        while True:
+            try:
+                return self._parts(admin.list_topics(timeout=10))
+            except KafkaException as exc:
+                setting, problem = (
+                    "STREAMSCORE_BOOTSTRAP_SERVERS",
+                    f"Kafka at {brokers} did not answer ({exc})",
+                )
+            except _MissingTopicError as exc:
+                setting, problem = (
+                    "STREAMSCORE_TOPICS__*",
+                    f"{exc} on {brokers} (create the topics with `streamscore topics`)",
+                )
+            if time.monotonic() + delay > deadline:
+                wait = f"{self._config.startup_wait_s:.0f} s"
+                raise ConfigError(setting, f"{problem}; gave up after {wait}") from None
+            log.warning("waiting for Kafka: %s", problem)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _parts(self, cluster: Any) -> list[str]:
         parts: list[str] = []
         for topic in self._config.topics:
-            meta = admin.list_topics(topic, timeout=30).topics[topic]
-            if meta.error is not None:
-                msg = f"cannot read topic {topic!r}: {meta.error.str()}"
-                raise RuntimeError(msg)
+            meta = cluster.topics.get(topic)
+            if meta is None or meta.error is not None:
+                reason = "does not exist" if meta is None else meta.error.str()
+                raise _MissingTopicError(f"topic {topic!r} {reason}")
             parts.extend(f"{topic}#{p}" for p in sorted(meta.partitions))
         return parts
 

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # characters); 128 KiB keeps even that under the broker's 1 MB message limit.
     max_message_bytes: Annotated[int, Field(ge=256, le=128 * 1024)] = 64 * 1024
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    startup_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     shards: Annotated[int, Field(ge=1, le=4096)] = 16
     out_of_orderness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 5_000
     allowed_lateness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 60_000
