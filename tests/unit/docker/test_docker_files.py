@@ -49,6 +49,8 @@ GAUGES = {
     "streamscore_drift_psi",
     "streamscore_drift_ks",
     "streamscore_drift_detected",
+    "streamscore_decline_precision",
+    "streamscore_decline_recall",
 }
 METRICS = COUNTERS | HISTOGRAMS | GAUGES
 # Digits too: streamscore_e2e_... has one.
@@ -471,3 +473,18 @@ def test_build_context_keeps_sources_and_model_but_not_local_files() -> None:
     assert [p for p in kept if _docker_ignored(p, patterns)] == []
     assert [p for p in dropped if not _docker_ignored(p, patterns)] == []
     assert (ROOT / "models" / "artifacts" / "fraud-gbt-1" / "model.onnx").is_file()
+
+
+def test_the_metric_lists_are_what_the_service_registers() -> None:
+    """The dashboard's metrics and the service's cannot drift apart."""
+    from prometheus_client import CollectorRegistry
+
+    from operators.metrics import ServiceMetrics
+
+    registry = CollectorRegistry()
+    ServiceMetrics.create(registry)
+    registered = set()
+    for family in registry.collect():
+        kind = family.type
+        registered.add(f"{family.name}_total" if kind == "counter" else family.name)
+    assert registered == METRICS
