@@ -193,10 +193,11 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
                 continue
             batch.append(_raw(msg))
         now = time.monotonic()
+        if batch:
+            self._next = batch[-1].offset + 1
         if now >= self._next_lag:
             self._report_lag(now)
         if batch:
-            self._next = batch[-1].offset + 1
             self._last_data = now
             self._idle = False
             return [self._decoder.decode(batch)]
@@ -213,6 +214,8 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         )
         if high >= 0 and self._next >= 0:
             self._lag(self._topic, self._partition, max(0, high - self._next))
+        else:
+            self._next_lag = now  # nothing to report yet: try again on the next poll
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() == _EOF:

@@ -1,13 +1,26 @@
-"""Independent verification through kafka-python: publish inputs, read every output."""
+"""Independent verification through kafka-python: publish inputs, read every output.
+
+Also the in-process way to run the flow over what is in the topics, to the end.
+"""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from bytewax.testing import run_main
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from flows.dataflow import build_flow
+from flows.main import load_models
+from models.registry import ModelRegistry
+from operators.metrics import ServiceMetrics
+from schemas.settings import Settings
+from state.rocksdb import ProcessStore
 
 
 def produce(
@@ -53,3 +66,21 @@ def read_all(
         return out
     finally:
         consumer.close()
+
+
+def run_flow_to_end(settings: Settings) -> tuple[ModelRegistry, ServiceMetrics]:
+    """Run the flow in this process until every input partition is read; return its models."""
+    metrics = ServiceMetrics.create(CollectorRegistry())
+    models = load_models(settings, metrics)
+    store = ProcessStore(settings.state_dir, 0, fresh=True)
+    flow = build_flow(settings, models=models, metrics=metrics, store=store, stop_at_eof=True)
+    run_main(flow)  # type: ignore[no-untyped-call]
+    return models, metrics
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

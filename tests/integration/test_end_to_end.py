@@ -11,18 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from bytewax.testing import run_main
-from prometheus_client import CollectorRegistry
 
-from flows.dataflow import build_flow
-from flows.main import load_models
 from flows.tooling import ReplayConfig, replay_records
-from models.onnx_scorer import load_model
-from operators.metrics import ServiceMetrics
 from schemas.records import DeadLetter, Score
 from schemas.settings import Settings
-from state.rocksdb import ProcessStore
-from tests.integration.kafka_helpers import produce, read_all
+from tests.integration.kafka_helpers import produce, read_all, run_flow_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +56,8 @@ def test_n_valid_and_m_invalid_give_n_scores_and_m_dead_letters(settings: Settin
     coords = produce(settings.bootstrap_servers, settings.topics.transactions, records)
     by_coords = dict(zip(coords, records, strict=True))
 
-    model = load_model(settings.model_dir)
-    store = ProcessStore(settings.state_dir, 0, fresh=True)
-    metrics = ServiceMetrics.create(CollectorRegistry())
-    flow = build_flow(
-        settings,
-        models=load_models(settings, metrics),
-        metrics=metrics,
-        store=store,
-        stop_at_eof=True,
-    )
-    run_main(flow)  # type: ignore[no-untyped-call]
+    models, _ = run_flow_to_end(settings)
+    model = models.active
 
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(valid))
     dead = read_all(settings.bootstrap_servers, settings.topics.dead_letters, expect=len(INVALID))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from flows.tooling import INVALID_SAMPLES, ReplayConfig, replay_records
 from schemas.records import Drift
 from schemas.settings import Settings
-from tests.integration.kafka_helpers import produce, read_all
+from tests.integration.kafka_helpers import free_port, produce, read_all
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,7 +43,7 @@ def test_metrics_add_up_during_a_run(settings: Settings) -> None:
     invalid = [(key, v) for _, v in INVALID_SAMPLES] * 3
     produce(settings.bootstrap_servers, settings.topics.transactions, valid + invalid)
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STREAMSCORE_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
     for name, topic in settings.topics.model_dump().items():
         env[f"STREAMSCORE_TOPICS__{name.upper()}"] = topic
@@ -74,7 +66,9 @@ def test_metrics_add_up_during_a_run(settings: Settings) -> None:
             handled = _total(samples, "streamscore_scored_total") + _total(
                 samples, "streamscore_dead_letters_total"
             )
-            if handled >= len(valid) + len(invalid) or time.monotonic() > deadline:
+            lag_reported = any(n == "streamscore_consumer_lag" for n, _ in samples)
+            done = handled >= len(valid) + len(invalid) and lag_reported
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     finally:

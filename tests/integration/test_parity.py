@@ -13,20 +13,14 @@ import time
 import uuid
 
 import pytest
-from bytewax.testing import run_main
 from kafka import KafkaProducer
-from prometheus_client import CollectorRegistry
 
-from flows.dataflow import build_flow
-from flows.main import load_models
 from flows.tooling import contract_topics, create_topics
 from models.simulator import SimConfig, simulate
-from operators.metrics import ServiceMetrics
 from operators.replay import ReplayRecord, replay
 from operators.scoring import Scorer, ScoringConfig
 from schemas.settings import Settings, TopicNames
-from state.rocksdb import ProcessStore
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import read_all, run_flow_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +44,7 @@ def test_live_flow_equals_offline_replay_bit_for_bit(settings: Settings) -> None
     producer.flush()
     producer.close()
 
-    metrics = ServiceMetrics.create(CollectorRegistry())
-    models = load_models(settings, metrics)
-    store = ProcessStore(settings.state_dir, 0, fresh=True)
-    flow = build_flow(settings, models=models, metrics=metrics, store=store, stop_at_eof=True)
-    run_main(flow)  # type: ignore[no-untyped-call]
+    models, metrics = run_flow_to_end(settings)
     live = {s["event_id"]: s for s in read_all(settings.bootstrap_servers, topics.scores)}
 
     offline = replay(records, batch_size=500, flush=False)

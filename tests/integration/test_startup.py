@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,9 @@ import pytest
 from flows.tooling import contract_topics, create_topics
 from schemas.settings import Settings, TopicNames
 from tests.integration.conftest import ROOT
-from tests.integration.kafka_helpers import produce, read_all
+from tests.integration.kafka_helpers import free_port, produce, read_all
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -40,7 +32,7 @@ def test_broker_that_never_answers_is_a_config_error_naming_the_setting() -> Non
     started = time.monotonic()
     done = _run(
         {
-            "STREAMSCORE_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+            "STREAMSCORE_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "STREAMSCORE_STARTUP_WAIT_S": "2",
         }
     )
@@ -64,7 +56,7 @@ def test_missing_topic_fails_after_the_startup_wait_naming_it(settings: Settings
 
 
 def test_flow_waits_for_a_broker_that_starts_later(tmp_path: Path, settings: Settings) -> None:
-    port, controller = _free_port(), _free_port()
+    port, controller = free_port(), free_port()
     bootstrap = f"127.0.0.1:{port}"
     kafka_env = {
         **os.environ,

@@ -10,19 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from bytewax.testing import run_main
 from kafka import KafkaProducer
-from prometheus_client import CollectorRegistry
 
-from flows.dataflow import build_flow
-from flows.main import load_models
-from operators.metrics import ServiceMetrics
 from operators.replay import ReplayRecord, replay
 from operators.watermarks import TimeConfig
 from schemas.settings import Settings
 from schemas.timefmt import format_ms
-from state.rocksdb import ProcessStore
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import read_all, run_flow_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -79,16 +73,7 @@ def test_features_and_window_aggregates_through_kafka(settings: Settings) -> Non
         offsets[kind] += 1
     producer.close()
 
-    store = ProcessStore(settings.state_dir, 0, fresh=True)
-    metrics = ServiceMetrics.create(CollectorRegistry())
-    flow = build_flow(
-        settings,
-        models=load_models(settings, metrics),
-        metrics=metrics,
-        store=store,
-        stop_at_eof=True,
-    )
-    run_main(flow)  # type: ignore[no-untyped-call]
+    run_flow_to_end(settings)
 
     scores = {
         s["event_id"]: s
