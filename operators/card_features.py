@@ -69,10 +69,14 @@ class CardFeatureEngine:
         config: CardConfig,
         store: StateStore,
         dead_letter: Callable[[TxnEnvelope, str], OutMessage],
+        *,
+        shard: str = "",
     ) -> None:
         self._lateness = config.time.allowed_lateness_ms
         self._gap = config.session_gap_ms
         self._store = store
+        # Shards of one process share the store: each expires only its own cards.
+        self._expiry = keys.shard_namespace(keys.CARD_EXPIRY, shard)
         self._dead_letter = dead_letter
 
     def process(
@@ -113,10 +117,10 @@ class CardFeatureEngine:
         if watermark == NO_WATERMARK:
             return 0
         due = watermark - 1
-        end = keys.timer_range_end(keys.CARD_EXPIRY, due)
+        end = keys.timer_range_end(self._expiry, due)
         changes: dict[bytes, bytes | None] = {}
-        for key, _ in self._store.scan(keys.CARD_EXPIRY, end):
-            _, card_id = keys.parse_timer_key(key)
+        for key, _ in self._store.scan(self._expiry, end):
+            _, card_id = keys.parse_timer_key(key, len(self._expiry))
             changes[key] = None
             changes[keys.card_key(card_id)] = None
         self._store.write(changes)
@@ -163,9 +167,9 @@ class CardFeatureEngine:
             expiry = newest + self._lateness + DAY if newest != NO_WATERMARK else None
             if card.expiry != expiry:
                 if card.expiry is not None:
-                    changes[keys.timer_key(keys.CARD_EXPIRY, card.expiry, card_id)] = None
+                    changes[keys.timer_key(self._expiry, card.expiry, card_id)] = None
                 if expiry is not None:
-                    changes[keys.timer_key(keys.CARD_EXPIRY, expiry, card_id)] = b""
+                    changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
                 card.expiry = expiry
             if card.events or card.sessions:
                 changes[keys.card_key(card_id)] = _dump(card)

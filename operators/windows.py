@@ -120,21 +120,30 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         self._on_state_size = on_state_size
         self._wm = MinWatermark(config.txn_sources, resume[0] if resume else None)
         self._sent = resume[1] if resume else NO_WATERMARK
-        self._engine = CardFeatureEngine(config.card, store, self._dead)
-        self._key = ""
+        self._shard: str | None = resume[2] if resume else None
+        self._engine: CardFeatureEngine | None = None
+
+    def _engine_for(self, values: list[ShardInput]) -> CardFeatureEngine:
+        if self._engine is None:
+            self._shard = self._shard or values[0].target
+            self._engine = CardFeatureEngine(
+                self._config.card, self._store, self._dead, shard=self._shard
+            )
+        return self._engine
 
     def _dead(self, env: TxnEnvelope, error: str) -> OutMessage:
         return dead_letter(self._config.dead_letter_topic, env.raw, "duplicate", error, 0)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         shards = self._config.shards
+        engine = self._engine_for(values)
         per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
         dead: list[OutMessage] = []
         txns = sorted(
             (env for shard_input in values for env in shard_input.txns), key=_ingest_order
         )
         if txns:
-            items, dups = self._engine.process(txns, self._wm)
+            items, dups = engine.process(txns, self._wm)
             dead.extend(dups)
             for item in items:
                 if isinstance(item, Featured):
@@ -149,7 +158,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         out: list[Routed] = [(DEAD, dead)] if dead else []
         targets = list(per_merchant)
         if wm - self._sent >= BROADCAST_EVERY_MS:
-            self._engine.expire(wm)
+            engine.expire(wm)
             self._on_state_size(self._store.approximate_keys())
             self._sent = wm
             targets = [f"m{i}" for i in range(shards)]
@@ -160,7 +169,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[Any, ...]:
-        return (self._wm.snapshot(), self._sent)
+        return (self._wm.snapshot(), self._sent, self._shard)
 
 
 class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):

@@ -47,7 +47,11 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(tmp_path: Pa
 
     cards = [k for k, _ in store.scan(keys.CARD, keys.CARD + b"\xff")]
     assert cards and all(k.startswith(keys.CARD + b"new-") for k in cards)
-    expiry = [keys.parse_timer_key(k)[1] for k, _ in store.scan(keys.CARD_EXPIRY, b"F")]
+    namespace = keys.shard_namespace(keys.CARD_EXPIRY, "")  # replay runs one unnamed shard
+    expiry = [
+        keys.parse_timer_key(k, len(namespace))[1]
+        for k, _ in store.scan(namespace, keys.CARD_EXPIRY + b"\xff")
+    ]
     assert expiry and all(c.startswith("new-") for c in expiry)
     # Windows of day one were closed and purged; only recent ones remain.
     starts = [int.from_bytes(k[-8:], "big") for k, _ in store.scan(keys.WINDOW, b"X")]
