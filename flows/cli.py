@@ -125,6 +125,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.options import config_from_args
+    from benchmarks.replay import run_bench
+
+    settings = _settings(args)
+    run_bench(config_from_args(args, bootstrap=settings.bootstrap_servers))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="streamscore", description=__doc__)
@@ -173,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--invalid-share", type=float, default=0.01)
     demo.add_argument("--train", action="store_true", help="retrain the model first")
     demo.set_defaults(func=_cmd_demo)
+
+    from benchmarks.options import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="replay benchmark on the broker: throughput, latency, RSS")
+    bench.add_argument("--bootstrap-servers", help="Kafka host:port list")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""Options of ``streamscore bench``: one frozen config and its command-line flags.
+
+Kept free of heavy imports so building the CLI parser stays cheap.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> add_arguments(parser)
+>>> config_from_args(parser.parse_args(["--events", "5000"]), bootstrap="127.0.0.1:9092").events
+5000
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_OUT = Path(".local/bench/result.json")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """One benchmark run: data size, offered rate, time limits, where results go."""
+
+    bootstrap: str
+    events: int = 1_000_000
+    partitions: int = 2
+    cards: int = 100_000
+    seed: int = 7
+    rate: float = 10_000.0
+    latency_seconds: float = 30.0
+    latency_warmup_s: float = 5.0
+    latency_processes: int = 1
+    phase_timeout_s: float = 150.0
+    out: Path = DEFAULT_OUT
+    keep_topics: bool = False
+
+    @property
+    def chart(self) -> Path:
+        """The PNG chart, next to the JSON."""
+        return self.out.with_suffix(".png")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be at least 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be greater than 0, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        msg = f"must be 0 or more, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's flags (defaults: the full run of the performance issue)."""
+    d = BenchConfig(bootstrap="")
+    parser.add_argument(
+        "--events", type=_positive_int, default=d.events, help="transactions preloaded"
+    )
+    parser.add_argument(
+        "--partitions", type=_positive_int, default=d.partitions, help="partitions of every topic"
+    )
+    parser.add_argument(
+        "--cards", type=_positive_int, default=d.cards, help="distinct simulated cards"
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help="simulator seed")
+    parser.add_argument(
+        "--rate", type=_positive_float, default=d.rate, help="offered events/s in the latency run"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=_positive_float,
+        default=d.latency_seconds,
+        help="measured seconds of the latency run",
+    )
+    parser.add_argument(
+        "--latency-warmup",
+        type=_non_negative_float,
+        default=d.latency_warmup_s,
+        help="seconds offered before latencies count",
+    )
+    parser.add_argument(
+        "--latency-processes",
+        type=_positive_int,
+        default=d.latency_processes,
+        help="pipeline processes in the latency run",
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=_positive_float,
+        default=d.phase_timeout_s,
+        help="seconds one throughput phase may take; then its partial figure is reported",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=d.out, help="JSON result (the PNG chart goes next to it)"
+    )
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="do not delete the benchmark's topics"
+    )
+
+
+def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig:
+    """The config the parsed flags describe."""
+    return BenchConfig(
+        bootstrap=bootstrap,
+        events=args.events,
+        partitions=args.partitions,
+        cards=args.cards,
+        seed=args.seed,
+        rate=args.rate,
+        latency_seconds=args.latency_seconds,
+        latency_warmup_s=args.latency_warmup,
+        latency_processes=args.latency_processes,
+        phase_timeout_s=args.phase_timeout,
+        out=args.out,
+        keep_topics=args.keep_topics,
+    )

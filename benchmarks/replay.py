@@ -1,0 +1,480 @@
+"""``streamscore bench``: the replay benchmark on the real broker, every figure in one run.
+
+1. Preload N simulated transactions (``SimConfig(cards=...)``) into one input
+   topic with confluent-kafka; every throughput phase reads it from the start.
+2. (a) raw confluent-kafka consume -> produce passthrough: the ceiling.
+3. (b) ``streamscore run --until-eof`` as 1 process, then as a 2-process
+   bytewax cluster (``-i``/``-a``): events/s until every score is on the scores
+   topic, from spawn (raw) and from the first score (startup excluded).
+4. (c) a Quix Streams app (per-card tumbling count + sum) in its own process.
+5. End-to-end latency of ``streamscore run`` in tail mode at a fixed offered
+   rate (see :mod:`benchmarks.latency`).
+
+Peak RSS of every pipeline process is polled (:mod:`benchmarks.procs`). The
+figures go to JSON and a PNG chart (:mod:`benchmarks.report`). Every phase
+has a time limit; the topics and state it created are removed afterwards and
+its subprocesses are stopped on any error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from benchmarks.kafka_load import (
+    BenchError,
+    EndOffsets,
+    check_broker,
+    create_topics,
+    delete_topics,
+    preload,
+    preload_sim,
+    transaction_payloads,
+)
+from benchmarks.latency import LatencyPlan, measure_latency, templates
+from benchmarks.options import BenchConfig
+from benchmarks.procs import Children, tail
+from benchmarks.report import (
+    Latency,
+    Results,
+    Throughput,
+    build_report,
+    latency_from_samples,
+    summary_lines,
+    write_chart,
+    write_json,
+)
+from models.simulator import SimConfig
+from schemas.settings import TopicNames
+
+PROGRESS_EVERY_S = 2.0
+POLL_S = 0.05
+# How long a finished --until-eof pipeline may take to exit before it is stopped.
+EXIT_GRACE_S = 30.0
+PEER_GRACE_S = 60.0
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class _Session:
+    """What one run owns: ids, folders, topics to delete, children to stop."""
+
+    config: BenchConfig
+    children: Children
+    echo: Echo
+    run_id: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    topics: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def work(self) -> Path:
+        """Logs and state of this run."""
+        return self.config.out.parent / self.run_id
+
+    def state_dir(self, label: str) -> Path:
+        """Where one phase keeps its state (removed when the phase ends)."""
+        return self.work / f"{label}-state"
+
+    def say(self, text: str) -> None:
+        """A progress line, stamped with the seconds since the run started."""
+        self.echo(f"[{time.perf_counter() - self.started:7.1f} s] {text}")
+
+    def new_topics(self, names: list[str]) -> None:
+        """Create fresh topics (``--partitions`` each) and remember them for clean-up."""
+        self.topics.extend(names)
+        create_topics(self.config.bootstrap, names, self.config.partitions)
+
+    def pipeline_topics(self, label: str, *, transactions: str, chargebacks: str) -> TopicNames:
+        """Fresh output topics for one pipeline run over the given inputs."""
+        outputs = {
+            k: f"{self.run_id}-{label}-{k.replace('_', '-')}"
+            for k in TopicNames.model_fields
+            if k not in ("transactions", "chargebacks")
+        }
+        names = TopicNames(transactions=transactions, chargebacks=chargebacks, **outputs)
+        self.new_topics(list(outputs.values()))
+        return names
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pipeline_env(bootstrap: str, topics: TopicNames, state_dir: Path) -> dict[str, str]:
+    """Environment of a ``streamscore run`` child: its topics, no metrics, its own state."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "STREAMSCORE_BOOTSTRAP_SERVERS": bootstrap,
+            "STREAMSCORE_METRICS_PORT": "0",
+            "STREAMSCORE_STATE_DIR": str(state_dir.resolve()),
+            "STREAMSCORE_STARTUP_WAIT_S": "60",
+        }
+    )
+    for key, name in topics.model_dump().items():
+        env[f"STREAMSCORE_TOPICS__{key.upper()}"] = name
+    return env
+
+
+def pipeline_argv(processes: int, *, until_eof: bool) -> list[list[str]]:
+    """One ``streamscore run`` command line per process (a bytewax cluster when > 1)."""
+    base = [sys.executable, "-m", "flows.cli", "run"]
+    if until_eof:
+        base.append("--until-eof")
+    if processes == 1:
+        return [base]
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    return [[*base, "-i", str(i), "-a", addresses] for i in range(processes)]
+
+
+def _pipeline_phase(
+    s: _Session, *, label: str, processes: int, transactions: str, chargebacks: str, expected: int
+) -> Throughput:
+    """Run ``streamscore run --until-eof`` over the preloaded input until every score is out."""
+    config = s.config
+    topics = s.pipeline_topics(label, transactions=transactions, chargebacks=chargebacks)
+    env = pipeline_env(config.bootstrap, topics, s.state_dir(label))
+    scores = EndOffsets(config.bootstrap, topics.scores, config.partitions)
+    logs = [s.work / f"{label}-process-{i}.log" for i in range(processes)]
+    s.say(f"{label}: starting {processes} pipeline process(es); logs in {logs[0].parent}")
+    try:
+        spawned = time.perf_counter()
+        procs = [
+            s.children.spawn(argv, env=env, log=log)
+            for argv, log in zip(pipeline_argv(processes, until_eof=True), logs, strict=True)
+        ]
+        first: float | None = None
+        timed_out = False
+        first_count = count = last_count = 0
+        last_change = spawned
+        next_report = spawned + PROGRESS_EVERY_S
+        while True:
+            count = scores.count()
+            now = time.perf_counter()
+            if count > last_count:
+                last_count, last_change = count, now
+                if first is None:
+                    first, first_count = now, count
+            exited = [p.poll() for p in procs]
+            failed = [(i, c) for i, c in enumerate(exited) if c not in (None, 0)]
+            if failed:
+                i, code = failed[0]
+                msg = f"{label}: process {i} exited with {code}; last lines of {logs[i]}:\n"
+                raise BenchError(msg + tail(logs[i]))
+            if count >= expected or all(c == 0 for c in exited):
+                break
+            if now - spawned > config.phase_timeout_s:
+                s.say(f"{label}: time limit of {config.phase_timeout_s:.0f} s reached; stopping")
+                timed_out = True
+                break
+            if now >= next_report:
+                next_report += PROGRESS_EVERY_S
+                rss = " + ".join(f"{s.children.peak_rss_mib(p):.0f}" for p in procs)
+                rate = (count - first_count) / (now - first) if first and now > first else 0.0
+                s.say(
+                    f"{label}: {count:,}/{expected:,} scores, {rate:,.0f} ev/s since the first "
+                    f"score, peak RSS {rss} MiB"
+                )
+            time.sleep(POLL_S)
+        if first is None:
+            msg = f"{label}: no score within {config.phase_timeout_s:.0f} s; see {logs[0]}"
+            raise BenchError(msg + "\n" + tail(logs[0]))
+        for proc in procs:
+            if timed_out or s.children.wait(proc, EXIT_GRACE_S) is None:
+                s.children.stop(proc)
+        count = max(count, scores.count())
+        rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
+    finally:
+        scores.close()
+    shutil.rmtree(s.state_dir(label), ignore_errors=True)
+    separated = last_change > first and last_count > first_count
+    result = Throughput(
+        label=label,
+        processes=processes,
+        expected=expected,
+        done=last_count,
+        wall_s=last_change - spawned,
+        startup_s=first - spawned,
+        steady_events=last_count - first_count if separated else last_count,
+        steady_s=last_change - first if separated else last_change - spawned,
+        complete=count >= expected,
+        peak_rss_mib=rss_mib,
+        startup_separated=separated,
+    )
+    s.say(
+        f"{label}: {result.done:,} scores; {result.raw_events_per_s:,.0f} ev/s from spawn, "
+        f"{result.steady_events_per_s:,.0f} ev/s startup excluded (startup "
+        f"{result.startup_s:.2f} s); peak RSS {' + '.join(f'{m:.0f}' for m in rss_mib)} MiB"
+    )
+    return result
+
+
+class _LogFollower:
+    """Echoes a child's progress lines (those starting with ``  [``) from its log."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None]) -> None:
+        self._path = path
+        self._echo = echo
+        self._offset = 0
+
+    def follow(self) -> None:
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        complete = data.rfind(b"\n") + 1
+        self._offset += complete
+        for line in data[:complete].decode(errors="replace").splitlines():
+            if line.startswith("  ["):
+                self._echo(line.strip())
+
+
+def _peer_phase(
+    s: _Session, *, peer: str, label: str, transactions: str, expected: int
+) -> Throughput:
+    """Run one peer (:mod:`benchmarks.peers`) in its own process over the preloaded input."""
+    config = s.config
+    out_topic = f"{s.run_id}-{label}-out"
+    s.new_topics([out_topic])
+    log = s.work / f"{label}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.peers",
+        peer,
+        "--bootstrap",
+        config.bootstrap,
+        "--topic",
+        transactions,
+        "--out-topic",
+        out_topic,
+        "--events",
+        str(expected),
+        "--max-seconds",
+        str(config.phase_timeout_s),
+        "--group",
+        f"{s.run_id}-{label}",
+        "--state-dir",
+        str(s.state_dir(label)),
+    ]
+    s.say(f"{label}: starting; log in {log}")
+    spawned = time.time()
+    proc = s.children.spawn(argv, env=os.environ, log=log, capture_stdout=True)
+    follower = _LogFollower(log, s.say)
+    deadline = time.monotonic() + config.phase_timeout_s + PEER_GRACE_S
+    while proc.poll() is None:
+        follower.follow()
+        if time.monotonic() > deadline:
+            s.children.stop(proc)
+            raise BenchError(f"{label}: did not finish in time; see {log}")
+        time.sleep(0.2)
+    follower.follow()
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode(errors="replace")
+    s.children.wait(proc, 0)
+    if proc.returncode != 0:
+        msg = f"{label}: exited with {proc.returncode}; last lines of {log}:\n{tail(log)}"
+        raise BenchError(msg)
+    shutil.rmtree(s.state_dir(label), ignore_errors=True)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"{label}: printed no result; see {log}")
+    r = json.loads(lines[-1])
+    if not r["events"] or not r["first"]:
+        raise BenchError(f"{label}: handled no record; see {log}")
+    result = Throughput(
+        label=label,
+        processes=1,
+        expected=expected,
+        done=r["events"],
+        wall_s=r["last"] - spawned,
+        startup_s=r["first"] - spawned,
+        steady_events=r["steady_events"],
+        steady_s=r["last"] - r["first"],
+        complete=r["events"] >= expected,
+        peak_rss_mib=(s.children.peak_rss_mib(proc),),
+    )
+    s.say(
+        f"{label}: {result.done:,} events; {result.raw_events_per_s:,.0f} ev/s from spawn, "
+        f"{result.steady_events_per_s:,.0f} ev/s startup excluded"
+    )
+    return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt (main thread only) so clean-up runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_bench(config: BenchConfig, *, echo: Echo = print) -> Results:
+    """Run every phase, write the JSON and the chart, print the summary; return the figures."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    check_broker(config.bootstrap)
+
+    def say_flush(text: str) -> None:
+        echo(text)
+        sys.stdout.flush()
+
+    with _sigterm_as_interrupt(), Children() as children:
+        s = _Session(config=config, children=children, echo=say_flush)
+        try:
+            results = _run_phases(s, started_at)
+        finally:
+            children.close()
+            if not config.keep_topics and s.topics:
+                s.say(f"deleting the run's {len(s.topics)} topics")
+                delete_topics(config.bootstrap, s.topics)
+            for state in s.work.glob("*-state"):
+                shutil.rmtree(state, ignore_errors=True)
+    write_json(build_report(results), config.out)
+    write_chart(results, config.chart)
+    for line in summary_lines(results):
+        say_flush(line)
+    say_flush(f"figures: {config.out}, chart: {config.chart}")
+    return results
+
+
+def _run_phases(s: _Session, started_at: str) -> Results:
+    config = s.config
+    transactions = f"{s.run_id}-transactions"
+    chargebacks = f"{s.run_id}-chargebacks"
+    s.say(
+        f"run {s.run_id} on {config.bootstrap}: {config.events:,} events, "
+        f"{config.cards:,} cards, {config.partitions} partitions"
+    )
+    s.new_topics([transactions, chargebacks])
+    sim = preload_sim(
+        seed=config.seed, cards=config.cards, events=config.events, now_ms=time.time_ns() // 10**6
+    )
+    t0 = time.perf_counter()
+    expected = preload(
+        config.bootstrap,
+        transactions,
+        transaction_payloads(sim, config.events),
+        progress=lambda n: s.say(f"preload: {n:,}/{config.events:,} events"),
+    )
+    preload_s = time.perf_counter() - t0
+    s.say(f"preload: {expected:,} transactions in {preload_s:.1f} s (chargebacks topic empty)")
+    passthrough = _peer_phase(
+        s, peer="passthrough", label="passthrough", transactions=transactions, expected=expected
+    )
+    pipeline_1p = _pipeline_phase(
+        s,
+        label="pipeline-1-process",
+        processes=1,
+        transactions=transactions,
+        chargebacks=chargebacks,
+        expected=expected,
+    )
+    pipeline_2p = _pipeline_phase(
+        s,
+        label="pipeline-2-processes",
+        processes=2,
+        transactions=transactions,
+        chargebacks=chargebacks,
+        expected=expected,
+    )
+    quix = _peer_phase(s, peer="quix", label="quix", transactions=transactions, expected=expected)
+    latency = _latency_phase(s)
+    return Results(
+        config=config,
+        started_at=started_at,
+        preload_s=preload_s,
+        passthrough=passthrough,
+        pipeline_1p=pipeline_1p,
+        pipeline_2p=pipeline_2p,
+        quix=quix,
+        latency=latency,
+    )
+
+
+def _latency_phase(s: _Session) -> Latency:
+    """Offer transactions at the fixed rate to ``streamscore run`` in tail mode."""
+    config = s.config
+    label = "latency"
+    plan = LatencyPlan(
+        rate=config.rate, warmup_s=config.latency_warmup_s, seconds=config.latency_seconds
+    )
+    transactions = f"{s.run_id}-{label}-transactions"
+    chargebacks = f"{s.run_id}-{label}-chargebacks"
+    s.new_topics([transactions, chargebacks])
+    topics = s.pipeline_topics(label, transactions=transactions, chargebacks=chargebacks)
+    env = pipeline_env(config.bootstrap, topics, s.state_dir(label))
+    processes = config.latency_processes
+    logs = [s.work / f"{label}-process-{i}.log" for i in range(processes)]
+    s.say(f"{label}: starting {processes} pipeline process(es) in tail mode")
+    procs = [
+        s.children.spawn(argv, env=env, log=log)
+        for argv, log in zip(pipeline_argv(processes, until_eof=False), logs, strict=True)
+    ]
+    # Generated while the pipeline starts up, so the sender only formats and produces.
+    sim = SimConfig(seed=config.seed + 1, cards=config.cards, events_per_second=config.rate)
+    items = templates(sim, plan.total)
+    s.say(f"{label}: {len(items):,} transactions generated")
+
+    def check_alive() -> None:
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None:
+                msg = f"{label}: process {i} exited with {proc.returncode}; last lines:\n"
+                raise BenchError(msg + tail(logs[i]))
+
+    samples = measure_latency(
+        bootstrap=config.bootstrap,
+        transactions=transactions,
+        scores=topics.scores,
+        partitions=config.partitions,
+        plan=plan,
+        items=items,
+        say=s.say,
+        check_alive=check_alive,
+    )
+    rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
+    for proc in procs:
+        s.children.stop(proc)
+    shutil.rmtree(s.state_dir(label), ignore_errors=True)
+    result = latency_from_samples(
+        samples.samples_s,
+        processes=processes,
+        offered_rate=config.rate,
+        sent=samples.sent,
+        sent_seconds=samples.sent_seconds,
+        warmup_s=config.latency_warmup_s,
+        peak_rss_mib=rss_mib,
+    )
+    s.say(
+        f"{label}: p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms ({result.received:,} of {result.sent:,} scored)"
+    )
+    return result

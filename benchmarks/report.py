@@ -1,0 +1,412 @@
+"""Figures of a benchmark run and how they are reported: JSON, a PNG chart, a text summary.
+
+Pure code: phase results come in as frozen dataclasses, the report is a plain
+JSON-ready dict whose ``definitions`` say what exactly each figure measures.
+
+>>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+2.5
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.options import BenchConfig
+
+# The performance issue's targets (benchmark figures, not timed tests).
+TARGET_PIPELINE_2P_EPS = 50_000.0
+TARGET_OVER_QUIX = 4.0
+TARGET_P99_MS = 50.0
+TARGET_RSS_MIB = 1024.0
+
+DEFINITIONS = {
+    "events": (
+        "N synthetic transactions from models.simulator (SimConfig(cards=...)), preloaded once "
+        "with confluent-kafka into one input topic that every throughput phase reads from its "
+        "beginning; the Kafka timestamp of each record is its event time; no chargebacks"
+    ),
+    "raw_events_per_s": (
+        "events done / seconds from spawning the process(es) until the last output was on its "
+        "topic (pipeline: all scores; passthrough: last copy acknowledged; quix: last input "
+        "processed); includes interpreter start, imports, model load and cluster setup"
+    ),
+    "startup_s": (
+        "seconds from spawning until the first output (pipeline: first score on the scores "
+        "topic, polled every 50 ms; peers: first input record in hand)"
+    ),
+    "steady_events_per_s": (
+        "startup excluded: events done after the first output / seconds from the first output "
+        "to the last; the ratios use this figure (startup_separated false: every output came "
+        "in one poll, so it equals the raw figure)"
+    ),
+    "pipeline": (
+        "`streamscore run --until-eof` subprocess(es) over fresh output topics "
+        "(STREAMSCORE_TOPICS__*), metrics off, own state dir; 2 processes form one bytewax "
+        "cluster (-i/-a); completion = the scores topic's end offsets sum to the scores expected"
+    ),
+    "passthrough": (
+        "the ceiling: one confluent-kafka consumer (assigned every partition) producing each "
+        "record unchanged to another topic with the pipeline's producer settings, then flush"
+    ),
+    "quix": (
+        "Quix Streams 3 Application in its own process: JSON values, per-card (message key) "
+        "tumbling 5-minute window on the Kafka timestamp, 5 s grace, count + sum(amount), "
+        "final() with closing_strategy='partition', closed windows produced to a topic; "
+        "changelog topics off (StreamScore has none either); stops after N inputs"
+    ),
+    "latency": (
+        "`streamscore run` (tail mode) fed at the offered rate by a paced confluent-kafka "
+        "producer (linger.ms=1) in the benchmark process; per transaction: time.perf_counter() "
+        "when the benchmark's own consumer (fetch.wait.max.ms=5) received its score minus "
+        "time.perf_counter() just before produce() of the input (the input's Kafka timestamp "
+        "is set to that instant too); one clock, one process; warm-up excluded; includes both "
+        "Kafka hops, the producer's linger and the consumer's fetch wait"
+    ),
+    "peak_rss_mib": "VmHWM of each pipeline process from /proc/<pid>/status, polled every 0.1 s",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Throughput:
+    """One throughput phase: how many events, how long, from spawn and from first output."""
+
+    label: str
+    processes: int
+    expected: int
+    done: int
+    wall_s: float
+    startup_s: float
+    steady_events: int
+    steady_s: float
+    complete: bool
+    peak_rss_mib: tuple[float, ...] = ()
+    # False when every output showed up at once, so the startup-excluded figure
+    # could not be told apart: it is then the raw one.
+    startup_separated: bool = True
+
+    @property
+    def raw_events_per_s(self) -> float:
+        """Events done per second from spawn to the last output."""
+        return self.done / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steady_events_per_s(self) -> float:
+        """Events done per second from the first output to the last."""
+        return self.steady_events / self.steady_s if self.steady_s > 0 else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Latency:
+    """The fixed-rate run: what was offered, what came back, the latency percentiles."""
+
+    processes: int
+    offered_rate: float
+    sent_rate: float
+    warmup_s: float
+    seconds: float
+    sent: int
+    received: int
+    # True when some counted transactions were never scored: the percentiles then
+    # describe only those that were, so the true ones are higher.
+    lower_bounds: bool
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    peak_rss_mib: tuple[float, ...] = ()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolating linearly between closest ranks.
+
+    Same definition as numpy's default (``method="linear"``).
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def latency_from_samples(
+    samples_s: Sequence[float],
+    *,
+    processes: int,
+    offered_rate: float,
+    sent: int,
+    sent_seconds: float,
+    warmup_s: float,
+    peak_rss_mib: tuple[float, ...] = (),
+) -> Latency:
+    """Summarise per-event latencies (seconds) into milliseconds."""
+    if not samples_s:
+        raise ValueError("no score came back in the latency run")
+    ms = sorted(s * 1000 for s in samples_s)
+    return Latency(
+        processes=processes,
+        offered_rate=offered_rate,
+        sent_rate=sent / sent_seconds if sent_seconds > 0 else 0.0,
+        warmup_s=warmup_s,
+        seconds=sent_seconds,
+        sent=sent,
+        received=len(ms),
+        lower_bounds=len(ms) < sent,
+        p50_ms=percentile(ms, 50),
+        p95_ms=percentile(ms, 95),
+        p99_ms=percentile(ms, 99),
+        max_ms=ms[-1],
+        mean_ms=sum(ms) / len(ms),
+        peak_rss_mib=peak_rss_mib,
+    )
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``, or None when the denominator is not positive."""
+    return numerator / denominator if denominator > 0 else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Results:
+    """Everything one run measured."""
+
+    config: BenchConfig
+    started_at: str
+    preload_s: float
+    passthrough: Throughput
+    pipeline_1p: Throughput
+    pipeline_2p: Throughput
+    quix: Throughput
+    latency: Latency
+
+    @property
+    def throughputs(self) -> tuple[Throughput, ...]:
+        """The throughput phases in the order they ran."""
+        return (self.passthrough, self.pipeline_1p, self.pipeline_2p, self.quix)
+
+
+def ratios(results: Results, *, steady: bool = True) -> dict[str, float | None]:
+    """Pipeline over passthrough (b/a) and over Quix (b/c), for 1 and 2 processes."""
+
+    def eps(t: Throughput) -> float:
+        return t.steady_events_per_s if steady else t.raw_events_per_s
+
+    a, b1, b2, c = (eps(t) for t in results.throughputs)
+    return {
+        "pipeline_2p_over_passthrough": ratio(b2, a),
+        "pipeline_2p_over_quix": ratio(b2, c),
+        "pipeline_1p_over_passthrough": ratio(b1, a),
+        "pipeline_1p_over_quix": ratio(b1, c),
+        "pipeline_2p_over_1p": ratio(b2, b1),
+    }
+
+
+def peak_rss(results: Results) -> dict[str, float]:
+    """Peak RSS per pipeline run in MiB (the 2-process run per process and summed)."""
+    b1, b2, lat = results.pipeline_1p, results.pipeline_2p, results.latency
+    out = {"pipeline_1p": max(b1.peak_rss_mib, default=0.0)}
+    for i, mib in enumerate(b2.peak_rss_mib):
+        out[f"pipeline_2p_process_{i}"] = mib
+    out["pipeline_2p_total"] = sum(b2.peak_rss_mib)
+    out["latency_run"] = max(lat.peak_rss_mib, default=0.0)
+    out["max_per_process"] = max(
+        (*b1.peak_rss_mib, *b2.peak_rss_mib, *lat.peak_rss_mib), default=0.0
+    )
+    return out
+
+
+def targets(results: Results) -> dict[str, dict[str, object]]:
+    """The issue's targets beside what this run measured."""
+    eps_2p = results.pipeline_2p.steady_events_per_s
+    over_quix = ratios(results)["pipeline_2p_over_quix"]
+    lat = results.latency
+    rss = peak_rss(results)["max_per_process"]
+    return {
+        "pipeline_2p_events_per_s": {
+            "target": TARGET_PIPELINE_2P_EPS,
+            "measured": eps_2p,
+            "met": eps_2p >= TARGET_PIPELINE_2P_EPS,
+        },
+        "pipeline_2p_over_quix": {
+            "target": TARGET_OVER_QUIX,
+            "measured": over_quix,
+            "met": over_quix is not None and over_quix >= TARGET_OVER_QUIX,
+        },
+        "p99_ms_at_offered_rate": {
+            "target": TARGET_P99_MS,
+            "measured": lat.p99_ms,
+            "met": lat.p99_ms < TARGET_P99_MS and not lat.lower_bounds,
+        },
+        "peak_rss_mib_per_process": {
+            "target": TARGET_RSS_MIB,
+            "measured": rss,
+            "met": rss < TARGET_RSS_MIB,
+            "note": f"measured with {results.config.cards:,} distinct cards; the target says 1M",
+        },
+    }
+
+
+def _throughput_json(t: Throughput) -> dict[str, object]:
+    out: dict[str, object] = asdict(t)
+    out["peak_rss_mib"] = list(t.peak_rss_mib)
+    out["raw_events_per_s"] = t.raw_events_per_s
+    out["steady_events_per_s"] = t.steady_events_per_s
+    return out
+
+
+def build_report(results: Results) -> dict[str, object]:
+    """Every figure of the run, its ratios and the targets, as a JSON-ready dict."""
+    config = results.config
+    latency: dict[str, object] = asdict(results.latency)
+    latency["peak_rss_mib"] = list(results.latency.peak_rss_mib)
+    return {
+        "benchmark": "streamscore bench (replay on the real broker)",
+        "started_at": results.started_at,
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "config": {
+            "bootstrap": config.bootstrap,
+            "events": config.events,
+            "partitions": config.partitions,
+            "cards": config.cards,
+            "seed": config.seed,
+            "offered_rate": config.rate,
+            "latency_seconds": config.latency_seconds,
+            "latency_warmup_s": config.latency_warmup_s,
+            "latency_processes": config.latency_processes,
+            "phase_timeout_s": config.phase_timeout_s,
+        },
+        "definitions": DEFINITIONS,
+        "preload_s": results.preload_s,
+        "throughput": {t.label: _throughput_json(t) for t in results.throughputs},
+        "ratios": ratios(results),
+        "ratios_raw": ratios(results, steady=False),
+        "latency": latency,
+        "peak_rss_mib": peak_rss(results),
+        "targets": targets(results),
+    }
+
+
+def write_json(report: dict[str, object], path: Path) -> Path:
+    """Write the report as indented JSON (parent folders created); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def summary_lines(results: Results) -> list[str]:
+    """The figures as a few human-readable lines."""
+    lines = [
+        f"{'throughput, events/s':<34}{'raw (from spawn)':>18}{'startup-excluded':>18}  startup"
+    ]
+    for t in results.throughputs:
+        done = "" if t.complete else f"  INCOMPLETE: {t.done:,} of {t.expected:,}"
+        lines.append(
+            f"  {t.label:<32}{t.raw_events_per_s:>18,.0f}{t.steady_events_per_s:>18,.0f}"
+            f"  {t.startup_s:.2f} s{done}"
+        )
+    lines.append(
+        "ratios (startup-excluded): "
+        + ", ".join(f"{k} {_fmt_ratio(v)}" for k, v in ratios(results).items())
+    )
+    lat = results.latency
+    lines.append(
+        f"latency at {lat.offered_rate:,.0f} ev/s offered ({lat.sent_rate:,.0f} sent, "
+        f"{lat.processes} process(es), {lat.seconds:.0f} s measured): p50 {lat.p50_ms:.1f} ms, "
+        f"p95 {lat.p95_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms; "
+        f"{lat.received:,} of {lat.sent:,} scored"
+        + (
+            " (the rest not within the drain time: true percentiles are higher)"
+            if lat.lower_bounds
+            else ""
+        )
+    )
+    rss = peak_rss(results)
+    lines.append(
+        f"peak RSS (VmHWM): 1 process {rss['pipeline_1p']:.0f} MiB; 2 processes "
+        + " + ".join(f"{v:.0f}" for v in results.pipeline_2p.peak_rss_mib)
+        + f" MiB; latency run {rss['latency_run']:.0f} MiB"
+    )
+    for name, target in targets(results).items():
+        measured = target["measured"]
+        shown = "n/a" if not isinstance(measured, float) else f"{measured:,.2f}"
+        verdict = "met" if target["met"] else "NOT met"
+        lines.append(f"target {name}: {target['target']:,} -> measured {shown}: {verdict}")
+    return lines
+
+
+def write_chart(results: Results, path: Path) -> Path:
+    """A PNG with three panels: events/s, latency percentiles, peak RSS; return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_l, ax_r) = plt.subplots(
+        1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 1.4, 1.4]}
+    )
+    phases = results.throughputs
+    x = list(range(len(phases)))
+    width = 0.4
+    steady = [t.steady_events_per_s for t in phases]
+    ax_t.bar(
+        [i - width / 2 for i in x],
+        [t.raw_events_per_s for t in phases],
+        width,
+        label="raw (from spawn)",
+    )
+    ax_t.bar([i + width / 2 for i in x], steady, width, label="startup excluded")
+    ax_t.axhline(TARGET_PIPELINE_2P_EPS, color="grey", linestyle="--", label="target, 2 proc.")
+    ax_t.set_xticks(x, [t.label for t in phases], rotation=10)
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("events/s (log scale)")
+    ax_t.set_title(f"throughput, {results.config.events:,} events")
+    ax_t.legend(fontsize="small")
+    for i, value in enumerate(steady):
+        ax_t.annotate(f"{value:,.0f}", (i + width / 2, value), ha="center", va="bottom", fontsize=7)
+    lat = results.latency
+    ax_l.bar(["p50", "p95", "p99"], [lat.p50_ms, lat.p95_ms, lat.p99_ms], color="tab:orange")
+    ax_l.axhline(TARGET_P99_MS, color="grey", linestyle="--", label="p99 target")
+    ax_l.set_ylabel("ms")
+    title = f"ingest to score at {lat.offered_rate:,.0f} ev/s"
+    if lat.lower_bounds:
+        title += f"\n(only {lat.received:,} of {lat.sent:,} scored: lower bounds)"
+    ax_l.set_title(title)
+    ax_l.legend(fontsize="small")
+    b2 = results.pipeline_2p.peak_rss_mib
+    rss_labels = ["1 proc.", *(f"2 proc.\n#{i}" for i in range(len(b2))), "latency\nrun"]
+    rss_values = [
+        max(results.pipeline_1p.peak_rss_mib, default=0.0),
+        *b2,
+        max(lat.peak_rss_mib, default=0.0),
+    ]
+    ax_r.bar(rss_labels, rss_values, color="tab:green")
+    ax_r.axhline(TARGET_RSS_MIB, color="grey", linestyle="--", label="1 GiB")
+    ax_r.set_ylabel("MiB")
+    ax_r.set_title("peak RSS per pipeline process")
+    ax_r.legend(fontsize="small")
+    fig.suptitle(f"StreamScore replay benchmark, {results.started_at}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
