@@ -12,7 +12,7 @@ import pytest
 
 from flows.tooling import contract_topics, create_topics
 from schemas.settings import Settings, TopicNames
-from tests.integration.conftest import ROOT
+from tests.conftest import ROOT
 from tests.integration.kafka_helpers import free_port, produce, read_all
 
 pytestmark = pytest.mark.integration

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,6 @@ from schemas.records import Transaction
 from schemas.settings import TopicNames
 
 ROOT = Path(__file__).resolve().parents[3]
-BOOTSTRAP = os.environ.get("STREAMSCORE_TEST_BOOTSTRAP", "127.0.0.1:9092")
 
 
 # -- percentiles and latency summaries ---------------------------------------------------------
@@ -365,28 +361,6 @@ def test_vm_hwm_parsing() -> None:
 
 
 # -- the whole benchmark, tiny, against the real broker ----------------------------------------
-
-
-def _answers(bootstrap: str) -> bool:
-    host, _, port = bootstrap.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def kafka_bootstrap() -> Iterator[str]:
-    """host:port of a running broker, started here when none answers (as tests/integration)."""
-    started = False
-    if not _answers(BOOTSTRAP):
-        env = {**os.environ, "KAFKA_PORT": BOOTSTRAP.rpartition(":")[2]}
-        subprocess.run([str(ROOT / "scripts" / "kafka"), "start"], check=True, env=env)
-        started = True
-    yield BOOTSTRAP
-    if started:
-        subprocess.run([str(ROOT / "scripts" / "kafka"), "stop"], check=False)
 
 
 def _positive(value: object) -> bool:
