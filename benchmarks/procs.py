@@ -2,7 +2,8 @@
 
 Peak RSS is ``VmHWM`` from ``/proc/<pid>/status`` (the kernel's high-water
 mark of the resident set), read every ``poll_s`` by one background thread
-while the child lives; the last reading before it exits is its peak.
+while the child lives; the last reading before it exits is its peak. CPU
+time (user + system, ``/proc/<pid>/stat``) is read the same way.
 :class:`Children` stops every child still running when it closes (SIGINT,
 then SIGKILL after a grace period), so an error or Ctrl-C never leaves a
 pipeline behind.
@@ -34,6 +35,26 @@ def parse_vm_hwm_kib(status: str) -> int | None:
     return None
 
 
+def parse_cpu_ticks(stat: str) -> int:
+    """User + system CPU time, in clock ticks, from a ``/proc/<pid>/stat`` line.
+
+    >>> parse_cpu_ticks("42 (py thon) R 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0")
+    175
+    """
+    # The command name may hold spaces and parentheses: count fields after the last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def read_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used so far, or None once it is gone."""
+    try:
+        ticks = parse_cpu_ticks(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def read_vm_hwm_kib(pid: int) -> int | None:
     """Peak RSS of a live process in KiB, or None once it is gone (or on non-Linux)."""
     try:
@@ -48,6 +69,7 @@ class Children:
     def __init__(self, *, poll_s: float = 0.1) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._peaks: dict[int, int] = {}
+        self._cpu: dict[int, float] = {}
         self._logs: dict[int, IO[bytes]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -86,6 +108,12 @@ class Children:
         self._sample(proc)
         with self._lock:
             return self._peaks.get(proc.pid, 0) / 1024
+
+    def cpu_s(self, proc: subprocess.Popen[bytes]) -> float:
+        """CPU seconds ``proc`` used, as last read while it lived (0 if never read)."""
+        self._sample(proc)
+        with self._lock:
+            return self._cpu.get(proc.pid, 0.0)
 
     def stop(self, proc: subprocess.Popen[bytes], *, grace_s: float = 20.0) -> int:
         """SIGINT (the flow finishes its epoch and exits), then SIGKILL after ``grace_s``."""
@@ -153,10 +181,14 @@ class Children:
             sink.close()
 
     def _sample(self, proc: subprocess.Popen[bytes]) -> None:
-        kib = read_vm_hwm_kib(proc.pid) if proc.poll() is None else None
-        if kib is not None:
-            with self._lock:
+        if proc.poll() is not None:
+            return
+        kib, cpu = read_vm_hwm_kib(proc.pid), read_cpu_s(proc.pid)
+        with self._lock:
+            if kib is not None:
                 self._peaks[proc.pid] = max(kib, self._peaks.get(proc.pid, 0))
+            if cpu is not None:
+                self._cpu[proc.pid] = max(cpu, self._cpu.get(proc.pid, 0.0))
 
     def _poll(self) -> None:
         while not self._closed.wait(self._poll_s):

@@ -196,6 +196,7 @@ def _pipeline_phase(
         if first is None:
             msg = f"{label}: no score within {config.phase_timeout_s:.0f} s; see {logs[0]}"
             raise BenchError(msg + "\n" + tail(logs[0]))
+        cpu_s = tuple(s.children.cpu_s(p) for p in procs)
         for proc in procs:
             if timed_out or s.children.wait(proc, EXIT_GRACE_S) is None:
                 s.children.stop(proc)
@@ -216,12 +217,14 @@ def _pipeline_phase(
         steady_s=last_change - first if separated else last_change - spawned,
         complete=count >= expected,
         peak_rss_mib=rss_mib,
+        cpu_s=cpu_s,
         startup_separated=separated,
     )
     s.say(
         f"{label}: {result.done:,} scores; {result.raw_events_per_s:,.0f} ev/s from spawn, "
         f"{result.steady_events_per_s:,.0f} ev/s startup excluded (startup "
-        f"{result.startup_s:.2f} s); peak RSS {' + '.join(f'{m:.0f}' for m in rss_mib)} MiB"
+        f"{result.startup_s:.2f} s); peak RSS {' + '.join(f'{m:.0f}' for m in rss_mib)} MiB, "
+        f"CPU {' + '.join(f'{c:.1f}' for c in cpu_s)} s"
     )
     return result
 
@@ -312,6 +315,7 @@ def _peer_phase(
         steady_s=r["last"] - r["first"],
         complete=r["events"] >= expected,
         peak_rss_mib=(s.children.peak_rss_mib(proc),),
+        cpu_s=(s.children.cpu_s(proc),),
     )
     s.say(
         f"{label}: {result.done:,} events; {result.raw_events_per_s:,.0f} ev/s from spawn, "

@@ -69,6 +69,10 @@ DEFINITIONS = {
         "Kafka hops, the producer's linger and the consumer's fetch wait"
     ),
     "peak_rss_mib": "VmHWM of each pipeline process from /proc/<pid>/status, polled every 0.1 s",
+    "cpu_s": (
+        "user + system CPU seconds of each process (/proc/<pid>/stat) from spawn to the last "
+        "output, startup included; cpu_us_per_event divides their sum by the events done"
+    ),
 }
 
 
@@ -86,6 +90,8 @@ class Throughput:
     steady_s: float
     complete: bool
     peak_rss_mib: tuple[float, ...] = ()
+    # CPU seconds (user + system) of each process from spawn to the last output.
+    cpu_s: tuple[float, ...] = ()
     # False when every output showed up at once, so the startup-excluded figure
     # could not be told apart: it is then the raw one.
     startup_separated: bool = True
@@ -99,6 +105,11 @@ class Throughput:
     def steady_events_per_s(self) -> float:
         """Events done per second from the first output to the last."""
         return self.steady_events / self.steady_s if self.steady_s > 0 else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """CPU microseconds per event, all processes together, startup included."""
+        return sum(self.cpu_s) / self.done * 1e6 if self.done else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +270,8 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
 def _throughput_json(t: Throughput) -> dict[str, object]:
     out: dict[str, object] = asdict(t)
     out["peak_rss_mib"] = list(t.peak_rss_mib)
+    out["cpu_s"] = list(t.cpu_s)
+    out["cpu_us_per_event"] = t.cpu_us_per_event
     out["raw_events_per_s"] = t.raw_events_per_s
     out["steady_events_per_s"] = t.steady_events_per_s
     return out
@@ -315,14 +328,13 @@ def _fmt_ratio(value: float | None) -> str:
 
 def summary_lines(results: Results) -> list[str]:
     """The figures as a few human-readable lines."""
-    lines = [
-        f"{'throughput, events/s':<34}{'raw (from spawn)':>18}{'startup-excluded':>18}  startup"
-    ]
+    header = f"{'throughput, events/s':<34}{'raw (from spawn)':>18}{'startup-excluded':>18}"
+    lines = [header + "   startup  CPU us/event"]
     for t in results.throughputs:
         done = "" if t.complete else f"  INCOMPLETE: {t.done:,} of {t.expected:,}"
         lines.append(
             f"  {t.label:<32}{t.raw_events_per_s:>18,.0f}{t.steady_events_per_s:>18,.0f}"
-            f"  {t.startup_s:.2f} s{done}"
+            f"  {t.startup_s:6.2f} s  {t.cpu_us_per_event:12.1f}{done}"
         )
     lines.append(
         "ratios (startup-excluded): "

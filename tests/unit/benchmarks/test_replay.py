@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.latency import LatencyPlan, score_seq, templates
 from benchmarks.options import DEFAULT_OUT, BenchConfig, config_from_args
-from benchmarks.procs import parse_vm_hwm_kib
+from benchmarks.procs import parse_cpu_ticks, parse_vm_hwm_kib
 from benchmarks.replay import pipeline_argv, pipeline_env
 from benchmarks.report import (
     Latency,
@@ -353,6 +353,16 @@ def test_latency_plan_pregenerates_enough() -> None:
     plan = LatencyPlan(rate=1000.0, warmup_s=2.0, seconds=3.0, ready_timeout_s=10.0)
     assert plan.total == plan.probes + 5000
     assert plan.probes >= 10.0 / 0.2
+
+
+def test_cpu_ticks_parsing_survives_odd_process_names() -> None:
+    stat = "77 (a) b (c)) S 1 77 77 0 -1 4194560 100 0 0 0 321 45 0 0 20 0 3 0"
+    assert parse_cpu_ticks(stat) == 366
+
+
+def test_cpu_per_event_sums_every_process() -> None:
+    t = replace(_throughput("x", 10_000.0, processes=2), cpu_s=(3.0, 1.0))
+    assert t.cpu_us_per_event == pytest.approx(40.0)  # 4 s over 100,000 events
 
 
 def test_vm_hwm_parsing() -> None:
