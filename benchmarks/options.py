@@ -31,7 +31,7 @@ class BenchConfig:
     latency_seconds: float = 30.0
     latency_warmup_s: float = 5.0
     latency_processes: int = 1
-    phase_timeout_s: float = 150.0
+    phase_timeout_s: float = 120.0
     out: Path = DEFAULT_OUT
     keep_topics: bool = False
 

@@ -63,6 +63,9 @@ PROGRESS_EVERY_S = 2.0
 POLL_S = 0.05
 # How long a finished --until-eof pipeline may take to exit before it is stopped.
 EXIT_GRACE_S = 30.0
+# How long a pipeline stopped by SIGINT may take to finish its epoch before SIGKILL; its
+# figures are taken already, so there is no point in waiting long.
+STOP_GRACE_S = 10.0
 PEER_GRACE_S = 60.0
 
 Echo = Callable[[str], None]
@@ -199,7 +202,7 @@ def _pipeline_phase(
         cpu_s = tuple(s.children.cpu_s(p) for p in procs)
         for proc in procs:
             if timed_out or s.children.wait(proc, EXIT_GRACE_S) is None:
-                s.children.stop(proc)
+                s.children.stop(proc, grace_s=STOP_GRACE_S)
         count = max(count, scores.count())
         rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
     finally:
@@ -466,7 +469,7 @@ def _latency_phase(s: _Session) -> Latency:
     )
     rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
     for proc in procs:
-        s.children.stop(proc)
+        s.children.stop(proc, grace_s=STOP_GRACE_S)
     shutil.rmtree(s.state_dir(label), ignore_errors=True)
     result = latency_from_samples(
         samples.samples_s,
