@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -10,14 +10,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import StateError
+from state.epochs import EpochStore
 from state.memory import MemoryStore
 from state.rocksdb import ProcessStore, RocksStore
 from state.store import StateStore
 
 Factory = Callable[[Path], StateStore]
+
+
+def _epoch_store(base: StateStore, *, commit_every_write: bool) -> EpochStore:
+    """A shard view; optionally committing after every write, so reads mix both layers."""
+    store = EpochStore(base, "shard-1")
+    store.attach(None)
+    if commit_every_write:
+        write = store.write
+
+        def write_and_commit(changes: Mapping[bytes, bytes | None]) -> None:
+            write(changes)
+            store.commit()
+
+        store.write = write_and_commit  # type: ignore[method-assign]
+    return store
+
+
 IMPLEMENTATIONS: dict[str, Factory] = {
     "memory": lambda _path: MemoryStore(),
     "rocksdb": lambda path: RocksStore(path / "db"),
+    "epoch-overlay": lambda path: _epoch_store(
+        RocksStore(path / "db-overlay"), commit_every_write=False
+    ),
+    "epoch-committed": lambda path: _epoch_store(
+        RocksStore(path / "db-committed"), commit_every_write=True
+    ),
 }
 
 
