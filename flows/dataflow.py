@@ -121,6 +121,7 @@ def build_flow(
             card=CardConfig(time=time_config, session_gap_ms=settings.session_gap_ms),
             merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
             dead_letter_topic=topics.dead_letters,
+            undo_keep=settings.state_undo_epochs,
         ),
         store=store,
         on_state_size=metrics.state_keys.set,
@@ -189,6 +190,7 @@ def build_flow(
         store=store,
         shards=[f"m{i}" for i in range(settings.shards)],
         on_record=quality_gauges,
+        undo_keep=settings.state_undo_epochs,
     )
     out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
     sink_config = SinkConfig(

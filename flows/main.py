@@ -93,7 +93,7 @@ def start_service(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    store = ProcessStore(settings.state_dir, process_id, fresh=True)
+    store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
     return build_flow(
         settings, models=models, metrics=metrics, store=store, stop_at_eof=stop_at_eof, stop=stop
     )

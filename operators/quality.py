@@ -42,6 +42,7 @@ from operators.messages import OutMessage
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms
 from state import keys
+from state.epochs import DEFAULT_KEEP, EpochStore
 from state.store import StateStore
 
 _U16 = struct.Struct(">H")
@@ -329,16 +330,33 @@ QualityInput = tuple[str, str, Any]
 _ShardReport = tuple[str, list[Partial], int | None]
 
 
-class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, None]):
-    def __init__(self, config: QualityConfig, store: StateStore) -> None:
+# A quality shard's bytewax snapshot: (merchant shard, state version).
+_ShardSnapshot = tuple[str, int]
+
+
+class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, _ShardSnapshot]):
+    def __init__(
+        self, config: QualityConfig, store: StateStore, resume: _ShardSnapshot | None, keep: int
+    ) -> None:
         self._config = config
-        self._store = store
+        self._base = store
+        self._keep = keep
+        self._state: EpochStore | None = None
         self._engine: QualityEngine | None = None
+        if resume is not None:
+            self._open(*resume)
+
+    def _open(self, shard: str, version: int | None) -> QualityEngine:
+        # Named apart from the merchant shard of the same id, which shares the store.
+        self._state = EpochStore(self._base, f"quality-{shard}", keep=self._keep)
+        self._state.attach(version)
+        self._engine = QualityEngine(self._config, self._state, shard=shard)
+        return self._engine
 
     def on_batch(self, values: list[QualityInput]) -> tuple[list[_ShardReport], bool]:
         shard = values[0][1]
         if self._engine is None:
-            self._engine = QualityEngine(self._config, self._store, shard=shard)
+            self._engine = self._open(shard, None)
         watermark: int | None = None
         for kind, _shard, payload in values:
             if kind == DECISIONS:
@@ -352,8 +370,10 @@ class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, None]):
         partials, final_through = self._engine.advance(watermark)
         return [(shard, partials, final_through)], op.StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> None:
-        return None  # everything lives in the store
+    def snapshot(self) -> _ShardSnapshot:
+        state = self._state
+        assert state is not None  # a logic is built with resume state or for a batch
+        return (state.shard.removeprefix("quality-"), state.commit())
 
 
 class _AggregatorLogic(op.StatefulBatchLogic[_ShardReport, list[OutMessage], AggregatorState]):
@@ -387,10 +407,17 @@ def quality(
     store: Callable[[], StateStore],
     shards: Sequence[str],
     on_record: Callable[[QualityRecord], None] = lambda _r: None,
+    undo_keep: int = DEFAULT_KEEP,
 ) -> Stream[tuple[str, list[OutMessage]]]:
-    """Per-merchant-shard decisions, labels and watermarks -> quality records."""
+    """Per-merchant-shard decisions, labels and watermarks -> quality records.
+
+    Each shard's store writes are committed at its bytewax snapshot
+    (:class:`state.epochs.EpochStore`), like the window shards'.
+    """
     reports = op.stateful_batch(
-        f"{step_id}-shards", up, lambda _resume: _ShardLogic(config, store())
+        f"{step_id}-shards",
+        up,
+        lambda resume: _ShardLogic(config, store(), resume, undo_keep),
     )
     to_one = op.map(f"{step_id}-to-aggregator", reports, lambda kv: ("quality", kv[1]))
     return op.stateful_batch(

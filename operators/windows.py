@@ -11,8 +11,11 @@ partition and offset), so a single-process run matches the offline replay of
 the log.
 
 State: the window contents live in the RocksDB store (see
-:mod:`operators.card_features` and :mod:`operators.merchant_windows`); bytewax
-snapshots only each shard's input watermarks.
+:mod:`operators.card_features` and :mod:`operators.merchant_windows`), one
+:class:`state.epochs.EpochStore` per shard: writes are buffered for the epoch
+and committed at the shard's bytewax snapshot, which carries the shard's input
+watermarks and its state version, so a resumed shard rolls RocksDB back to
+exactly the point its inputs resume from.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from operators.messages import (
 )
 from operators.quality import LABELS, WATERMARK
 from operators.watermarks import NO_WATERMARK, MinWatermark
+from state.epochs import DEFAULT_KEEP, EpochStore
 from state.store import StateStore
 
 BROADCAST_EVERY_MS = 1_000
@@ -59,6 +63,7 @@ class WindowsConfig:
     card: CardConfig
     merchant: MerchantConfig
     dead_letter_topic: str
+    undo_keep: int = DEFAULT_KEEP
 
 
 def card_shard(card_id: str, shards: int) -> str:
@@ -116,20 +121,22 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         on_state_size: Callable[[int], None],
     ) -> None:
         self._config = config
-        self._store = store
+        self._base = store
         self._on_state_size = on_state_size
         self._wm = MinWatermark(config.txn_sources, resume[0] if resume else None)
         self._sent = resume[1] if resume else NO_WATERMARK
-        self._shard: str | None = resume[2] if resume else None
+        self._state: EpochStore | None = None
         self._engine: CardFeatureEngine | None = None
+        if resume:
+            self._open(resume[2], resume[3])
+
+    def _open(self, shard: str, version: int | None) -> CardFeatureEngine:
+        self._state = _shard_state(self._base, shard, version, self._config.undo_keep)
+        self._engine = CardFeatureEngine(self._config.card, self._state, self._dead, shard=shard)
+        return self._engine
 
     def _engine_for(self, values: list[ShardInput]) -> CardFeatureEngine:
-        if self._engine is None:
-            self._shard = self._shard or values[0].target
-            self._engine = CardFeatureEngine(
-                self._config.card, self._store, self._dead, shard=self._shard
-            )
-        return self._engine
+        return self._engine or self._open(values[0].target, None)
 
     def _dead(self, env: TxnEnvelope, error: str) -> OutMessage:
         return dead_letter(self._config.dead_letter_topic, env.raw, "duplicate", error, 0)
@@ -159,7 +166,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         targets = list(per_merchant)
         if wm - self._sent >= BROADCAST_EVERY_MS:
             engine.expire(wm)
-            self._on_state_size(self._store.approximate_keys())
+            self._on_state_size(self._base.approximate_keys())
             self._sent = wm
             targets = [f"m{i}" for i in range(shards)]
         idle = self._wm.all_idle()
@@ -169,7 +176,9 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[Any, ...]:
-        return (self._wm.snapshot(), self._sent, self._shard)
+        state = self._state
+        assert state is not None  # a logic is built with resume state or for a batch
+        return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
 
 class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
@@ -178,19 +187,23 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     ) -> None:
         expected = (*[f"c{i}" for i in range(config.shards)], *config.cb_sources)
         self._config = config
-        self._store = store
+        self._base = store
         self._wm = MinWatermark(expected, resume[0] if resume else None)
-        self._shard: str | None = resume[1] if resume else None
+        self._state: EpochStore | None = None
         self._engine: MerchantWindowEngine | None = None
         self._reported_wm = NO_WATERMARK
+        if resume:
+            self._open(resume[1], resume[2])
+
+    def _open(self, shard: str, version: int | None) -> MerchantWindowEngine:
+        self._state = _shard_state(self._base, shard, version, self._config.undo_keep)
+        self._engine = MerchantWindowEngine(
+            self._config.merchant, self._state, self._dead, shard=shard
+        )
+        return self._engine
 
     def _engine_for(self, values: list[ShardInput]) -> MerchantWindowEngine:
-        if self._engine is None:
-            self._shard = self._shard or values[0].target
-            self._engine = MerchantWindowEngine(
-                self._config.merchant, self._store, self._dead, shard=self._shard
-            )
-        return self._engine
+        return self._engine or self._open(values[0].target, None)
 
     def _dead(self, env: CbEnvelope, error: str) -> OutMessage:
         return dead_letter(self._config.dead_letter_topic, env.raw, "timestamp", error, 0)
@@ -215,7 +228,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
         aggregates = engine.advance(wm)
-        shard = self._shard or ""
+        shard = self._state.shard if self._state else ""
         out: list[Routed] = []
         labels = [item.cb.txn_event_id for item, _ in records if isinstance(item, CbEnvelope)]
         if labels:
@@ -232,7 +245,16 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[Any, ...]:
-        return (self._wm.snapshot(), self._shard)
+        state = self._state
+        assert state is not None  # a logic is built with resume state or for a batch
+        return (self._wm.snapshot(), state.shard, state.commit())
+
+
+def _shard_state(base: StateStore, shard: str, version: int | None, keep: int) -> EpochStore:
+    """The shard's view of the process store, rolled to the version bytewax resumes from."""
+    state = EpochStore(base, shard, keep=keep)
+    state.attach(version)
+    return state
 
 
 def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, int]:

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
     state_dir: Path = Path(".local/state")
+    # Bytewax recovery: snapshots at every epoch end, resume after a crash (README,
+    # "Crash consistency"). None: no recovery; a restart starts from scratch.
+    recovery_dir: Path | None = None
+    recovery_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
+    # Undo records kept per shard: how many epochs RocksDB may run ahead of the
+    # recovery store's last commit and still be rolled back.
+    state_undo_epochs: Annotated[int, Field(ge=1, le=1000)] = 8
     model_dir: Path = DEFAULT_MODEL
     shadow_model_dir: Path | None = None
     canary_model_dir: Path | None = None
