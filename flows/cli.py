@@ -24,6 +24,9 @@ log = logging.getLogger("streamscore")
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-servers", help="Kafka host:port list")
     parser.add_argument("--state-dir", type=Path, help="RocksDB state directory")
+    parser.add_argument(
+        "--recovery-dir", type=Path, help="bytewax recovery partitions (enables crash recovery)"
+    )
     parser.add_argument("--model-dir", type=Path, help="model directory with manifest.json")
     parser.add_argument("--shadow-model-dir", type=Path, help="shadow model (never decides)")
     parser.add_argument("--canary-model-dir", type=Path, help="canary model for a share of cards")
@@ -37,6 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     keys = (
         "bootstrap_servers",
         "state_dir",
+        "recovery_dir",
         "model_dir",
         "shadow_model_dir",
         "canary_model_dir",
@@ -53,16 +57,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from flows.main import start_service
+    from flows.recovery import prepare_recovery
 
     settings = _settings(args)
-    flow = start_service(settings, process_id=args.process_id or 0, stop_at_eof=args.until_eof)
     addresses = args.addresses.split(";") if args.addresses else None
+    process_id = args.process_id or 0
+    recovery = prepare_recovery(
+        settings,
+        process_id=process_id,
+        processes=len(addresses) if addresses else 1,
+        rebuild=args.rebuild_state,
+    )
+    flow = start_service(settings, process_id=process_id, stop_at_eof=args.until_eof)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=args.workers_per_process,
         process_id=args.process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=args.epoch_interval),
+        recovery_config=recovery,
     )
     return 0
 
@@ -146,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
     run.add_argument("--epoch-interval", type=float, default=10.0, help="seconds")
     run.add_argument("--until-eof", action="store_true", help="stop at the end of the input")
+    run.add_argument(
+        "--rebuild-state",
+        action="store_true",
+        help="delete the state and recovery store first; rebuild by replaying the inputs",
+    )
     run.set_defaults(func=_cmd_run)
 
     topics = sub.add_parser("topics", help="create the contract's topics")

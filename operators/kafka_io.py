@@ -159,6 +159,7 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true" if config.stop_at_eof else "false",
                 "fetch.wait.max.ms": "10",
+                "error_cb": _log_client_error,
                 **config.extra,
             }
         )
@@ -256,6 +257,25 @@ class SinkConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+_last_client_error = [0.0]
+CLIENT_ERROR_LOG_EVERY_S = 10.0
+
+
+def _log_client_error(err: KafkaError) -> None:
+    """librdkafka's client-level errors (broker down, all brokers down), at most every 10 s.
+
+    The clients reconnect by themselves with exponential backoff
+    (``reconnect.backoff.ms`` .. ``reconnect.backoff.max.ms``); undelivered output
+    waits in the producer for ``message.timeout.ms`` (5 min by default) and the
+    epoch does not end until it is acknowledged. Fatal errors stop the worker
+    where the consumer or the sink sees them.
+    """
+    now = time.monotonic()
+    if now - _last_client_error[0] >= CLIENT_ERROR_LOG_EVERY_S:
+        _last_client_error[0] = now
+        log.warning("Kafka: %s (reconnecting with backoff)", err)
+
+
 class ProducerPool:
     """One producer per process, shared by every sink partition built in it."""
 
@@ -274,6 +294,7 @@ class ProducerPool:
                     "acks": "all",
                     "linger.ms": "2",
                     "queue.buffering.max.messages": "500000",
+                    "error_cb": _log_client_error,
                     **self._config.extra,
                 }
             )

@@ -74,7 +74,10 @@ def run_flow_to_end(settings: Settings) -> tuple[ModelRegistry, ServiceMetrics]:
     models = load_models(settings, metrics)
     store = ProcessStore(settings.state_dir, 0, fresh=True)
     flow = build_flow(settings, models=models, metrics=metrics, store=store, stop_at_eof=True)
-    run_main(flow)  # type: ignore[no-untyped-call]
+    try:
+        run_main(flow)  # type: ignore[no-untyped-call]
+    finally:
+        store.close()
     return models, metrics
 
 

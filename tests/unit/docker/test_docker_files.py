@@ -25,7 +25,9 @@ GRAFANA = DOCKER / "grafana"
 
 SERVICES = {"kafka", "topics", "streamscore", "producer", "prometheus", "grafana"}
 STREAMSCORE_IMAGE_SERVICES = ("topics", "streamscore", "producer")
-STATE_DIR = "/var/lib/streamscore/state"
+DATA_DIR = "/var/lib/streamscore"
+STATE_DIR = f"{DATA_DIR}/state"
+RECOVERY_DIR = f"{DATA_DIR}/recovery"
 
 COUNTERS = {
     "streamscore_events_in_total",
@@ -283,11 +285,14 @@ def test_env_values_are_valid_settings(
     if name == "streamscore":
         assert settings.metrics_host == "0.0.0.0"
         assert str(settings.state_dir) == STATE_DIR
+        assert str(settings.recovery_dir) == RECOVERY_DIR
 
 
-def test_state_dir_is_a_named_volume(compose: dict[str, Any]) -> None:
+def test_state_and_recovery_dirs_are_on_one_named_volume(compose: dict[str, Any]) -> None:
+    """Both must survive a container restart, or a resume finds its state missing."""
     volume, _, target = compose["services"]["streamscore"]["volumes"][0].partition(":")
-    assert target == STATE_DIR
+    assert target == DATA_DIR
+    assert STATE_DIR.startswith(target + "/") and RECOVERY_DIR.startswith(target + "/")
     assert volume in compose["volumes"]
 
 

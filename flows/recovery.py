@@ -1,0 +1,134 @@
+"""Startup of a recoverable process: bytewax recovery partitions and the RocksDB state checked.
+
+With ``recovery_dir`` set, bytewax snapshots every stateful step at each epoch
+end into SQLite partitions there, and a restarted cluster resumes from the
+last epoch every worker committed (inputs rewound to that epoch's offsets).
+RocksDB state is kept in step by :mod:`state.epochs`. Before the flow starts,
+this module:
+
+- creates the partitions when the directory has none (process 0; the others
+  wait for them);
+- refuses to start, naming the fix, when the recovery store holds snapshots
+  but this process's state dir is gone (deleted, or a new machine), or when
+  the RocksDB state fails to open or fails a full checksum read;
+- with ``rebuild``, deletes this process's state dir and the recovery
+  partitions first, so the inputs are read again from their earliest
+  retained offsets and the state is rebuilt by replay (scores come out again
+  as identical copies; consumers deduplicate by ``event_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from schemas.errors import ConfigError, StateError
+from schemas.settings import Settings
+from state.rocksdb import RocksStore, process_state_path
+
+log = logging.getLogger(__name__)
+
+PART_GLOB = "part-*.sqlite3"
+WAIT_POLL_S = 0.5
+
+
+def partitions(recovery_dir: Path) -> list[Path]:
+    """The recovery partition files in ``recovery_dir``."""
+    return sorted(recovery_dir.glob(PART_GLOB))
+
+
+def has_snapshots(recovery_dir: Path) -> bool:
+    """Whether any partition holds a state snapshot (a run has committed state)."""
+    for part in partitions(recovery_dir):
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            (rows,) = db.execute("SELECT COUNT(*) FROM snaps").fetchone()
+        if rows:
+            return True
+    return False
+
+
+def prepare_recovery(
+    settings: Settings,
+    *,
+    process_id: int,
+    processes: int,
+    rebuild: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RecoveryConfig | None:
+    """Check and set up recovery for this process; None when recovery is off."""
+    recovery_dir = settings.recovery_dir
+    state_path = process_state_path(settings.state_dir, process_id)
+    if recovery_dir is None:
+        if rebuild:
+            raise ConfigError(
+                "--rebuild-state",
+                "needs recovery: set STREAMSCORE_RECOVERY_DIR (--recovery-dir)",
+            )
+        return None
+    if rebuild:
+        if processes > 1:
+            raise ConfigError(
+                "--rebuild-state",
+                "it deletes the shared recovery partitions, so it runs with one process "
+                "only; for a cluster stop every process, delete the recovery dir "
+                f"({recovery_dir}) and every state dir, then start them all",
+            )
+        log.warning("rebuilding state: deleting %s and %s", state_path, recovery_dir)
+        shutil.rmtree(state_path, ignore_errors=True)
+        shutil.rmtree(recovery_dir, ignore_errors=True)
+    _ensure_partitions(settings, process_id, sleep)
+    if has_snapshots(recovery_dir):
+        if not state_path.exists():
+            raise StateError(
+                f"the recovery store {recovery_dir} holds snapshots but this process's state "
+                f"dir {state_path} is missing (deleted, or not this machine's). Rebuild it by "
+                "replay: stop every process, delete the recovery dir and the state dir, and "
+                "start again (or start with --rebuild-state)"
+            )
+        store = RocksStore(state_path)
+        try:
+            entries = store.verify()
+        finally:
+            store.close()
+        log.info(
+            "resuming from the recovery store %s; state at %s verified (%d entries, "
+            "checksums good)",
+            recovery_dir,
+            state_path,
+            entries,
+        )
+    else:
+        # Nothing committed: whatever an earlier run left cannot match a resume point.
+        shutil.rmtree(state_path, ignore_errors=True)
+    state_path.mkdir(parents=True, exist_ok=True)
+    return RecoveryConfig(recovery_dir)  # type: ignore[no-untyped-call]
+
+
+def _ensure_partitions(settings: Settings, process_id: int, sleep: Callable[[float], None]) -> None:
+    recovery_dir = settings.recovery_dir
+    assert recovery_dir is not None
+    if partitions(recovery_dir):
+        return
+    if process_id == 0:
+        recovery_dir.mkdir(parents=True, exist_ok=True)
+        init_db_dir(recovery_dir, settings.recovery_partitions)  # type: ignore[no-untyped-call]
+        log.info(
+            "created %d recovery partition(s) in %s", settings.recovery_partitions, recovery_dir
+        )
+        return
+    deadline = time.monotonic() + settings.startup_wait_s
+    while not partitions(recovery_dir):
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                "STREAMSCORE_RECOVERY_DIR (--recovery-dir)",
+                f"no recovery partitions appeared in {recovery_dir} within "
+                f"{settings.startup_wait_s:.0f} s: process 0 creates them; every process "
+                "needs the same recovery dir",
+            )
+        sleep(WAIT_POLL_S)

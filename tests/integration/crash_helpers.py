@@ -1,0 +1,89 @@
+"""Running ``streamscore run`` as a child process with recovery, for the crash tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from models.simulator import SimConfig, simulate
+from operators.replay import ReplayRecord
+from schemas.settings import Settings
+from tests.conftest import ROOT
+
+
+def flow_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment of a child flow: the test's broker, topics and state dir; no metrics port."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "STREAMSCORE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "STREAMSCORE_METRICS_PORT": "0",
+            "STREAMSCORE_STATE_DIR": str(settings.state_dir.resolve()),
+            "STREAMSCORE_STARTUP_WAIT_S": "120",
+        }
+    )
+    for key, name in settings.topics.model_dump().items():
+        env[f"STREAMSCORE_TOPICS__{key.upper()}"] = name
+    env.update(extra)
+    return env
+
+
+def start_flow(
+    env: dict[str, str], recovery_dir: Path, log: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """``streamscore run --recovery-dir ...`` in the background, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--recovery-dir", str(recovery_dir), *args],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def simulated_log(seed: int, count: int, *, cards: int = 400) -> list[tuple[bytes, bytes]]:
+    """``count`` simulated transactions as (key, value) pairs, in event order."""
+    events = (e for e in simulate(SimConfig(seed=seed, cards=cards), count * 3))
+    txns = (e for e in events if e.kind == "transaction")
+    out = []
+    for event, _ in zip(txns, range(count), strict=False):
+        out.append((event.key.encode(), json.dumps(event.payload, separators=(",", ":")).encode()))
+    return out
+
+
+def publish_log(
+    settings: Settings, log: list[tuple[bytes, bytes]], rate_per_s: float = 0.0
+) -> list[ReplayRecord]:
+    """Publish to the transactions topic (paced if ``rate_per_s`` > 0); the records as sent."""
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
+    started = time.perf_counter()
+    futures = []
+    try:
+        for i, (key, value) in enumerate(log):
+            future = producer.send(settings.topics.transactions, key=key, value=value)
+            futures.append((key, value, future))
+            ahead = (i + 1) / rate_per_s - (time.perf_counter() - started) if rate_per_s else 0
+            if ahead > 0.005:
+                time.sleep(ahead)
+        producer.flush()
+        sent = []
+        for key, value, future in futures:
+            md = future.get(timeout=30)
+            sent.append(
+                ReplayRecord("transaction", md.partition, md.offset, key, value, md.timestamp)
+            )
+        return sent
+    finally:
+        producer.close()
+
+
+def ingest_order(records: list[ReplayRecord]) -> list[ReplayRecord]:
+    """Records in the order the flow applies them: Kafka timestamp, partition, offset."""
+    return sorted(records, key=lambda r: (r.timestamp_ms, r.partition, r.offset))
