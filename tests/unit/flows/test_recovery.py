@@ -1,0 +1,84 @@
+"""Startup of a recoverable process: partitions, refusals that name the fix, rebuild."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flows.recovery import has_snapshots, partitions, prepare_recovery
+from schemas.errors import ConfigError, StateError
+from schemas.settings import Settings, load_settings
+from state.rocksdb import RocksStore, process_state_path
+
+
+def _settings(tmp_path: Path, **extra: object) -> Settings:
+    return load_settings(state_dir=tmp_path / "state", recovery_dir=tmp_path / "recovery", **extra)
+
+
+def _add_snapshot(recovery: Path) -> None:
+    (part,) = partitions(recovery)
+    with sqlite3.connect(part) as db:
+        db.execute(
+            "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
+            ("streamscore.windows-cards", "c0", 3, b"x"),
+        )
+
+
+def test_without_a_recovery_dir_there_is_no_recovery(tmp_path: Path) -> None:
+    settings = load_settings(state_dir=tmp_path / "state")
+    assert prepare_recovery(settings, process_id=0, processes=1) is None
+
+
+def test_rebuild_without_a_recovery_dir_names_the_setting(tmp_path: Path) -> None:
+    settings = load_settings(state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError, match="STREAMSCORE_RECOVERY_DIR"):
+        prepare_recovery(settings, process_id=0, processes=1, rebuild=True)
+
+
+def test_rebuild_in_a_cluster_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="one process only"):
+        prepare_recovery(_settings(tmp_path), process_id=0, processes=2, rebuild=True)
+
+
+def test_process_0_creates_the_partitions_and_an_empty_store_starts_clean(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, recovery_partitions=2)
+    stale = process_state_path(settings.state_dir, 0)
+    RocksStore(stale).close()
+    (stale / "marker").write_text("left by an earlier run")
+    assert prepare_recovery(settings, process_id=0, processes=1) is not None
+    assert len(partitions(tmp_path / "recovery")) == 2
+    assert not has_snapshots(tmp_path / "recovery")
+    assert not (stale / "marker").exists(), "state without snapshots cannot be resumed"
+
+
+def test_other_processes_wait_for_the_partitions_then_name_the_setting(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, startup_wait_s=0)
+    with pytest.raises(ConfigError, match=r"STREAMSCORE_RECOVERY_DIR.*process 0 creates them"):
+        prepare_recovery(settings, process_id=1, processes=2, sleep=lambda _s: None)
+
+
+def test_snapshots_without_the_state_dir_are_refused_naming_the_fix(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    prepare_recovery(settings, process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    process_state_path(settings.state_dir, 0).rmdir()
+    with pytest.raises(StateError, match=r"state dir .* is missing.*--rebuild-state"):
+        prepare_recovery(settings, process_id=0, processes=1)
+
+
+def test_rebuild_deletes_state_and_snapshots(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    prepare_recovery(settings, process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    store = RocksStore(process_state_path(settings.state_dir, 0))
+    store.write({b"k": b"v"})
+    store.close()
+    prepare_recovery(settings, process_id=0, processes=1, rebuild=True)
+    assert not has_snapshots(tmp_path / "recovery")
+    store = RocksStore(process_state_path(settings.state_dir, 0))
+    assert store.get_many([b"k"]) == [None]
+    store.close()
