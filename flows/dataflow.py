@@ -122,6 +122,7 @@ def build_flow(
             merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
             dead_letter_topic=topics.dead_letters,
             undo_keep=settings.state_undo_epochs,
+            versioned=settings.recovery_dir is not None,
         ),
         store=store,
         on_state_size=metrics.state_keys.set,
@@ -191,6 +192,7 @@ def build_flow(
         shards=[f"m{i}" for i in range(settings.shards)],
         on_record=quality_gauges,
         undo_keep=settings.state_undo_epochs,
+        versioned=settings.recovery_dir is not None,
     )
     out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
     sink_config = SinkConfig(

@@ -336,11 +336,17 @@ _ShardSnapshot = tuple[str, int]
 
 class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, _ShardSnapshot]):
     def __init__(
-        self, config: QualityConfig, store: StateStore, resume: _ShardSnapshot | None, keep: int
+        self,
+        config: QualityConfig,
+        store: StateStore,
+        resume: _ShardSnapshot | None,
+        keep: int,
+        versioned: bool,
     ) -> None:
         self._config = config
         self._base = store
         self._keep = keep
+        self._versioned = versioned
         self._state: EpochStore | None = None
         self._engine: QualityEngine | None = None
         if resume is not None:
@@ -348,7 +354,9 @@ class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, _ShardSnapsh
 
     def _open(self, shard: str, version: int | None) -> QualityEngine:
         # Named apart from the merchant shard of the same id, which shares the store.
-        self._state = EpochStore(self._base, f"quality-{shard}", keep=self._keep)
+        self._state = EpochStore(
+            self._base, f"quality-{shard}", keep=self._keep, versioned=self._versioned
+        )
         self._state.attach(version)
         self._engine = QualityEngine(self._config, self._state, shard=shard)
         return self._engine
@@ -408,6 +416,7 @@ def quality(
     shards: Sequence[str],
     on_record: Callable[[QualityRecord], None] = lambda _r: None,
     undo_keep: int = DEFAULT_KEEP,
+    versioned: bool = True,
 ) -> Stream[tuple[str, list[OutMessage]]]:
     """Per-merchant-shard decisions, labels and watermarks -> quality records.
 
@@ -417,7 +426,7 @@ def quality(
     reports = op.stateful_batch(
         f"{step_id}-shards",
         up,
-        lambda resume: _ShardLogic(config, store(), resume, undo_keep),
+        lambda resume: _ShardLogic(config, store(), resume, undo_keep, versioned),
     )
     to_one = op.map(f"{step_id}-to-aggregator", reports, lambda kv: ("quality", kv[1]))
     return op.stateful_batch(

@@ -64,6 +64,8 @@ class WindowsConfig:
     merchant: MerchantConfig
     dead_letter_topic: str
     undo_keep: int = DEFAULT_KEEP
+    # Recovery on: shard state is committed at snapshots and rolled back on resume.
+    versioned: bool = True
 
 
 def card_shard(card_id: str, shards: int) -> str:
@@ -131,7 +133,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             self._open(resume[2], resume[3])
 
     def _open(self, shard: str, version: int | None) -> CardFeatureEngine:
-        self._state = _shard_state(self._base, shard, version, self._config.undo_keep)
+        self._state = _shard_state(self._base, shard, version, self._config)
         self._engine = CardFeatureEngine(self._config.card, self._state, self._dead, shard=shard)
         return self._engine
 
@@ -196,7 +198,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             self._open(resume[1], resume[2])
 
     def _open(self, shard: str, version: int | None) -> MerchantWindowEngine:
-        self._state = _shard_state(self._base, shard, version, self._config.undo_keep)
+        self._state = _shard_state(self._base, shard, version, self._config)
         self._engine = MerchantWindowEngine(
             self._config.merchant, self._state, self._dead, shard=shard
         )
@@ -250,9 +252,11 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return (self._wm.snapshot(), state.shard, state.commit())
 
 
-def _shard_state(base: StateStore, shard: str, version: int | None, keep: int) -> EpochStore:
+def _shard_state(
+    base: StateStore, shard: str, version: int | None, config: WindowsConfig
+) -> EpochStore:
     """The shard's view of the process store, rolled to the version bytewax resumes from."""
-    state = EpochStore(base, shard, keep=keep)
+    state = EpochStore(base, shard, keep=config.undo_keep, versioned=config.versioned)
     state.attach(version)
     return state
 

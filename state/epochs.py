@@ -21,6 +21,12 @@ State in RocksDB is outside those snapshots, so each shard keeps it in step:
 Undo records older than ``keep`` versions are dropped in the same batch that
 writes a new one, so the log stays bounded.
 
+Cost: a commit writes every key the shard changed in the epoch twice (the
+value and its undo), about 5 us a key, all at the epoch's end. Without
+recovery there is nothing to resume, so ``versioned=False`` writes through
+at once (no overlay, no versions, no undo) and spreads that cost over the
+batches instead.
+
 Keys: every key of a shard is stored under ``S`` + shard, so shards sharing a
 process's database never collide and a shard can be wiped by range; the
 shard's version under ``V`` + shard and its undo records under ``U`` + shard +
@@ -29,13 +35,12 @@ version.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import pickle
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-
-from sortedcontainers import SortedSet
 
 from schemas.errors import StateError
 from state.store import StateStore
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 _DATA, _VERSION, _UNDO = b"S", b"V", b"U"
 _U64 = struct.Struct(">Q")
 DEFAULT_KEEP = 8
+# The version an unversioned store puts in snapshots: nothing can be resumed from it.
+UNVERSIONED = -1
 _WIPE_BATCH = 10_000
 
 _MISSING = object()
@@ -71,9 +78,12 @@ class EpochStore:
     (once, before use) and :meth:`commit` (at every snapshot).
     """
 
-    def __init__(self, base: StateStore, shard: str, *, keep: int = DEFAULT_KEEP) -> None:
+    def __init__(
+        self, base: StateStore, shard: str, *, keep: int = DEFAULT_KEEP, versioned: bool = True
+    ) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
+        self._versioned = versioned
         self._base = base
         self._shard = shard
         self._keep = keep
@@ -81,7 +91,12 @@ class EpochStore:
         self._version_key = _prefix(_VERSION, shard)
         self._undo = _prefix(_UNDO, shard)
         self._overlay: dict[bytes, bytes | None] = {}
-        self._index: SortedSet = SortedSet()  # the overlay's keys, for range scans
+        # The overlay's keys per first byte (the engines' namespaces), sorted only when a
+        # scan needs them: card blobs are never scanned, timer indexes are.
+        self._index: dict[int, list[bytes]] = {}
+        self._unsorted: set[int] = set()
+        # RocksDB's value of each key read this epoch: the undo record needs no re-read.
+        self._before: dict[bytes, bytes | None] = {}
         self._version: int | None = None
         self._closed = False
 
@@ -106,6 +121,13 @@ class EpochStore:
 
     def attach(self, resume_version: int | None) -> None:
         """Bring RocksDB to ``resume_version`` (None: bytewax has no snapshot, start empty)."""
+        if resume_version is not None and (resume_version == UNVERSIONED or not self._versioned):
+            raise StateError(
+                f"bytewax resumes shard {self._shard} from a recovery snapshot, but its "
+                "state was not kept for recovery: run with STREAMSCORE_RECOVERY_DIR "
+                "(--recovery-dir) set to bytewax's recovery dir from the first start on, or "
+                "start with an empty recovery dir"
+            )
         stored = self._stored_version()
         if resume_version is None:
             if stored is not None:
@@ -134,20 +156,25 @@ class EpochStore:
     def commit(self) -> int:
         """Write this epoch's changes, the new version and its undo record atomically."""
         version = self.version
+        if not self._versioned:
+            return UNVERSIONED
         if not self._overlay:
             return version
-        keys = list(self._overlay)
-        previous = self._base.get_many([self._data + k for k in keys])
-        undo = dict(zip(keys, previous, strict=True))
+        before = self._before
+        unread = [k for k in self._overlay if k not in before]
+        if unread:
+            values = self._base.get_many([self._data + k for k in unread])
+            before.update(zip(unread, values, strict=True))
+        undo = {k: before[k] for k in self._overlay}
         new = version + 1
-        changes: dict[bytes, bytes | None] = {self._data + k: v for k, v in self._overlay.items()}
+        data = self._data
+        changes: dict[bytes, bytes | None] = {data + k: v for k, v in self._overlay.items()}
         changes[self._undo + _U64.pack(new)] = pickle.dumps(undo, pickle.HIGHEST_PROTOCOL)
         if new > self._keep:
             changes[self._undo + _U64.pack(new - self._keep)] = None
         changes[self._version_key] = _U64.pack(new)
         self._base.write(changes)
-        self._overlay.clear()
-        self._index.clear()
+        self._reset()
         self._version = new
         return new
 
@@ -161,17 +188,25 @@ class EpochStore:
         missing = [i for i, v in enumerate(out) if v is _MISSING]
         if missing:
             got = self._base.get_many([self._data + keys[i] for i in missing])
+            before = self._before
             for i, value in zip(missing, got, strict=True):
                 out[i] = value
+                before[keys[i]] = value
         return out  # type: ignore[return-value]
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
-        """See StateStore: buffered until :meth:`commit`."""
+        """See StateStore: buffered until :meth:`commit` (unversioned: written at once)."""
         self.version  # noqa: B018  (refuses use before attach)
+        if not self._versioned:
+            data = self._data
+            self._base.write({data + k: v for k, v in changes.items()})
+            return
         overlay = self._overlay
-        new = [k for k in changes if k not in overlay]
-        if new:
-            self._index.update(new)
+        index = self._index
+        for key in changes:
+            if key not in overlay:
+                index.setdefault(key[0], []).append(key)
+                self._unsorted.add(key[0])
         overlay.update(changes)
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -179,7 +214,7 @@ class EpochStore:
         self.version  # noqa: B018
         cut = len(self._data)
         overlay = self._overlay
-        pending = [(k, overlay[k]) for k in self._index.irange(start, end, (True, False))]
+        pending = [(k, overlay[k]) for k in self._pending_keys(start, end)]
         stored = ((k[cut:], v) for k, v in self._base.scan(self._data + start, self._data + end))
         if not pending:
             yield from stored
@@ -197,10 +232,31 @@ class EpochStore:
     def close(self) -> None:
         """Refuse further use; uncommitted writes are dropped (the process store stays open)."""
         self._closed = True
-        self._overlay.clear()
-        self._index.clear()
+        self._reset()
 
     # internals --------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._overlay.clear()
+        self._index.clear()
+        self._unsorted.clear()
+        self._before.clear()
+
+    def _pending_keys(self, start: bytes, end: bytes) -> list[bytes]:
+        """Overlay keys in ``[start, end)``, in order."""
+        if not self._overlay or start >= end:
+            return []
+        first, last = start[0] if start else 0, end[0] if end else 0
+        out: list[bytes] = []
+        for namespace in range(first, last + 1):
+            keys = self._index.get(namespace)
+            if not keys:
+                continue
+            if namespace in self._unsorted:
+                keys.sort()
+                self._unsorted.discard(namespace)
+            out.extend(keys[bisect.bisect_left(keys, start) : bisect.bisect_left(keys, end)])
+        return out
 
     def _stored_version(self) -> int | None:
         (raw,) = self._base.get_many([self._version_key])

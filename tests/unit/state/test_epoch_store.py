@@ -163,3 +163,16 @@ def test_rocksdb_roll_back_survives_reopen(tmp_path: Path) -> None:
     again = RocksStore(tmp_path / "db")
     assert _attached(again, version=1).get_many([b"a"]) == [b"1"]
     again.close()
+
+
+def test_unversioned_store_writes_through_and_cannot_be_resumed() -> None:
+    base = MemoryStore()
+    store = EpochStore(base, "c1", versioned=False)
+    store.attach(None)
+    store.write({b"a": b"1"})
+    assert _attached(base, version=0).get_many([b"a"]) == [b"1"]  # already in the base
+    token = store.commit()
+    with pytest.raises(StateError, match="STREAMSCORE_RECOVERY_DIR"):
+        _attached(base, version=token)
+    with pytest.raises(StateError, match="STREAMSCORE_RECOVERY_DIR"):
+        EpochStore(base, "c1", versioned=False).attach(3)
