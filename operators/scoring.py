@@ -17,14 +17,16 @@ rules version).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import bytewax.operators as op
 import numpy as np
+import numpy.typing as npt
+import orjson
 from bytewax.dataflow import Stream
 
 from models.onnx_scorer import OnnxModel
@@ -34,7 +36,7 @@ from operators.breaker import BreakerConfig, CircuitBreaker
 from operators.drift import DriftSample
 from operators.features import ALL_FEATURES, txn_features
 from operators.messages import Featured, OutMessage
-from operators.metrics import ServiceMetrics
+from operators.metrics import ServiceMetrics, observe_many
 from operators.quality import DECISIONS, QualityInput
 from schemas.timefmt import format_ms
 
@@ -118,8 +120,7 @@ class Scorer:
         breaker = self._breakers[role]
         if not breaker.allow():
             return None
-        names = model.manifest.feature_names
-        matrix = np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
+        matrix = _matrix(model.manifest.feature_names, rows)
         started = time.perf_counter()
         try:
             probs = model.predict(matrix)
@@ -139,8 +140,7 @@ class Scorer:
         model = self._registry.shadow
         if model is None or not feats:
             return [None] * len(feats)
-        names = model.manifest.feature_names
-        matrix = np.array([[f[n] for n in names] for f in feats], dtype=np.float32)
+        matrix = _matrix(model.manifest.feature_names, feats)
         try:
             probs = model.predict(matrix).tolist()
         except Exception as exc:
@@ -148,6 +148,14 @@ class Scorer:
             return [None] * len(feats)
         version = model.manifest.model_version
         return [{"model_version": version, "score": float(p)} for p in probs]
+
+
+def _matrix(names: Sequence[str], rows: Sequence[dict[str, float]]) -> npt.NDArray[np.float32]:
+    """``[len(rows), len(names)]`` float32 matrix of the named features of each row."""
+    if len(names) == 1:
+        return np.array([[f[names[0]]] for f in rows], dtype=np.float32).reshape(len(rows), 1)
+    row = itemgetter(*names)
+    return np.array([row(f) for f in rows], dtype=np.float32).reshape(len(rows), len(names))
 
 
 def drift_sample(
@@ -160,10 +168,11 @@ def drift_sample(
     rows = [i for i, o in enumerate(outcomes) if o.model_version == active]
     if not rows:
         return None
+    row = itemgetter(*ALL_FEATURES)
     return DriftSample(
         model_version=active,
         names=ALL_FEATURES,
-        values=np.array([[feats[i][n] for n in ALL_FEATURES] for i in rows], dtype=np.float64),
+        values=np.array([row(feats[i]) for i in rows], dtype=np.float64),
         scores=np.array([outcomes[i].score for i in rows], dtype=np.float64),
         event_times=np.array([batch[i].env.txn.event_time for i in rows], dtype=np.int64),
     )
@@ -215,8 +224,11 @@ def score(
                 "shadow": s.shadow,
                 "processed_at": processed_at,
             }
-            out.append(OutMessage(topic, txn.card_id.encode(), json.dumps(body).encode()))
-            metrics.e2e_latency.observe(max(0, now - item.env.raw.timestamp_ms) / 1000)
+            out.append(OutMessage(topic, txn.card_id.encode(), orjson.dumps(body)))
+        observe_many(
+            metrics.e2e_latency,
+            [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in batch],
+        )
         if late:
             metrics.late.inc(late)
         decisions = [
