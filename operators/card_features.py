@@ -94,20 +94,22 @@ class CardFeatureEngine:
         dirty: set[str] = set()
         out: list[Featured | Tick] = []
         dead: list[OutMessage] = []
+        update, current = watermarks.update, watermarks.current
         for env in batch:
-            watermarks.update(env.raw.source, env.watermark)
-            wm = watermarks.current()
-            card = cards[env.txn.card_id]
+            update(env.raw.source, env.watermark)
+            wm = current()
+            card_id = env.txn.card_id
+            card = cards[card_id]
             horizon = wm - self._lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            if _is_duplicate(card, env, horizon):
+            if card.events and _is_duplicate(card, env, horizon):
                 dead.append(self._dead_letter(env, "event_id already accepted for this card"))
                 out.append(Tick(wm))
                 continue
             out.append(Featured(env, self._features(card, env, horizon), wm))
             if not env.late:
                 _accept(card, env, self._gap)
-                dirty.add(env.txn.card_id)
-            if env.txn.card_id in dirty:
+                dirty.add(card_id)
+            if card_id in dirty:
                 _prune(card, horizon)
         self._commit(cards, dirty)
         return out, dead
@@ -188,10 +190,10 @@ class CardFeatureEngine:
         changes: dict[bytes, bytes | None] = {}
         for card_id in dirty:
             card = cards[card_id]
-            newest = max(
-                card.events[-1][0] if card.events else NO_WATERMARK,
-                max((s[1] for s in card.sessions), default=NO_WATERMARK),
-            )
+            newest = card.events[-1][0] if card.events else NO_WATERMARK
+            for s in card.sessions:
+                if s[1] > newest:
+                    newest = s[1]
             expiry = newest + self._lateness + DAY if newest != NO_WATERMARK else None
             if card.expiry != expiry:
                 if card.expiry is not None:
@@ -230,10 +232,13 @@ def _accept(card: _Card, env: TxnEnvelope, gap: int) -> None:
 
 
 def _prune(card: _Card, horizon: int) -> None:
-    cut = bisect.bisect_left(card.events, (horizon,))
-    if cut:
-        del card.events[:cut]
-    card.sessions = [s for s in card.sessions if s[1] >= horizon]
+    events = card.events
+    if events and events[0][0] < horizon:
+        del events[: bisect.bisect_left(events, (horizon,))]
+    for s in card.sessions:
+        if s[1] < horizon:
+            card.sessions = [s for s in card.sessions if s[1] >= horizon]
+            break
 
 
 def _zscore(amount: float, earlier: list[float]) -> float:
