@@ -94,20 +94,22 @@ class CardFeatureEngine:
         dirty: set[str] = set()
         out: list[Featured | Tick] = []
         dead: list[OutMessage] = []
+        update, current = watermarks.update, watermarks.current
         for env in batch:
-            watermarks.update(env.raw.source, env.watermark)
-            wm = watermarks.current()
-            card = cards[env.txn.card_id]
+            update(env.raw.source, env.watermark)
+            wm = current()
+            card_id = env.txn.card_id
+            card = cards[card_id]
             horizon = wm - self._lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            if _is_duplicate(card, env, horizon):
+            if card.events and _is_duplicate(card, env, horizon):
                 dead.append(self._dead_letter(env, "event_id already accepted for this card"))
                 out.append(Tick(wm))
                 continue
             out.append(Featured(env, self._features(card, env, horizon), wm))
             if not env.late:
                 _accept(card, env, self._gap)
-                dirty.add(env.txn.card_id)
-            if env.txn.card_id in dirty:
+                dirty.add(card_id)
+            if card_id in dirty:
                 _prune(card, horizon)
         self._commit(cards, dirty)
         return out, dead
@@ -129,28 +131,56 @@ class CardFeatureEngine:
     def _features(self, card: _Card, env: TxnEnvelope, horizon: int) -> dict[str, float]:
         txn = env.txn
         t = txn.event_time
+        amount = txn.amount
         events = card.events
-        lo_all = bisect.bisect_left(events, (horizon,))
         times = [e[0] for e in events]
         hi = bisect.bisect_right(times, t)
-        feats: dict[str, float] = {}
-        for name, width in SLIDING:
-            lo = max(lo_all, bisect.bisect_right(times, t - width))
-            window = events[lo:hi]
-            feats[f"card_count_{name}"] = float(len(window) + 1)
-            feats[f"card_amount_{name}"] = math.fsum([e[1] for e in window]) + txn.amount
-            if name == "1h":
-                feats["card_distinct_merchants_1h"] = float(
-                    len({e[2] for e in window} | {txn.merchant_id})
-                )
-            if name == "24h":
-                feats["card_amount_zscore"] = _zscore(txn.amount, [e[1] for e in window])
+        lo_all = bisect.bisect_left(times, horizon)
+        # The windows nest (1m in 5m in 1h in 24h) and all end at ``hi``: take the 24 h
+        # amounts once and each shorter window as a tail of them.
+        lo_day = max(lo_all, bisect.bisect_right(times, t - DAY))
+        if lo_day >= hi:
+            total = math.fsum(()) + amount
+            feats = {
+                "card_count_1m": 1.0,
+                "card_amount_1m": total,
+                "card_count_5m": 1.0,
+                "card_amount_5m": total,
+                "card_count_1h": 1.0,
+                "card_amount_1h": total,
+                "card_distinct_merchants_1h": 1.0,
+                "card_count_24h": 1.0,
+                "card_amount_24h": total,
+                "card_amount_zscore": 0.0,
+            }
+        else:
+            amounts = [e[1] for e in events[lo_day:hi]]
+            lo_min = max(lo_all, bisect.bisect_right(times, t - MINUTE), lo_day) - lo_day
+            lo_5m = max(lo_all, bisect.bisect_right(times, t - 5 * MINUTE), lo_day) - lo_day
+            lo_hour = max(lo_all, bisect.bisect_right(times, t - HOUR), lo_day)
+            merchants = {e[2] for e in events[lo_hour:hi]}
+            merchants.add(txn.merchant_id)
+            lo_hour -= lo_day
+            n = len(amounts)
+            feats = {
+                "card_count_1m": float(n - lo_min + 1),
+                "card_amount_1m": math.fsum(amounts[lo_min:]) + amount,
+                "card_count_5m": float(n - lo_5m + 1),
+                "card_amount_5m": math.fsum(amounts[lo_5m:]) + amount,
+                "card_count_1h": float(n - lo_hour + 1),
+                "card_amount_1h": math.fsum(amounts[lo_hour:]) + amount,
+                "card_distinct_merchants_1h": float(len(merchants)),
+                "card_count_24h": float(n + 1),
+                "card_amount_24h": math.fsum(amounts) + amount,
+                "card_amount_zscore": _zscore(amount, amounts),
+            }
         feats["card_seconds_since_last"] = (t - times[hi - 1]) / 1000 if hi > lo_all else -1.0
         start, end, count = t, t, 1
+        gap = self._gap
         for s_start, s_end, s_count in card.sessions:
             if s_end < horizon:
                 continue
-            if s_start - self._gap <= t <= s_end + self._gap:
+            if s_start - gap <= t <= s_end + gap:
                 start, end, count = min(start, s_start), max(end, s_end), count + s_count
         feats["card_session_count"] = float(count)
         feats["card_session_seconds"] = (end - start) / 1000
@@ -160,10 +190,10 @@ class CardFeatureEngine:
         changes: dict[bytes, bytes | None] = {}
         for card_id in dirty:
             card = cards[card_id]
-            newest = max(
-                card.events[-1][0] if card.events else NO_WATERMARK,
-                max((s[1] for s in card.sessions), default=NO_WATERMARK),
-            )
+            newest = card.events[-1][0] if card.events else NO_WATERMARK
+            for s in card.sessions:
+                if s[1] > newest:
+                    newest = s[1]
             expiry = newest + self._lateness + DAY if newest != NO_WATERMARK else None
             if card.expiry != expiry:
                 if card.expiry is not None:
@@ -179,8 +209,11 @@ class CardFeatureEngine:
 
 
 def _is_duplicate(card: _Card, env: TxnEnvelope, horizon: int) -> bool:
-    t, event_id = env.txn.event_time, env.txn.event_id
-    return any(e[3] == event_id and abs(e[0] - t) <= DAY and e[0] >= horizon for e in card.events)
+    event_id = env.txn.event_id
+    for e in card.events:
+        if e[3] == event_id and abs(e[0] - env.txn.event_time) <= DAY and e[0] >= horizon:
+            return True
+    return False
 
 
 def _accept(card: _Card, env: TxnEnvelope, gap: int) -> None:
@@ -199,10 +232,13 @@ def _accept(card: _Card, env: TxnEnvelope, gap: int) -> None:
 
 
 def _prune(card: _Card, horizon: int) -> None:
-    cut = bisect.bisect_left(card.events, (horizon,))
-    if cut:
-        del card.events[:cut]
-    card.sessions = [s for s in card.sessions if s[1] >= horizon]
+    events = card.events
+    if events and events[0][0] < horizon:
+        del events[: bisect.bisect_left(events, (horizon,))]
+    for s in card.sessions:
+        if s[1] < horizon:
+            card.sessions = [s for s in card.sessions if s[1] >= horizon]
+            break
 
 
 def _zscore(amount: float, earlier: list[float]) -> float:

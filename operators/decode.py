@@ -71,12 +71,13 @@ class PartitionDecoder:
         txns: list[TxnEnvelope] = []
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
+        parse, observe = self._parse, self._wm.observe
         for rec in batch:
-            parsed = self._parse(rec)
+            parsed = parse(rec)
             if isinstance(parsed, tuple):
                 dead.append(self._dead(rec, *parsed))
                 continue
-            verdict = self._wm.observe(parsed.event_time, rec.timestamp_ms)
+            verdict = observe(parsed.event_time, rec.timestamp_ms)
             if verdict == "future":
                 error = (
                     f"event_time {format_ms(parsed.event_time)} is more than "

@@ -132,30 +132,49 @@ class DriftMonitor:
         return stats
 
     def _push(self, rows: npt.NDArray[np.float64], times: npt.NDArray[np.int64]) -> None:
+        n = len(rows)
+        if not n:
+            return
         size = self._config.window_events
-        for row, t in zip(rows, times, strict=True):
-            self._values[self._pos] = row
-            self._times[self._pos] = t
-            self._pos = (self._pos + 1) % size
-            self._filled = min(self._filled + 1, size)
-            self._since_emit += 1
-            self._chunk(SCORE_SIGNAL, float(row[-1]), self._adwin)
-            if self._amount_col is not None:
-                # Relative to the reference mean, so the threshold does not depend on currency.
-                self._chunk(
-                    AMOUNT_SIGNAL, float(row[self._amount_col]) / self._amount_ref, self._ph
-                )
+        self._since_emit += n
+        self._filled = min(self._filled + n, size)
+        # Into the ring buffer in at most two slices; rows that this same push would
+        # overwrite (beyond the buffer's size) are not written at all.
+        skip = max(0, n - size)
+        pos = (self._pos + skip) % size
+        self._pos = (self._pos + n) % size
+        kept, kept_times = rows[skip:], times[skip:]
+        first = min(len(kept), size - pos)
+        self._values[pos : pos + first] = kept[:first]
+        self._times[pos : pos + first] = kept_times[:first]
+        self._values[: len(kept) - first] = kept[first:]
+        self._times[: len(kept) - first] = kept_times[first:]
+        # The same values, in the same order, as chunking row by row gave the detectors.
+        self._chunk(SCORE_SIGNAL, rows[:, -1].tolist(), self._adwin)
+        if self._amount_col is not None:
+            # Relative to the reference mean, so the threshold does not depend on currency.
+            ref = self._amount_ref
+            amounts = [a / ref for a in rows[:, self._amount_col].tolist()]
+            self._chunk(AMOUNT_SIGNAL, amounts, self._ph)
 
     def _chunk(
-        self, signal: str, value: float, detector: river_drift.ADWIN | river_drift.PageHinkley
+        self,
+        signal: str,
+        values: list[float],
+        detector: river_drift.ADWIN | river_drift.PageHinkley,
     ) -> None:
         chunk = self._chunks[signal]
-        chunk.append(value)
-        if len(chunk) >= self._config.chunk_events:
-            detector.update(math.fsum(chunk) / len(chunk))  # type: ignore[no-untyped-call]
-            chunk.clear()
-            if detector.drift_detected:
-                self._fired.add(signal)
+        size = self._config.chunk_events
+        start = 0
+        while start < len(values):
+            take = min(size - len(chunk), len(values) - start)
+            chunk.extend(values[start : start + take])
+            start += take
+            if len(chunk) >= size:
+                detector.update(math.fsum(chunk) / len(chunk))  # type: ignore[no-untyped-call]
+                chunk.clear()
+                if detector.drift_detected:
+                    self._fired.add(signal)
 
     def _emit(self) -> list[DriftStat]:
         self._since_emit = 0

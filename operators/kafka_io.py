@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -187,12 +187,18 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             return [self._decoder.idle()]
         msgs = self._consumer.consume(self._batch_size, 0.005)
         batch = []
+        # The consumer is assigned this one partition: every message is of it.
+        topic, partition = self._topic, self._partition
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 self._on_error(err)
                 continue
-            batch.append(_raw(msg))
+            batch.append(
+                RawRecord(
+                    topic, partition, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
+                )
+            )
         now = time.monotonic()
         if batch:
             self._next = batch[-1].offset + 1
@@ -235,17 +241,6 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def _raw(msg: Message) -> RawRecord:
-    return RawRecord(
-        topic=cast(str, msg.topic()),
-        partition=cast(int, msg.partition()),
-        offset=cast(int, msg.offset()),
-        key=msg.key(),
-        value=msg.value(),
-        timestamp_ms=msg.timestamp()[1],
-    )
 
 
 @dataclass(frozen=True, kw_only=True)

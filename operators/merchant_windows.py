@@ -79,60 +79,76 @@ class MerchantWindowEngine:
     ) -> tuple[list[Featured], list[OutMessage]]:
         """Like :meth:`process`, with each item's upstream operator named beside it."""
         pairs = list(pairs)
-        items = [item for item, _ in pairs]
+        # Window keys of each transaction (previous, own) and chargeback (own), built once.
+        item_keys: list[tuple[bytes, bytes] | bytes | None] = []
         wanted: set[bytes] = set()
-        for item in items:
+        for item, _ in pairs:
             if isinstance(item, Featured):
-                start = _window_start(item.env.txn.event_time)
-                wanted.add(keys.window_key(item.env.txn.merchant_id, start - WINDOW_MS))
-                wanted.add(keys.window_key(item.env.txn.merchant_id, start))
+                txn = item.env.txn
+                start = _window_start(txn.event_time)
+                pair = (
+                    keys.window_key(txn.merchant_id, start - WINDOW_MS),
+                    keys.window_key(txn.merchant_id, start),
+                )
+                wanted.update(pair)
+                item_keys.append(pair)
             elif isinstance(item, CbEnvelope):
-                wanted.add(keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time)))
+                key = keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time))
+                wanted.add(key)
+                item_keys.append(key)
+            else:
+                item_keys.append(None)
         order = sorted(wanted)
+        unpack = _VALUE.unpack
         windows = {
-            k: _VALUE.unpack(v) if v is not None else None
+            k: unpack(v) if v is not None else None
             for k, v in zip(order, self._store.get_many(order), strict=True)
         }
         changes: dict[bytes, bytes | None] = {}
         out: list[Featured] = []
         dead: list[OutMessage] = []
+        pack = _VALUE.pack
 
-        def bump(merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
-            key = keys.window_key(merchant, start)
+        def bump(key: bytes, merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
             old = windows.get(key)
             if old is None:
                 old = (0, 0.0, 0)
                 changes[keys.timer_key(self._close, start + WINDOW_MS, merchant)] = b""
             new = (old[0] + txns, old[1] + amount, old[2] + cbs)
             windows[key] = new
-            changes[key] = _VALUE.pack(*new)
+            changes[key] = pack(*new)
 
-        for item, origin in pairs:
-            if isinstance(item, Tick):
-                watermarks.update(origin, item.watermark)
-            elif isinstance(item, Featured):
-                watermarks.update(origin, item.watermark)
-                txn = item.env.txn
+        update = watermarks.update
+        for (item, origin), item_key in zip(pairs, item_keys, strict=True):
+            if isinstance(item, Featured):
+                update(origin, item.watermark)
+                env = item.env
+                txn = env.txn
                 start = _window_start(txn.event_time)
-                prev = windows.get(keys.window_key(txn.merchant_id, start - WINDOW_MS))
-                if self._purged(start, watermarks.current()):
+                assert isinstance(item_key, tuple)
+                prev_key, own_key = item_key
+                prev = windows.get(prev_key)
+                if prev is not None and self._purged(start, watermarks.current()):
                     prev = None  # as of this record the previous window is gone
                 count, _, cbs = prev if prev is not None else (0, 0.0, 0)
                 feats = dict(item.features)
                 feats["merchant_txn_count_prev_5m"] = float(count)
                 feats["merchant_chargeback_rate_prev_5m"] = cbs / max(1, count)
-                out.append(Featured(item.env, feats, item.watermark))
-                if not item.env.late:
-                    bump(txn.merchant_id, start, 1, txn.amount, 0)
+                out.append(Featured(env, feats, item.watermark))
+                if not env.late:
+                    bump(own_key, txn.merchant_id, start, 1, txn.amount, 0)
+            elif isinstance(item, Tick):
+                update(origin, item.watermark)
             else:
-                watermarks.update(item.raw.source, item.watermark)
+                assert isinstance(item_key, bytes)
+                update(item.raw.source, item.watermark)
                 wm = watermarks.current()
                 start = _window_start(item.cb.event_time)
                 if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
                     window = f"[{format_ms(start)}, {format_ms(start + WINDOW_MS)})"
                     dead.append(self._dead_letter(item, f"window {window} already closed"))
                 else:
-                    bump(item.cb.merchant_id, start, 0, 0.0, 1)
+                    bump(item_key, item.cb.merchant_id, start, 0, 0.0, 1)
         self._store.write(changes)
         return out, dead
 

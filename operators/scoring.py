@@ -17,14 +17,17 @@ rules version).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import itemgetter
 
 import bytewax.operators as op
 import numpy as np
+import numpy.typing as npt
+import orjson
 from bytewax.dataflow import Stream
 
 from models.onnx_scorer import OnnxModel
@@ -34,7 +37,7 @@ from operators.breaker import BreakerConfig, CircuitBreaker
 from operators.drift import DriftSample
 from operators.features import ALL_FEATURES, txn_features
 from operators.messages import Featured, OutMessage
-from operators.metrics import ServiceMetrics
+from operators.metrics import ServiceMetrics, observe_many
 from operators.quality import DECISIONS, QualityInput
 from schemas.timefmt import format_ms
 
@@ -79,8 +82,20 @@ class Scorer:
 
     def score(self, batch: Sequence[Featured]) -> tuple[list[dict[str, float]], list[Scored]]:
         """Features (with transaction features) and outcome of every transaction, in order."""
+        feats, _table, outcomes = self.score_table(batch)
+        return feats, outcomes
+
+    def score_table(
+        self, batch: Sequence[Featured]
+    ) -> tuple[list[dict[str, float]], FeatureTable, list[Scored]]:
+        """Like :meth:`score`, with the batch's ``[n, len(ALL_FEATURES)]`` float64 table.
+
+        Every model input and the drift sample are columns of that one table, so
+        the Python floats are turned into an array once per batch.
+        """
         self._registry.maybe_reload()
         feats = [{**item.features, **txn_features(item.env.txn)} for item in batch]
+        table = feature_table(feats)
         groups: dict[Role, list[int]] = {}
         models: dict[Role, OnnxModel] = {}
         for i, item in enumerate(batch):
@@ -88,12 +103,12 @@ class Scorer:
             groups.setdefault(role, []).append(i)
             models[role] = model
         results: list[Scored | None] = [None] * len(batch)
-        shadow = self._shadow(feats)
+        shadow = self._shadow(feats, table)
         thresholds = self._registry.active.manifest.thresholds
         for role, idx in groups.items():
             model = models[role]
             rows = [feats[i] for i in idx]
-            probs = self._infer(role, model, rows)
+            probs = self._infer(role, model, rows, table if len(idx) == len(batch) else table[idx])
             if probs is None:
                 self._metrics.fallback.inc(len(idx))
                 fallback = rules_scores(rows)
@@ -105,7 +120,7 @@ class Scorer:
             for i, p in zip(idx, probs, strict=True):
                 results[i] = Scored(p, decide(p), version, False, shadow[i])
             self._metrics.scored.labels(version).inc(len(idx))
-        return feats, [r for r in results if r is not None]
+        return feats, table, [r for r in results if r is not None]
 
     @property
     def active_version(self) -> str:
@@ -113,13 +128,12 @@ class Scorer:
         return self._registry.active.manifest.model_version
 
     def _infer(
-        self, role: Role, model: OnnxModel, rows: list[dict[str, float]]
+        self, role: Role, model: OnnxModel, rows: list[dict[str, float]], table: FeatureTable
     ) -> list[float] | None:
         breaker = self._breakers[role]
         if not breaker.allow():
             return None
-        names = model.manifest.feature_names
-        matrix = np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
+        matrix = _matrix(model.manifest.feature_names, rows, table)
         started = time.perf_counter()
         try:
             probs = model.predict(matrix)
@@ -135,12 +149,13 @@ class Scorer:
         self._metrics.breaker_open.labels(role).set(1 if breaker.state == "open" else 0)
         return None if probs is None else [float(p) for p in probs.tolist()]
 
-    def _shadow(self, feats: list[dict[str, float]]) -> list[dict[str, object] | None]:
+    def _shadow(
+        self, feats: list[dict[str, float]], table: FeatureTable
+    ) -> list[dict[str, object] | None]:
         model = self._registry.shadow
         if model is None or not feats:
             return [None] * len(feats)
-        names = model.manifest.feature_names
-        matrix = np.array([[f[n] for n in names] for f in feats], dtype=np.float32)
+        matrix = _matrix(model.manifest.feature_names, feats, table)
         try:
             probs = model.predict(matrix).tolist()
         except Exception as exc:
@@ -150,20 +165,55 @@ class Scorer:
         return [{"model_version": version, "score": float(p)} for p in probs]
 
 
+FeatureTable = npt.NDArray[np.float64]
+_ALL_ROW = itemgetter(*ALL_FEATURES)
+
+
+def feature_table(feats: Sequence[dict[str, float]]) -> FeatureTable:
+    """``[len(feats), len(ALL_FEATURES)]`` float64 table of feature dicts, in that order."""
+    return np.array([_ALL_ROW(f) for f in feats], dtype=np.float64).reshape(
+        len(feats), len(ALL_FEATURES)
+    )
+
+
+@lru_cache(maxsize=64)
+def _columns(names: tuple[str, ...]) -> list[int] | None:
+    """Column of each named feature in a feature table; None if one is not computed here."""
+    if not set(names) <= set(ALL_FEATURES):
+        return None
+    return [ALL_FEATURES.index(n) for n in names]
+
+
+def _matrix(
+    names: Sequence[str], rows: Sequence[dict[str, float]], table: FeatureTable
+) -> npt.NDArray[np.float32]:
+    """``[len(rows), len(names)]`` float32 model input: columns of ``table``, the rows' table.
+
+    float64 -> float32 rounds exactly as converting each Python float directly would.
+    """
+    cols = _columns(tuple(names))
+    if cols is None:  # a feature this service does not compute: fail as a dict lookup does
+        return np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
+    return table[:, cols].astype(np.float32)
+
+
 def drift_sample(
     batch: Sequence[Featured],
     feats: Sequence[dict[str, float]],
     outcomes: Sequence[Scored],
     active: str,
+    table: FeatureTable | None = None,
 ) -> DriftSample | None:
     """The rows the active model decided, for drift against its reference; None if none."""
     rows = [i for i, o in enumerate(outcomes) if o.model_version == active]
     if not rows:
         return None
+    if table is None:
+        table = feature_table(feats)
     return DriftSample(
         model_version=active,
         names=ALL_FEATURES,
-        values=np.array([[feats[i][n] for n in ALL_FEATURES] for i in rows], dtype=np.float64),
+        values=table if len(rows) == len(outcomes) else table[rows],
         scores=np.array([outcomes[i].score for i in rows], dtype=np.float64),
         event_times=np.array([batch[i].env.txn.event_time for i in rows], dtype=np.int64),
     )
@@ -193,7 +243,7 @@ def score(
     def to_messages(
         batch: list[Featured],
     ) -> tuple[list[OutMessage], DriftSample | None, list[tuple[str, int, str]]]:
-        feats, outcomes = scorer.score(batch)
+        feats, table, outcomes = scorer.score_table(batch)
         now = clock()
         processed_at = format_ms(now)
         out = []
@@ -215,8 +265,11 @@ def score(
                 "shadow": s.shadow,
                 "processed_at": processed_at,
             }
-            out.append(OutMessage(topic, txn.card_id.encode(), json.dumps(body).encode()))
-            metrics.e2e_latency.observe(max(0, now - item.env.raw.timestamp_ms) / 1000)
+            out.append(OutMessage(topic, txn.card_id.encode(), orjson.dumps(body)))
+        observe_many(
+            metrics.e2e_latency,
+            [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in batch],
+        )
         if late:
             metrics.late.inc(late)
         decisions = [
@@ -224,7 +277,8 @@ def score(
             for item, s in zip(batch, outcomes, strict=True)
             if not item.env.late
         ]
-        return out, drift_sample(batch, feats, outcomes, scorer.active_version), decisions
+        sample = drift_sample(batch, feats, outcomes, scorer.active_version, table)
+        return out, sample, decisions
 
     scored = op.map_value(step_id, up, to_messages)
     return ScoreStreams(

@@ -93,7 +93,7 @@ class MinWatermark:
     10
     """
 
-    __slots__ = ("_idle", "_wms")
+    __slots__ = ("_idle", "_min", "_wms")
 
     def __init__(
         self,
@@ -105,21 +105,39 @@ class MinWatermark:
         if resume:
             self._wms.update(resume[0])
             self._idle = set(resume[1])
+        # current(), cached: operators ask once per record, and it moves only when the
+        # slowest active input moves or an input turns idle or active.
+        self._min: int | None = None
 
     def update(self, origin: str, watermark: int, *, idle: bool = False) -> None:
         """Record an input's newest watermark and whether it is idle."""
-        self._wms[origin] = max(watermark, self._wms.get(origin, NO_WATERMARK))
+        wms = self._wms
+        old = wms.get(origin)
+        if old is None:
+            wms[origin] = max(watermark, NO_WATERMARK)
+            self._min = None
+        elif watermark > old:
+            wms[origin] = watermark
+            # Raising an input above the minimum leaves the minimum where it is.
+            if self._min is not None and old <= self._min:
+                self._min = None
         if idle:
-            self._idle.add(origin)
-        else:
+            if origin not in self._idle:
+                self._idle.add(origin)
+                self._min = None
+        elif origin in self._idle:
             self._idle.discard(origin)
+            self._min = None
 
     def current(self) -> int:
         """Minimum over the active inputs; ``NO_WATERMARK`` before any input."""
+        if self._min is not None:
+            return self._min
         live = [w for o, w in self._wms.items() if o not in self._idle]
-        if live:
-            return min(live)
-        return max(self._wms.values(), default=NO_WATERMARK)
+        if not live:
+            return max(self._wms.values(), default=NO_WATERMARK)
+        self._min = min(live)
+        return self._min
 
     def all_idle(self) -> bool:
         """Whether every known input is idle."""

@@ -100,3 +100,36 @@ def test_records_follow_the_contract(trained: tuple[OnnxModel, npt.NDArray[np.fl
     assert {r.n for r in last} == {200}
     assert last[0].window_start == "2026-11-23T00:00:00.000Z"
     assert last[0].window_end == "2026-11-23T00:03:19.000Z"
+
+
+def test_batch_sizes_do_not_change_statistics_or_state(
+    trained: tuple[OnnxModel, npt.NDArray[np.float32]],
+) -> None:
+    """Pushing a batch at once (wrapping the ring, longer than it) equals pushing row by row."""
+    model, reference_rows = trained
+    manifest = model.manifest
+    config = DriftConfig(topic="drift", window_events=50, every_events=70, chunk_events=7)
+    rows = reference_rows[:400].astype(np.float64)
+    scores = model.predict(reference_rows[:400])
+    times = np.arange(400, dtype=np.int64) * 1000
+
+    def run(sizes: list[int]) -> tuple[list[object], DriftMonitor]:
+        monitor = DriftMonitor(config, manifest)
+        stats: list[object] = []
+        start = 0
+        for size in sizes:
+            end = start + size
+            sample = DriftSample(
+                manifest.model_version, ALL_FEATURES, rows[start:end], scores[start:end],
+                times[start:end],
+            )  # fmt: skip
+            stats.extend(monitor.observe(sample, manifest))
+            start = end
+        return stats, monitor
+
+    one_by_one, a = run([1] * 400)
+    batched, b = run([3, 120, 49, 1, 60, 67, 100])
+    assert one_by_one == batched
+    assert np.array_equal(a._values, b._values)
+    assert np.array_equal(a._times, b._times)
+    assert (a._pos, a._filled, a._chunks) == (b._pos, b._filled, b._chunks)

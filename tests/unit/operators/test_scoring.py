@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from models.onnx_scorer import OnnxModel, load_model
@@ -18,7 +20,7 @@ from models.rules import RULES_VERSION, rules_score
 from operators.breaker import BreakerConfig
 from operators.features import txn_features
 from operators.messages import Featured
-from operators.metrics import ServiceMetrics
+from operators.metrics import LATENCY_BUCKETS, ServiceMetrics, observe_many
 from operators.replay import ReplayRecord, replay
 from operators.scoring import Scorer, ScoringConfig
 
@@ -174,3 +176,23 @@ def test_tiny_batches(n: int) -> None:
     clock = Clock()
     scorer, _ = _scorer(ModelRegistry(DeploymentConfig(active=COMMITTED), clock=clock), clock)
     assert len(scorer.score(_featured(n))[1]) == n
+
+
+@given(st.lists(st.floats(min_value=-1, max_value=20, allow_nan=False), max_size=50))
+def test_observe_many_matches_observe_per_amount(amounts: list[float]) -> None:
+    amounts = [*amounts, 0.001, 0.0015, 10.0, 11.0, 0.0]  # bucket bounds and beyond
+    each, many = CollectorRegistry(), CollectorRegistry()
+    one = ServiceMetrics.create(each).e2e_latency
+    for a in amounts:
+        one.observe(a)
+    observe_many(ServiceMetrics.create(many).e2e_latency, amounts)
+    name = "streamscore_e2e_latency_seconds"
+    for le in [*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"]:
+        labels = {"le": le}
+        assert each.get_sample_value(f"{name}_bucket", labels) == many.get_sample_value(
+            f"{name}_bucket", labels
+        )
+    assert each.get_sample_value(f"{name}_count") == many.get_sample_value(f"{name}_count")
+    assert each.get_sample_value(f"{name}_sum") == pytest.approx(
+        many.get_sample_value(f"{name}_sum")
+    )

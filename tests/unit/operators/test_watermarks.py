@@ -1,0 +1,43 @@
+"""``MinWatermark`` keeps its minimum incrementally; it must agree with the definition."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from operators.watermarks import NO_WATERMARK, MinWatermark
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.integers(min_value=-5, max_value=30),
+        st.booleans(),
+        st.booleans(),  # ask for current() after this update
+    ),
+    max_size=60,
+)
+
+
+def _reference(wms: dict[str, int], idle: set[str]) -> int:
+    live = [w for o, w in wms.items() if o not in idle]
+    return min(live) if live else max(wms.values(), default=NO_WATERMARK)
+
+
+@given(st.sets(st.sampled_from(["a", "b", "c"])), _OPS)
+def test_current_is_the_minimum_over_active_inputs(
+    expected: set[str], ops: list[tuple[str, int, bool, bool]]
+) -> None:
+    m = MinWatermark(tuple(sorted(expected)))
+    wms = dict.fromkeys(sorted(expected), NO_WATERMARK)
+    idle: set[str] = set()
+    for origin, wm, is_idle, ask in ops:
+        m.update(origin, wm, idle=is_idle)
+        wms[origin] = max(wm, wms.get(origin, NO_WATERMARK))
+        if is_idle:
+            idle.add(origin)
+        else:
+            idle.discard(origin)
+        if ask:
+            assert m.current() == _reference(wms, idle)
+    assert m.current() == _reference(wms, idle)
+    assert m.snapshot() == (wms, idle)
