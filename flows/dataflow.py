@@ -57,11 +57,13 @@ def build_flow(
     monotonic: Callable[[], float] = time.monotonic,
     stop_at_eof: bool = False,
     stop: threading.Event | None = None,
+    process_id: int = 0,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
     ``store`` returns the process's state store (opened once, shared by its
-    workers); ``models`` holds the serving models. Setting ``stop`` ends the
+    workers); ``models`` holds the serving models; ``process_id`` is this
+    process's index in the cluster (its output is produced locally). Setting ``stop`` ends the
     input: the flow finishes its epoch and returns.
     """
     topics = settings.topics
@@ -195,8 +197,7 @@ def build_flow(
         versioned=settings.recovery_dir is not None,
     )
     out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
-    sink_config = SinkConfig(
-        brokers=settings.brokers, parts=settings.shards, extra=settings.producer_config
-    )
-    op.output("kafka-out", out, KafkaBatchSink(sink_config, ProducerPool(sink_config)))
+    sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
+    sink = KafkaBatchSink(sink_config, ProducerPool(sink_config), process_id=process_id)
+    op.output("kafka-out", out, sink)
     return flow

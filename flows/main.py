@@ -95,7 +95,13 @@ def start_service(
     signal.signal(signal.SIGTERM, on_signal)
     store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
     return build_flow(
-        settings, models=models, metrics=metrics, store=store, stop_at_eof=stop_at_eof, stop=stop
+        settings,
+        models=models,
+        metrics=metrics,
+        store=store,
+        stop_at_eof=stop_at_eof,
+        stop=stop,
+        process_id=process_id,
     )
 
 

@@ -248,7 +248,6 @@ class SinkConfig:
     """Where to produce and with which producer settings."""
 
     brokers: list[str]
-    parts: int = 16
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -315,15 +314,27 @@ class ProducerPool:
 
 
 class KafkaBatchSink(FixedPartitionedSink[list[OutMessage], None]):
-    """Produce batches of messages, each to its own topic; flush at epoch ends."""
+    """Produce batches of messages, each to its own topic; flush at epoch ends.
 
-    def __init__(self, config: SinkConfig, pool: ProducerPool) -> None:
+    One sink partition per process, listed only by that process, and every
+    item routed to the partition of the process it is in: output is produced
+    where it was computed and never crosses processes (bytewax makes a
+    partition's primary one of the workers that list it). The records' Kafka
+    partitions come from their keys, not from this routing.
+    """
+
+    def __init__(self, config: SinkConfig, pool: ProducerPool, *, process_id: int = 0) -> None:
         self._config = config
         self._pool = pool
+        self._process_id = process_id
 
     def list_parts(self) -> list[str]:
-        """Fixed sink partitions; bytewax spreads them over the workers."""
-        return [f"out-{i}" for i in range(self._config.parts)]
+        """This process's partition; the cluster's sorted list is one per process id."""
+        return [f"out-{self._process_id:05d}"]
+
+    def part_fn(self, item_key: str) -> int:
+        """The index of this process's partition in the cluster's sorted list: its id."""
+        return self._process_id
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
         """A writer over the process's shared producer."""

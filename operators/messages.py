@@ -6,12 +6,31 @@ one bytewax item per Kafka poll keeps the engine's per-item cost off the hot pat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
 
 from schemas.records import Chargeback, Transaction
 
+_T = TypeVar("_T")
 
+
+def _positional_pickle(cls: type[_T]) -> type[_T]:
+    """Pickle as ``cls(*values)``: items cross processes in a bytewax cluster.
+
+    The default for a frozen, slotted dataclass unpickles through
+    ``dataclasses._dataclass_setstate``, which looks up ``fields()`` per object:
+    measured 45 us to pickle and unpickle one :class:`Featured`, most of it there.
+    """
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:  # noqa: N807
+        return cls, tuple(getattr(self, n) for n in names)
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
+
+
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     """One Kafka message as consumed, with its source coordinates."""
@@ -29,6 +48,7 @@ class RawRecord:
         return f"{self.topic}#{self.partition}"
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class TxnEnvelope:
     """A valid transaction, its raw record, and its partition's verdict on time."""
@@ -39,6 +59,7 @@ class TxnEnvelope:
     watermark: int  # the partition's watermark right after this record
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class CbEnvelope:
     """A valid chargeback and its raw record."""
@@ -48,6 +69,7 @@ class CbEnvelope:
     watermark: int
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class OutMessage:
     """One message to produce."""
@@ -57,6 +79,7 @@ class OutMessage:
     value: bytes
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class PartitionBatch:
     """What the source emits per poll of one partition, already decoded and judged."""
@@ -71,6 +94,7 @@ class PartitionBatch:
     broadcast: bool  # the watermark moved enough to tell every shard
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class Featured:
     """A transaction that will be scored, with the features computed so far."""
@@ -80,6 +104,7 @@ class Featured:
     watermark: int  # the upstream operator's watermark right after this record
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class Tick:
     """An upstream operator's watermark moved without a record to carry it."""
@@ -87,6 +112,7 @@ class Tick:
     watermark: int
 
 
+@_positional_pickle
 @dataclass(frozen=True, slots=True)
 class ShardInput:
     """A batch for one shard, with the watermark of the stream it came from."""
