@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -185,7 +186,11 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             # A finished partition must not hold back the others' watermark.
             self._idle = True
             return [self._decoder.idle()]
-        msgs = self._consumer.consume(self._batch_size, 0.005)
+        # Never block the worker: librdkafka prefetches in its own thread, and a
+        # blocking poll on one empty partition (say, a quiet chargeback partition)
+        # held up every other partition and operator of the worker. Measured at
+        # 500 ev/s: ingest-to-score p50 29 ms with a 5 ms poll timeout, 4 ms without.
+        msgs = self._consumer.consume(self._batch_size, 0)
         batch = []
         # The consumer is assigned this one partition: every message is of it.
         topic, partition = self._topic, self._partition
@@ -212,6 +217,12 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             self._idle = True
             return [self._decoder.idle()]
         return []
+
+    def next_awake(self) -> datetime | None:
+        """Poll again at once after data, 1 ms after an empty poll, 5 ms once idle."""
+        if self._idle:
+            return datetime.now(UTC) + IDLE_POLL
+        return None  # bytewax: immediately after a batch, a 1 ms cooldown after none
 
     def _report_lag(self, now: float) -> None:
         self._next_lag = now + LAG_EVERY_S
@@ -251,6 +262,7 @@ class SinkConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+IDLE_POLL = timedelta(milliseconds=5)
 _last_client_error = [0.0]
 CLIENT_ERROR_LOG_EVERY_S = 10.0
 
