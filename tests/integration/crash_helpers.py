@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from kafka import KafkaProducer
 
 from models.simulator import SimConfig, simulate
-from operators.replay import ReplayRecord
+from operators.replay import FeatureRow, ReplayRecord, replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 
@@ -87,3 +89,15 @@ def publish_log(
 def ingest_order(records: list[ReplayRecord]) -> list[ReplayRecord]:
     """Records in the order the flow applies them: Kafka timestamp, partition, offset."""
     return sorted(records, key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+
+
+def replayed_rows(sent: list[ReplayRecord]) -> dict[str, FeatureRow]:
+    """The offline replay's rows (one pass, no crash) of what was published, by event_id."""
+    return {row.event_id: row for row in replay(ingest_order(sent), flush=False).rows}
+
+
+def assert_scored_as_replayed(score: dict[str, Any], row: FeatureRow) -> None:
+    """A score's lateness and features equal the offline replay's."""
+    assert score["late"] == row.late, score["event_id"]
+    got = {name: score["features"][name] for name in row.features}
+    assert got == pytest.approx(row.features, rel=1e-12), score["event_id"]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from operators.replay import replay
 from schemas.settings import Settings
 from state.rocksdb import RocksStore, process_state_path
 from tests.integration.crash_helpers import (
+    assert_scored_as_replayed,
     flow_env,
-    ingest_order,
     publish_log,
+    replayed_rows,
     simulated_log,
     start_flow,
 )
@@ -40,13 +40,11 @@ def test_two_processes_score_everything_once_with_the_replays_features(
     for proc, log in zip(procs, logs, strict=True):
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
 
-    expected = {row.event_id: row for row in replay(ingest_order(sent), flush=False).rows}
+    expected = replayed_rows(sent)
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(expected))
     assert sorted(s["event_id"] for s in scores) == sorted(expected)
     for score in scores:
-        row = expected[score["event_id"]]
-        got = {name: score["features"][name] for name in row.features}
-        assert got == pytest.approx(row.features, rel=1e-12), score["event_id"]
+        assert_scored_as_replayed(score, expected[score["event_id"]])
     # The shards were spread over the cluster: each process committed some.
     for i in range(2):
         store = RocksStore(process_state_path(settings.state_dir, i))

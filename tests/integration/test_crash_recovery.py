@@ -37,6 +37,7 @@ from schemas.settings import Settings
 from state import keys
 from state.rocksdb import RocksStore, process_state_path
 from tests.integration.crash_helpers import (
+    assert_scored_as_replayed,
     flow_env,
     ingest_order,
     publish_log,
@@ -142,10 +143,7 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
     assert len(scores) < 1.5 * len(want_rows), "a resume re-emits only the unfinished epochs"
     for event_id, copies in by_id.items():
         assert all(c == copies[0] for c in copies), f"copies of {event_id} differ"
-        row = want_rows[event_id]
-        assert copies[0]["late"] == row.late
-        got = {name: copies[0]["features"][name] for name in row.features}
-        assert got == pytest.approx(row.features, rel=1e-12), event_id
+        assert_scored_as_replayed(copies[0], want_rows[event_id])
 
     dead = read_all(settings.bootstrap_servers, settings.topics.dead_letters)
     got_dead = {(d["partition"], d["offset"], d["reason"]) for d in dead}

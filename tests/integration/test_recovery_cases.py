@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 
 from flows.tooling import contract_topics, create_topics
-from operators.replay import ReplayRecord, replay
+from operators.replay import ReplayRecord
 from schemas.settings import Settings
 from state.epochs import EpochStore
 from state.rocksdb import RocksStore, process_state_path
 from tests.conftest import ROOT
 from tests.integration.crash_helpers import (
+    assert_scored_as_replayed,
     flow_env,
-    ingest_order,
     publish_log,
+    replayed_rows,
     simulated_log,
     start_flow,
 )
@@ -46,14 +47,12 @@ def _run_to_end(env: dict[str, str], recovery: Path, log: Path, *args: str) -> N
 
 def _check_scores(settings: Settings, sent: list[ReplayRecord]) -> Counter[str]:
     """Every transaction scored with the replay's features; the copies per event_id."""
-    expected = {row.event_id: row for row in replay(ingest_order(sent), flush=False).rows}
+    expected = replayed_rows(sent)
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(expected))
     copies = Counter(s["event_id"] for s in scores)
     assert set(copies) == set(expected)
     for score in scores:
-        row = expected[score["event_id"]]
-        got = {name: score["features"][name] for name in row.features}
-        assert got == pytest.approx(row.features, rel=1e-12), score["event_id"]
+        assert_scored_as_replayed(score, expected[score["event_id"]])
     return copies
 
 
