@@ -114,11 +114,6 @@ class EpochStore:
             raise StateError(f"state of shard {self._shard} used before attach()")
         return self._version
 
-    @property
-    def pending(self) -> int:
-        """Keys changed in this epoch and not committed yet."""
-        return len(self._overlay)
-
     def attach(self, resume_version: int | None) -> None:
         """Bring RocksDB to ``resume_version`` (None: bytewax has no snapshot, start empty)."""
         if resume_version is not None and (resume_version == UNVERSIONED or not self._versioned):
@@ -188,10 +183,10 @@ class EpochStore:
         missing = [i for i, v in enumerate(out) if v is _MISSING]
         if missing:
             got = self._base.get_many([self._data + keys[i] for i in missing])
-            before = self._before
             for i, value in zip(missing, got, strict=True):
                 out[i] = value
-                before[keys[i]] = value
+            if self._versioned:  # cleared at each commit; unversioned stores never commit
+                self._before.update((keys[i], got[n]) for n, i in enumerate(missing))
         return out  # type: ignore[return-value]
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:

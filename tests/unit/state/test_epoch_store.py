@@ -176,3 +176,15 @@ def test_unversioned_store_writes_through_and_cannot_be_resumed() -> None:
         _attached(base, version=token)
     with pytest.raises(StateError, match="STREAMSCORE_RECOVERY_DIR"):
         EpochStore(base, "c1", versioned=False).attach(3)
+
+
+def test_unversioned_reads_keep_nothing_in_memory() -> None:
+    """Regression: remembered pre-epoch values are cleared at commits, which an
+    unversioned store never makes, so it must not remember any."""
+    base = MemoryStore()
+    store = EpochStore(base, "c1", versioned=False)
+    store.attach(None)
+    store.write({bytes([i]): b"v" for i in range(100)})
+    for _ in range(3):
+        store.get_many([bytes([i]) for i in range(200)])
+    assert store._before == {}
