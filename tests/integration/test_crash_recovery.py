@@ -2,7 +2,8 @@
 
 The flow runs as a child process with bytewax recovery (``--recovery-dir``,
 short epochs) while a producer publishes a seeded simulated log. It is killed
-with SIGKILL at seeded random moments ten times and restarted each time, then
+with SIGKILL ten times, each time a seeded random 0-1.5 s after that
+incarnation wrote its first new scores, and restarted each time, then
 run once more to the end of the input. An independent kafka-python consumer
 then checks, against the offline replay of the same log (the same operators,
 one pass, no crash) and against a crash-free run of the flow:
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from operators.replay import ReplayRecord, replay
 from schemas.settings import Settings
@@ -51,7 +53,11 @@ pytestmark = pytest.mark.integration
 SEED = int(os.environ.get("CRASH_SEED", "20261123"))
 KILLS = 10
 TRANSACTIONS = 12_000
-PRODUCE_RATE = 700.0  # records/s: production spans most of the kill phase
+PRODUCE_RATE = 300.0  # records/s: production (about 40 s) spans most of the kill phase
+# Each incarnation is killed a random moment after it has written new scores, so kills
+# land mid-run rather than during startup (startup time varies with the machine's load).
+KILL_AFTER_OUTPUT_S = (0.0, 1.5)
+OUTPUT_WAIT_S = 30.0
 INVALID = (
     b'{"event_id": "broken",',
     b'{"event_id": "x", "card_id": "c-1", "merchant_id": "m-1", "amount": -5,'
@@ -115,14 +121,23 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
         target=lambda: sent.extend(publish_log(settings, log, PRODUCE_RATE))
     )
     producer.start()
+    scores = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    parts = [TopicPartition(settings.topics.scores, p) for p in range(settings.topic_partitions)]
     try:
         for _ in range(KILLS):
+            before = sum(scores.end_offsets(parts).values())
             flow = start_flow(env, recovery, logs, "--epoch-interval", "0.5")
-            time.sleep(rng.uniform(1.5, 5.0))
+            deadline = time.monotonic() + OUTPUT_WAIT_S
+            while sum(scores.end_offsets(parts).values()) == before:
+                if time.monotonic() > deadline:
+                    break  # nothing new to score (the producer is done): kill it anyway
+                time.sleep(0.05)
+            time.sleep(rng.uniform(*KILL_AFTER_OUTPUT_S))
             assert flow.poll() is None, logs.read_text()[-3000:]
             flow.send_signal(signal.SIGKILL)
             flow.wait()
     finally:
+        scores.close()
         producer.join()
     final = start_flow(env, recovery, logs, "--epoch-interval", "0.5", "--until-eof")
     assert final.wait(timeout=240) == 0, logs.read_text()[-3000:]
