@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from schemas.errors import ConfigError, StateError
+from schemas.errors import REBUILD_HINT, ConfigError, StateError
 from schemas.settings import Settings
 from state.rocksdb import RocksStore, process_state_path
 
@@ -87,9 +87,7 @@ def prepare_recovery(
         if not state_path.exists():
             raise StateError(
                 f"the recovery store {recovery_dir} holds snapshots but this process's state "
-                f"dir {state_path} is missing (deleted, or not this machine's). Rebuild it by "
-                "replay: stop every process, delete the recovery dir and the state dir, and "
-                "start again (or start with --rebuild-state)"
+                f"dir {state_path} is missing (deleted, or not this machine's). " + REBUILD_HINT
             )
         store = RocksStore(state_path)
         try:

@@ -36,5 +36,12 @@ class ModelIntegrityError(ModelError):
     """The ONNX file's sha256 differs from the one its manifest records."""
 
 
+# How to recover from state that cannot be served: the one fix every refusal names.
+REBUILD_HINT = (
+    "Rebuild it by replay: stop every process, delete the recovery dir and the state dir, "
+    "and start again (or start with --rebuild-state)"
+)
+
+
 class StateError(StreamScoreError):
     """The state store cannot be opened or trusted."""

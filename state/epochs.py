@@ -42,7 +42,7 @@ import pickle
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 
-from schemas.errors import StateError
+from schemas.errors import REBUILD_HINT, StateError
 from state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class EpochStore:
                 f"state of shard {self._shard} is at version {current} but the recovery "
                 f"snapshot needs version {resume_version}: the state dir was deleted or "
                 "replaced, lost its WAL tail, or belongs to a cluster of another size. "
-                "Rebuild it by replay: stop every process, delete the recovery dir and the "
-                "state dir, and start again (or start with --rebuild-state)"
+                + REBUILD_HINT
             )
         if current > resume_version:
             self._roll_back(current, resume_version)
@@ -266,9 +265,7 @@ class EpochStore:
                 raise StateError(
                     f"state of shard {self._shard} is at version {current} and must roll "
                     f"back to {target}, but the undo record of version {version} is gone "
-                    "(more epochs were lost than undo records are kept). Rebuild it by "
-                    "replay: stop every process, delete the recovery dir and the state "
-                    "dir, and start again (or start with --rebuild-state)"
+                    "(more epochs were lost than undo records are kept). " + REBUILD_HINT
                 )
             # Newest first: an older epoch's previous value overrides a newer one's.
             restored.update(pickle.loads(record))

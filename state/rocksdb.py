@@ -28,7 +28,7 @@ from rocksdict import (
     WriteBatch,
 )
 
-from schemas.errors import StateError
+from schemas.errors import REBUILD_HINT, StateError
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -136,8 +136,7 @@ class RocksStore:
     def _damaged(self, exc: Exception) -> StateError:
         return StateError(
             f"the RocksDB state at {self._path} is damaged ({exc}); it is not served. "
-            "Rebuild it by replay: stop every process, delete the recovery dir and the "
-            "state dir, and start again (or start with --rebuild-state)"
+            + REBUILD_HINT
         )
 
     def _check(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,26 +12,17 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from benchmarks.replay import pipeline_env
 from models.simulator import SimConfig, simulate
 from operators.replay import FeatureRow, ReplayRecord, replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 
 
-def flow_env(settings: Settings, **extra: str) -> dict[str, str]:
+def flow_env(settings: Settings) -> dict[str, str]:
     """Environment of a child flow: the test's broker, topics and state dir; no metrics port."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "STREAMSCORE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "STREAMSCORE_METRICS_PORT": "0",
-            "STREAMSCORE_STATE_DIR": str(settings.state_dir.resolve()),
-            "STREAMSCORE_STARTUP_WAIT_S": "120",
-        }
-    )
-    for key, name in settings.topics.model_dump().items():
-        env[f"STREAMSCORE_TOPICS__{key.upper()}"] = name
-    env.update(extra)
+    env = pipeline_env(settings.bootstrap_servers, settings.topics, settings.state_dir)
+    env["STREAMSCORE_STARTUP_WAIT_S"] = "120"
     return env
 
 
