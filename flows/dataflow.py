@@ -120,7 +120,11 @@ def build_flow(
             shards=settings.shards,
             txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
             cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
-            card=CardConfig(time=time_config, session_gap_ms=settings.session_gap_ms),
+            card=CardConfig(
+                time=time_config,
+                session_gap_ms=settings.session_gap_ms,
+                cache_cards=-(-settings.card_cache // settings.shards),
+            ),
             merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
             dead_letter_topic=topics.dead_letters,
             undo_keep=settings.state_undo_epochs,

@@ -65,13 +65,15 @@ class ReplayResult:
 class _Pipeline:
     """The flow's operators for a single worker, wired in processing order."""
 
-    def __init__(self, time: TimeConfig, store: StateStore) -> None:
+    def __init__(self, time: TimeConfig, store: StateStore, card_cache: int) -> None:
         self._time = time
         self._decode = DecodeConfig(
             dead_letter_topic="dead-letters", max_message_bytes=65536, time=time
         )
         self._decoders: dict[str, PartitionDecoder] = {}
-        self._cards = CardFeatureEngine(CardConfig(time=time), store, self._txn_dead)
+        self._cards = CardFeatureEngine(
+            CardConfig(time=time, cache_cards=card_cache), store, self._txn_dead
+        )
         self._card_wm = MinWatermark()
         self._merchants = MerchantWindowEngine(
             MerchantConfig(time=time, aggregates_topic="window-aggregates"), store, self._cb_dead
@@ -107,6 +109,9 @@ class _Pipeline:
     def flush(self) -> list[OutMessage]:
         return self._merchants.advance(FLUSH_WATERMARK)
 
+    def write_back(self) -> None:
+        self._cards.flush()
+
     def _decoder(
         self, kind: Literal["transaction", "chargeback"], raw: RawRecord
     ) -> PartitionDecoder:
@@ -132,10 +137,17 @@ def replay(
     store: StateStore | None = None,
     batch_size: int = 1,
     flush: bool = True,
+    card_cache: int = 0,
 ) -> ReplayResult:
-    """Run ``records`` through decode, card features and merchant windows; collect outputs."""
+    """Run ``records`` through decode, card features and merchant windows; collect outputs.
+
+    ``card_cache`` is the card engine's cache size (0: write through); cached
+    cards are written back to ``store`` at the end.
+    """
     records = list(records)
-    pipeline = _Pipeline(time or TimeConfig(), store if store is not None else MemoryStore())
+    pipeline = _Pipeline(
+        time or TimeConfig(), store if store is not None else MemoryStore(), card_cache
+    )
     position = {(TOPICS[r.kind], r.partition, r.offset): i for i, r in enumerate(records)}
     rows: list[FeatureRow] = []
     featured_all: list[Featured] = []
@@ -150,6 +162,7 @@ def replay(
         aggregates.extend(json.loads(m.value) for m in agg_out)
     if flush:
         aggregates.extend(json.loads(m.value) for m in pipeline.flush())
+    pipeline.write_back()
     dead.sort(key=lambda d: position[(d["topic"], d["partition"], d["offset"])])
     return ReplayResult(rows, dead, aggregates, featured_all)
 

@@ -179,7 +179,8 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
 
     def snapshot(self) -> tuple[Any, ...]:
         state = self._state
-        assert state is not None  # a logic is built with resume state or for a batch
+        assert state is not None and self._engine is not None  # built with resume state or a batch
+        self._engine.flush()
         return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
 

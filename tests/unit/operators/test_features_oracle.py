@@ -671,6 +671,23 @@ def test_replay_matches_oracle(scenario: Scenario) -> None:
     assert_matches_oracle(got, want)
 
 
+@settings(PROPERTY, max_examples=300)
+@given(scenarios(), st.sampled_from([1, 2, 5]), st.sampled_from([1, 3, 50]))
+def test_replay_with_a_small_card_cache_matches_oracle(
+    scenario: Scenario, card_cache: int, batch_size: int
+) -> None:
+    """Cards evicted and written back, expired while cached and changed: same results."""
+    note(_describe(scenario))
+    want = oracle(scenario.records, scenario.time)
+    got = replay(
+        _to_replay(scenario.records),
+        time=scenario.time,
+        batch_size=batch_size,
+        card_cache=card_cache,
+    )
+    assert_matches_oracle(got, want)
+
+
 _PROCESSING_TIME_FIELDS = frozenset({"received_at", "processed_at", "emitted_at"})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from operators.replay import ReplayRecord, replay
 from state import keys
 from state.rocksdb import RocksStore
@@ -29,10 +31,13 @@ def _count(store: RocksStore, prefix: bytes) -> int:
     return sum(1 for _ in store.scan(prefix, prefix + b"\xff" * 8))
 
 
-def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("card_cache", [0, 2], ids=["write-through", "cached"])
+def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(
+    tmp_path: Path, card_cache: int
+) -> None:
     store = RocksStore(tmp_path / "db")
     day_one = [_txn(i, f"old-{i}", T0 + i * 1000) for i in range(500)]
-    replay(day_one, store=store, batch_size=100, flush=False)
+    replay(day_one, store=store, batch_size=100, flush=False, card_cache=card_cache)
     assert _count(store, keys.CARD) == 500
     assert _count(store, keys.WINDOW) > 0
 
@@ -43,7 +48,13 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(tmp_path: Pa
     later = T0 + 50 * HOUR
     ticks = [_txn(600 + i, "new-ticker", T0 + 600_000 + i * 1_800_000) for i in range(100)]
     day_three = [_txn(1000 + i, f"new-{i}", later + i * 1000) for i in range(300)]
-    replay(day_one + ticks + day_three, store=store, batch_size=100, flush=False)
+    replay(
+        day_one + ticks + day_three,
+        store=store,
+        batch_size=100,
+        flush=False,
+        card_cache=card_cache,
+    )
 
     cards = [k for k, _ in store.scan(keys.CARD, keys.CARD + b"\xff")]
     assert cards and all(k.startswith(keys.CARD + b"new-") for k in cards)

@@ -1,0 +1,89 @@
+"""The card engine's write-back cache: same features and, once flushed, the same state."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from models.simulator import SimConfig, simulate
+from operators.card_features import _load
+from operators.replay import ReplayRecord, replay
+from state import keys
+from state.memory import MemoryStore
+
+T0 = 1_795_392_000_000
+HOUR = 3_600_000
+
+
+def _state(store: MemoryStore) -> dict[bytes, object]:
+    """Every key the card engine wrote, card blobs decoded."""
+    out: dict[bytes, object] = {}
+    for key, value in store.scan(b"", b"\xff" * 8):
+        if key.startswith(keys.CARD):
+            out[key] = pickle.loads(value)
+        elif key.startswith(keys.CARD_EXPIRY):
+            out[key] = value
+    return out
+
+
+def _simulated(n: int) -> list[ReplayRecord]:
+    records = []
+    # One event every 50 s: 3,000 span 41 h, so cards expire along the way.
+    config = SimConfig(seed=3, cards=300, events_per_second=0.02, start_ms=T0)
+    for i, ev in enumerate(simulate(config, n)):
+        kind = ev.kind
+        body = json.dumps(ev.payload).encode()
+        records.append(ReplayRecord(kind, 0, i, ev.key.encode(), body, ev.event_time_ms))
+    return records
+
+
+@pytest.mark.parametrize("card_cache", [1, 7, 1000])
+def test_cached_engine_scores_and_stores_as_write_through(card_cache: int) -> None:
+    records = _simulated(3000)
+    plain, cached = MemoryStore(), MemoryStore()
+    want = replay(records, store=plain, batch_size=64)
+    got = replay(records, store=cached, batch_size=64, card_cache=card_cache)
+    assert got.rows == want.rows
+    assert got.dead_letters == want.dead_letters
+    assert _state(cached) == _state(plain)
+    stored = [k for k in _state(plain) if k.startswith(keys.CARD)]
+    assert len(stored) < len({r.card_id for r in want.rows})  # some expired on the way
+
+
+def _txn(i: int, card: str, t: int) -> ReplayRecord:
+    body = {
+        "event_id": f"e{i}",
+        "card_id": card,
+        "merchant_id": "m1",
+        "amount": 10.0,
+        "currency": "EUR",
+        "event_time": t,
+    }
+    return ReplayRecord("transaction", 0, i, card.encode(), json.dumps(body).encode(), t)
+
+
+def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> None:
+    # "busy" is written (evicted by the others), then used again every 30 minutes for
+    # two days while cached: its first expiry entry falls due, but its newest event
+    # keeps it alive. "idle" is never used again and is expired.
+    records = [_txn(0, "busy", T0), _txn(1, "idle", T0 + 1000), _txn(2, "other", T0 + 2000)]
+    records += [_txn(10 + i, "busy", T0 + (i + 1) * HOUR // 2) for i in range(100)]
+    store = MemoryStore()
+    result = replay(records, store=store, batch_size=1, card_cache=2)
+    busy = [r for r in result.rows if r.card_id == "busy"]
+    assert busy[-1].features["card_count_24h"] == 48.0  # 47 earlier within 24 h, plus itself
+    cards = {k for k in _state(store) if k.startswith(keys.CARD)}
+    assert cards == {keys.card_key("busy")}
+
+
+def test_cards_written_before_columns_still_load() -> None:
+    events = [(T0, 5.0, "m1", "e1"), (T0 + 1000, 7.5, "m2", "e2")]
+    card = _load(pickle.dumps((events, [[T0, T0 + 1000, 2]], T0 + 25 * HOUR)))
+    assert card.times == [T0, T0 + 1000]
+    assert card.amounts == [5.0, 7.5]
+    assert card.merchants == ["m1", "m2"]
+    assert card.ids == ["e1", "e2"]
+    assert card.sessions == [[T0, T0 + 1000, 2]]
+    assert card.expiry == T0 + 25 * HOUR
