@@ -131,10 +131,11 @@ class MerchantWindowEngine:
                 if prev is not None and self._purged(start, watermarks.current()):
                     prev = None  # as of this record the previous window is gone
                 count, _, cbs = prev if prev is not None else (0, 0.0, 0)
-                feats = dict(item.features)
+                # The card stage built this dict for this record alone: extend it in place.
+                feats = item.features
                 feats["merchant_txn_count_prev_5m"] = float(count)
                 feats["merchant_chargeback_rate_prev_5m"] = cbs / max(1, count)
-                out.append(Featured(env, feats, item.watermark))
+                out.append(item)
                 if not env.late:
                     bump(own_key, txn.merchant_id, start, 1, txn.amount, 0)
             elif isinstance(item, Tick):

@@ -94,7 +94,10 @@ class Scorer:
         the Python floats are turned into an array once per batch.
         """
         self._registry.maybe_reload()
-        feats = [{**item.features, **txn_features(item.env.txn)} for item in batch]
+        # Each record's dict was built for it alone upstream: complete it in place.
+        feats = [item.features for item in batch]
+        for f, item in zip(feats, batch, strict=True):
+            f.update(txn_features(item.env.txn))
         table = feature_table(feats)
         groups: dict[Role, list[int]] = {}
         models: dict[Role, OnnxModel] = {}
