@@ -1,6 +1,7 @@
 """RocksDB state store on rocksdict: one database per worker process under the state dir.
 
-Options: WAL on, point-in-time WAL recovery (never absolute consistency, which
+Options: WAL on (off for a store that is thrown away at the next start, see
+:class:`ProcessStore`), point-in-time WAL recovery (never absolute consistency, which
 refuses to open after any torn tail), paranoid checks and block checksums so
 damage is detected rather than served, a bounded block cache so a million
 cards do not grow the process, LZ4 compression. Writes go through one
@@ -26,6 +27,7 @@ from rocksdict import (
     Rdict,
     ReadOptions,
     WriteBatch,
+    WriteOptions,
 )
 
 from schemas.errors import REBUILD_HINT, StateError
@@ -53,7 +55,7 @@ def _options() -> Options:
 class RocksStore:
     """A :class:`state.store.StateStore` on one RocksDB database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, wal: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = Rdict(str(path), _options())
@@ -64,6 +66,9 @@ class RocksStore:
         read = ReadOptions()
         read.set_verify_checksums(True)
         self._db.set_read_options(read)
+        self._write_options = WriteOptions()
+        # A property at runtime; rocksdict's stub declares it a method.
+        self._write_options.disable_wal = not wal  # type: ignore[method-assign,assignment]
 
     @property
     def path(self) -> Path:
@@ -93,7 +98,7 @@ class RocksStore:
             else:
                 batch.put(key, value)
         try:
-            self._db.write(batch)
+            self._db.write(batch, self._write_options)
         except Exception as exc:
             raise self._damaged(exc) from None
 
@@ -154,8 +159,9 @@ class ProcessStore:
 
     ``fresh`` deletes what a previous run left: without bytewax recovery the
     inputs are read again from the beginning, and old window state would count
-    every event twice. With recovery the state is kept and each shard rolls it
-    to its resume point (:mod:`state.epochs`).
+    every event twice; such a store also writes no WAL, since nothing is ever
+    recovered from it (measured: see the commit). With recovery the state is
+    kept and each shard rolls it to its resume point (:mod:`state.epochs`).
     """
 
     def __init__(self, state_dir: Path, process_id: int, *, fresh: bool) -> None:
@@ -170,7 +176,7 @@ class ProcessStore:
             if self._store is None:
                 if self._fresh and self._path.exists():
                     shutil.rmtree(self._path)
-                self._store = RocksStore(self._path)
+                self._store = RocksStore(self._path, wal=not self._fresh)
             return self._store
 
     def close(self) -> None:
