@@ -180,7 +180,11 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def snapshot(self) -> tuple[Any, ...]:
         state = self._state
         assert state is not None and self._engine is not None  # built with resume state or a batch
-        self._engine.flush()
+        if self._config.versioned:
+            # The epoch's state must be complete in RocksDB. Without recovery bytewax
+            # still snapshots every epoch, but nothing resumes from it: cached cards
+            # are written back only when evicted.
+            self._engine.flush()
         return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
 
