@@ -252,6 +252,7 @@ class CardFeatureEngine:
             merchants.add(txn.merchant_id)
             lo_hour -= lo_day
             n = len(amounts)
+            day_sum = math.fsum(amounts)
             feats = {
                 "card_count_1m": float(n - lo_min + 1),
                 "card_amount_1m": math.fsum(amounts[lo_min:]) + amount,
@@ -261,8 +262,8 @@ class CardFeatureEngine:
                 "card_amount_1h": math.fsum(amounts[lo_hour:]) + amount,
                 "card_distinct_merchants_1h": float(len(merchants)),
                 "card_count_24h": float(n + 1),
-                "card_amount_24h": math.fsum(amounts) + amount,
-                "card_amount_zscore": _zscore(amount, amounts),
+                "card_amount_24h": day_sum + amount,
+                "card_amount_zscore": _zscore(amount, amounts, day_sum),
             }
         feats["card_seconds_since_last"] = (t - times[hi - 1]) / 1000 if hi > lo_all else -1.0
         start, end, count = t, t, 1
@@ -349,13 +350,14 @@ def _prune(card: _Card, horizon: int) -> None:
             break
 
 
-def _zscore(amount: float, earlier: list[float]) -> float:
+def _zscore(amount: float, earlier: list[float], total: float) -> float:
+    """Population z-score of ``amount`` against ``earlier``, whose exact sum is ``total``."""
     n = len(earlier)
     if n < 2 or min(earlier) == max(earlier):
         # Equal amounts have std exactly 0; float rounding of their mean would not say so.
         return 0.0
-    mean = math.fsum(earlier) / n
-    var = math.fsum([(a - mean) ** 2 for a in earlier]) / n
+    mean = total / n
+    var = math.fsum([(d := a - mean) * d for a in earlier]) / n
     std = math.sqrt(var)
     return 0.0 if std == 0 else (amount - mean) / std
 
