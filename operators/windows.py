@@ -177,13 +177,19 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             out.append((key, ShardInput("", wm, idle, [], per_merchant.get(key, []), key)))
         return out, op.StatefulBatchLogic.RETAIN
 
+    def on_eof(self) -> tuple[list[Routed], bool]:
+        # The input ended (read to the end, or a graceful stop): leave RocksDB complete.
+        if self._engine is not None:
+            self._engine.flush()
+        return [], op.StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> tuple[Any, ...]:
         state = self._state
         assert state is not None and self._engine is not None  # built with resume state or a batch
         if self._config.versioned:
             # The epoch's state must be complete in RocksDB. Without recovery bytewax
             # still snapshots every epoch, but nothing resumes from it: cached cards
-            # are written back only when evicted.
+            # are written back when evicted, and all of them at the end of the input.
             self._engine.flush()
         return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
