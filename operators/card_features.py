@@ -15,7 +15,8 @@ stream.
 
 Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, least
 recently used evicted first, and writes a changed card back only when it is
-evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot), so a
+evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
+recovery is on, and the end of the input), so a
 card seen again is neither read nor unpickled nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A card's events are kept as columns (times, amounts, merchants, ids),
@@ -231,16 +232,17 @@ class CardFeatureEngine:
         # amounts once and each shorter window as a tail of them.
         lo_day = max(lo_all, bisect.bisect_right(times, t - DAY, 0, hi))
         if lo_day >= hi:
+            total = 0.0 + amount  # an empty sum plus the amount, as below (-0.0 -> 0.0)
             feats = {
                 "card_count_1m": 1.0,
-                "card_amount_1m": amount,
+                "card_amount_1m": total,
                 "card_count_5m": 1.0,
-                "card_amount_5m": amount,
+                "card_amount_5m": total,
                 "card_count_1h": 1.0,
-                "card_amount_1h": amount,
+                "card_amount_1h": total,
                 "card_distinct_merchants_1h": 1.0,
                 "card_count_24h": 1.0,
-                "card_amount_24h": amount,
+                "card_amount_24h": total,
                 "card_amount_zscore": 0.0,
             }
         else:

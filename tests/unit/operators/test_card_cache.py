@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import pytest
@@ -87,3 +88,12 @@ def test_cards_written_before_columns_still_load() -> None:
     assert card.ids == ["e1", "e2"]
     assert card.sessions == [[T0, T0 + 1000, 2]]
     assert card.expiry == T0 + 25 * HOUR
+
+
+def test_first_amount_of_a_card_is_summed_like_any_window() -> None:
+    # An empty window sum plus the amount: a -0.0 amount gives 0.0, as fsum(()) + -0.0 does.
+    body = json.loads(_txn(0, "c", T0).value)
+    body["amount"] = -0.0
+    record = ReplayRecord("transaction", 0, 0, b"c", json.dumps(body).encode(), T0)
+    (row,) = replay([record]).rows
+    assert math.copysign(1.0, row.features["card_amount_24h"]) == 1.0
