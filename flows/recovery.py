@@ -11,6 +11,8 @@ this module:
 - refuses to start, naming the fix, when the recovery store holds snapshots
   but this process's state dir is gone (deleted, or a new machine), or when
   the RocksDB state fails to open or fails a full checksum read;
+- records ``STREAMSCORE_SHARDS`` in fresh state and refuses to resume state
+  built with another shard count (a config error naming the setting);
 - with ``rebuild``, deletes this process's state dir and the recovery
   partitions first, so the inputs are read again from their earliest
   retained offsets and the state is rebuilt by replay (scores come out again
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +95,7 @@ def prepare_recovery(
         store = RocksStore(state_path)
         try:
             entries = store.verify()
+            _check_layout(store, settings, state_path)
         finally:
             store.close()
         log.info(
@@ -104,8 +108,39 @@ def prepare_recovery(
     else:
         # Nothing committed: whatever an earlier run left cannot match a resume point.
         shutil.rmtree(state_path, ignore_errors=True)
+        state_path.mkdir(parents=True, exist_ok=True)
+        store = RocksStore(state_path)
+        try:
+            _check_layout(store, settings, state_path)
+        finally:
+            store.close()
     state_path.mkdir(parents=True, exist_ok=True)
     return RecoveryConfig(recovery_dir)  # type: ignore[no-untyped-call]
+
+
+# The shard count the state was built with. Cards and merchants are placed on shards by
+# ``crc32(id) % shards``, and every shard's snapshot names its inputs, so state resumed
+# under another count would silently split card histories and stall merchant watermarks.
+LAYOUT_KEY = b"L" + b"shards"
+_U32 = struct.Struct(">I")
+
+
+def _check_layout(store: RocksStore, settings: Settings, state_path: Path) -> None:
+    """Record the shard count in fresh state; refuse state built with another one."""
+    (stored,) = store.get_many([LAYOUT_KEY])
+    if stored is None:
+        # Fresh state, or state kept before the count was recorded: it is this run's now.
+        store.write({LAYOUT_KEY: _U32.pack(settings.shards)})
+        return
+    (built_with,) = _U32.unpack(stored)
+    if built_with != settings.shards:
+        raise ConfigError(
+            "STREAMSCORE_SHARDS",
+            f"is {settings.shards}, but the state in {state_path} and the recovery "
+            f"snapshots were built with {built_with} shards: start with "
+            f"STREAMSCORE_SHARDS={built_with}, or rebuild the state under the new count "
+            "(--rebuild-state)",
+        )
 
 
 def _ensure_partitions(settings: Settings, process_id: int, sleep: Callable[[float], None]) -> None:

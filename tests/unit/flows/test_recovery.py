@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from flows.recovery import has_snapshots, partitions, prepare_recovery
+from flows.recovery import LAYOUT_KEY, has_snapshots, partitions, prepare_recovery
 from schemas.errors import ConfigError, StateError
 from schemas.settings import Settings, load_settings
 from state.rocksdb import RocksStore, process_state_path
@@ -65,7 +66,7 @@ def test_snapshots_without_the_state_dir_are_refused_naming_the_fix(tmp_path: Pa
     settings = _settings(tmp_path)
     prepare_recovery(settings, process_id=0, processes=1)
     _add_snapshot(tmp_path / "recovery")
-    process_state_path(settings.state_dir, 0).rmdir()
+    shutil.rmtree(process_state_path(settings.state_dir, 0))
     with pytest.raises(StateError, match=r"state dir .* is missing.*--rebuild-state"):
         prepare_recovery(settings, process_id=0, processes=1)
 
@@ -82,3 +83,30 @@ def test_rebuild_deletes_state_and_snapshots(tmp_path: Path) -> None:
     store = RocksStore(process_state_path(settings.state_dir, 0))
     assert store.get_many([b"k"]) == [None]
     store.close()
+
+
+def test_state_built_with_another_shard_count_is_refused_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)  # same: resumes
+    with pytest.raises(ConfigError, match=r"STREAMSCORE_SHARDS: is 4, .* built with 16 shards"):
+        prepare_recovery(_settings(tmp_path, shards=4), process_id=0, processes=1)
+    # The way out it names: rebuild under the new count.
+    prepare_recovery(_settings(tmp_path, shards=4), process_id=0, processes=1, rebuild=True)
+    prepare_recovery(_settings(tmp_path, shards=4), process_id=0, processes=1)
+
+
+def test_state_kept_before_the_count_was_recorded_adopts_this_runs_count(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, shards=8)
+    prepare_recovery(settings, process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    store = RocksStore(process_state_path(settings.state_dir, 0))
+    store.write({LAYOUT_KEY: None})
+    store.close()
+    prepare_recovery(settings, process_id=0, processes=1)
+    with pytest.raises(ConfigError, match="built with 8 shards"):
+        prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
