@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
+from typing import Any
 
 import bytewax.operators as op
 import numpy as np
@@ -222,6 +223,15 @@ def drift_sample(
     )
 
 
+# What one step of scoring emits, tagged: the score messages (keyed by a shard, which
+# only spreads output), the drift sample, and each merchant shard's decisions.
+_MESSAGES, _SAMPLE, _DECISIONS = "messages", "sample", "decisions"
+_StepOut = tuple[str, Any]
+# Rows per model call: one step can hold every source batch of the worker, and a
+# call must stay well inside the inference budget its breaker enforces.
+MAX_MODEL_BATCH = 2048
+
+
 @dataclass(frozen=True)
 class ScoreStreams:
     """What scoring emits: messages and, for drift and quality, samples and decisions."""
@@ -240,20 +250,23 @@ def score(
     clock: Callable[[], int],
     metrics: ServiceMetrics,
 ) -> ScoreStreams:
-    """Per-shard batches of featured transactions -> Score messages, drift samples, decisions."""
+    """Per-shard batches of featured transactions -> Score messages, drift samples, decisions.
+
+    Everything the merchant shards handed over in one worker step is scored
+    together: one model call (of at most ``MAX_MODEL_BATCH`` rows) and one
+    drift sample per step rather than per shard (at moderate load each shard
+    emits only a few records a step).
+    Decisions stay grouped by merchant shard, which keys their quality state.
+    """
     topic = config.scores_topic
 
-    def to_messages(
-        batch: list[Featured],
-    ) -> tuple[list[OutMessage], DriftSample | None, list[tuple[str, int, str]]]:
-        feats, table, outcomes = scorer.score_table(batch)
-        now = clock()
+    def messages(
+        batch: list[Featured], feats: list[dict[str, float]], outcomes: list[Scored], now: int
+    ) -> list[OutMessage]:
         processed_at = format_ms(now)
         out = []
-        late = 0
         for item, f, s in zip(batch, feats, outcomes, strict=True):
             txn = item.env.txn
-            late += item.env.late
             body = {
                 "event_id": txn.event_id,
                 "card_id": txn.card_id,
@@ -269,27 +282,49 @@ def score(
                 "processed_at": processed_at,
             }
             out.append(OutMessage(topic, txn.card_id.encode(), orjson.dumps(body)))
-        observe_many(
-            metrics.e2e_latency,
-            [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in batch],
-        )
+        return out
+
+    def score_step(items: list[tuple[str, list[Featured]]]) -> list[_StepOut]:
+        batch = [item for _shard, featured in items for item in featured]
+        step: list[_StepOut] = []
+        outcomes: list[Scored] = []
+        for lo in range(0, len(batch), MAX_MODEL_BATCH):
+            chunk = batch[lo : lo + MAX_MODEL_BATCH]
+            feats, table, scored = scorer.score_table(chunk)
+            now = clock()
+            step.append((_MESSAGES, (items[0][0], messages(chunk, feats, scored, now))))
+            observe_many(
+                metrics.e2e_latency,
+                [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in chunk],
+            )
+            sample = drift_sample(chunk, feats, scored, scorer.active_version, table)
+            if sample is not None:
+                step.append((_SAMPLE, sample))
+            outcomes.extend(scored)
+        late = sum(item.env.late for item in batch)
         if late:
             metrics.late.inc(late)
-        decisions = [
-            (item.env.txn.event_id, item.env.txn.event_time, s.decision)
-            for item, s in zip(batch, outcomes, strict=True)
-            if not item.env.late
-        ]
-        sample = drift_sample(batch, feats, outcomes, scorer.active_version, table)
-        return out, sample, decisions
+        first = 0
+        for shard, featured in items:
+            decided = [
+                (item.env.txn.event_id, item.env.txn.event_time, s.decision)
+                for item, s in zip(featured, outcomes[first : first + len(featured)], strict=True)
+                if not item.env.late
+            ]
+            first += len(featured)
+            if decided:
+                step.append((_DECISIONS, (shard, (DECISIONS, shard, decided))))
+        return step
 
-    scored = op.map_value(step_id, up, to_messages)
+    scored = op.flat_map_batch(step_id, up, score_step)
     return ScoreStreams(
-        messages=op.map_value(f"{step_id}-messages", scored, lambda t: t[0]),
-        samples=op.filter_map(f"{step_id}-samples", scored, lambda kv: kv[1][1]),
+        messages=op.filter_map(
+            f"{step_id}-messages", scored, lambda t: t[1] if t[0] == _MESSAGES else None
+        ),
+        samples=op.filter_map(
+            f"{step_id}-samples", scored, lambda t: t[1] if t[0] == _SAMPLE else None
+        ),
         decisions=op.filter_map(
-            f"{step_id}-decisions",
-            scored,
-            lambda kv: (kv[0], (DECISIONS, kv[0], kv[1][2])) if kv[1][2] else None,
+            f"{step_id}-decisions", scored, lambda t: t[1] if t[0] == _DECISIONS else None
         ),
     )

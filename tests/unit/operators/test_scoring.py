@@ -7,9 +7,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import bytewax.operators as op
 import numpy as np
 import numpy.typing as npt
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -17,10 +20,13 @@ from prometheus_client import CollectorRegistry
 from models.onnx_scorer import OnnxModel, load_model
 from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
+from operators import scoring
 from operators.breaker import BreakerConfig
+from operators.drift import DriftSample
 from operators.features import txn_features
-from operators.messages import Featured
+from operators.messages import Featured, OutMessage
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics, observe_many
+from operators.quality import QualityInput
 from operators.replay import ReplayRecord, replay
 from operators.scoring import Scorer, ScoringConfig
 
@@ -196,3 +202,47 @@ def test_observe_many_matches_observe_per_amount(amounts: list[float]) -> None:
     assert each.get_sample_value(f"{name}_sum") == pytest.approx(
         many.get_sample_value(f"{name}_sum")
     )
+
+
+def test_one_step_is_scored_together_in_bounded_model_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several shards' batches in one step: chunked model calls, decisions kept per shard."""
+    monkeypatch.setattr(scoring, "MAX_MODEL_BATCH", 8)
+    clock = Clock()
+    model = _flaky(broken=False)
+    registry = ModelRegistry(
+        DeploymentConfig(active=COMMITTED), clock=clock, loader=lambda _path: model
+    )
+    scorer, metrics = _scorer(registry, clock)
+    featured = _featured(10)
+    featured[3].env.late = True  # scored, but never a decision for quality
+    shards = [("m0", featured[:3]), ("m1", featured[3:7]), ("m2", featured[7:])]
+
+    flow = Dataflow("score-step")
+    # One source batch: every shard's records reach scoring in the same step.
+    up = op.input("in", flow, TestingSource(shards, batch_size=len(shards)))
+    streams = scoring.score(
+        "score",
+        up,
+        config=ScoringConfig(scores_topic="scores"),
+        scorer=scorer,
+        clock=lambda: T0 + 999_000,
+        metrics=metrics,
+    )
+    messages: list[tuple[str, list[OutMessage]]] = []
+    samples: list[DriftSample] = []
+    decisions: list[tuple[str, QualityInput]] = []
+    op.output("messages", streams.messages, TestingSink(messages))
+    op.output("samples", streams.samples, TestingSink(samples))
+    op.output("decisions", streams.decisions, TestingSink(decisions))
+    run_main(flow)  # type: ignore[no-untyped-call]
+
+    assert model.calls[0] == 2  # 10 rows of three shards, in calls of at most 8
+    got = [json.loads(m.value)["event_id"] for _key, out in messages for m in out]
+    assert got == [f.env.txn.event_id for f in featured]
+    assert len(samples) == 2
+    by_shard = {shard: payload for shard, payload in decisions}
+    assert sorted(by_shard) == ["m0", "m1", "m2"]
+    assert [d[0] for d in by_shard["m1"][2]] == ["e4", "e5", "e6"]
+    assert metrics.late._value.get() == 1
