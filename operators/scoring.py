@@ -5,13 +5,14 @@ from the injected wall clock, the breaker's cool-down and the registry's
 reload interval from the injected monotonic clock. State: none in the dataflow
 (the registry and the breakers live per process).
 
-A batch is what one merchant shard emitted for one wake-up: it goes through
-ONNX in one call per model role, so an event waits for no timer, only for the
-records polled with it; each transaction still gets its own score and
-decision. Cards in the canary share are decided by the canary model; a shadow
-model's score goes into ``shadow`` and never changes the decision. When a
-model fails, or its breaker is open after repeated failures or slow calls,
-the rules fallback scores instead (``fallback: true``, ``model_version`` the
+A batch is what every merchant shard of the worker emitted in one step (cut
+into chunks of at most ``MAX_MODEL_BATCH`` rows): it goes through ONNX in one
+call per model role, so an event waits for no timer, only for the records
+polled with it; each transaction still gets its own score and decision.
+Cards in the canary share are decided by the canary model; a shadow model's
+score goes into ``shadow`` and never changes the decision. When a model
+fails, or its breaker is open after repeated failures or slow calls, the
+rules fallback scores instead (``fallback: true``, ``model_version`` the
 rules version).
 """
 
