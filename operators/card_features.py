@@ -161,8 +161,7 @@ class CardFeatureEngine:
                 # on, the entry is stale; index it at its current time instead.
                 expiry = self._expiry_time(card)
                 if expiry is not None and expiry > due:
-                    changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
-                    card.expiry = expiry
+                    self._move_index(changes, card_id, card, expiry)
                     continue
                 self._dirty.discard(card_id)
             self._cache.pop(card_id, None)
@@ -204,10 +203,7 @@ class CardFeatureEngine:
         for card_id in created:
             card = self._cache.get(card_id)
             if card is not None and card.expiry is None:
-                expiry = self._expiry_time(card)
-                if expiry is not None:
-                    changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
-                    card.expiry = expiry
+                self._move_index(changes, card_id, card, self._expiry_time(card))
         if changes:
             self._store.write(changes)
 
@@ -287,6 +283,16 @@ class CardFeatureEngine:
                 newest = s[1]
         return newest + self._lateness + DAY if newest != NO_WATERMARK else None
 
+    def _move_index(
+        self, changes: dict[bytes, bytes | None], card_id: str, card: _Card, expiry: int | None
+    ) -> None:
+        """Move the card's expiry-index entry to ``expiry`` (None: no entry); keep ``expiry``."""
+        if card.expiry is not None:
+            changes[keys.timer_key(self._expiry, card.expiry, card_id)] = None
+        if expiry is not None:
+            changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
+        card.expiry = expiry
+
     def _write(self, card_ids: Iterable[str]) -> None:
         changes: dict[bytes, bytes | None] = {}
         cache = self._cache
@@ -294,11 +300,7 @@ class CardFeatureEngine:
             card = cache[card_id]
             expiry = self._expiry_time(card)
             if card.expiry != expiry:
-                if card.expiry is not None:
-                    changes[keys.timer_key(self._expiry, card.expiry, card_id)] = None
-                if expiry is not None:
-                    changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
-                card.expiry = expiry
+                self._move_index(changes, card_id, card, expiry)
             if card.times or card.sessions:
                 changes[keys.card_key(card_id)] = _dump(card)
             else:
