@@ -108,13 +108,11 @@ def prepare_recovery(
     else:
         # Nothing committed: whatever an earlier run left cannot match a resume point.
         shutil.rmtree(state_path, ignore_errors=True)
-        state_path.mkdir(parents=True, exist_ok=True)
-        store = RocksStore(state_path)
+        store = RocksStore(state_path)  # creates the dir
         try:
             _check_layout(store, settings, state_path)
         finally:
             store.close()
-    state_path.mkdir(parents=True, exist_ok=True)
     return RecoveryConfig(recovery_dir)  # type: ignore[no-untyped-call]
 
 
