@@ -58,17 +58,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from flows.main import start_service
     from flows.recovery import prepare_recovery
+    from schemas.errors import ConfigError
 
     settings = _settings(args)
     addresses = args.addresses.split(";") if args.addresses else None
     process_id = args.process_id or 0
+    processes = len(addresses) if addresses else 1
+    if args.workers_per_process < 1:
+        raise ConfigError("--workers-per-process (-w)", "must be at least 1")
+    workers = processes * args.workers_per_process
     recovery = prepare_recovery(
         settings,
         process_id=process_id,
-        processes=len(addresses) if addresses else 1,
+        processes=processes,
+        workers=workers,
         rebuild=args.rebuild_state,
     )
-    flow = start_service(settings, process_id=process_id, stop_at_eof=args.until_eof)
+    flow = start_service(
+        settings, process_id=process_id, workers=workers, stop_at_eof=args.until_eof
+    )
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=args.workers_per_process,

@@ -58,13 +58,15 @@ def build_flow(
     stop_at_eof: bool = False,
     stop: threading.Event | None = None,
     process_id: int = 0,
+    workers: int = 1,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
     ``store`` returns the process's state store (opened once, shared by its
     workers); ``models`` holds the serving models; ``process_id`` is this
-    process's index in the cluster (its output is produced locally). Setting ``stop`` ends the
-    input: the flow finishes its epoch and returns.
+    process's index in the cluster (its output is produced locally) and ``workers``
+    the cluster's bytewax workers, over which the shards are spread evenly. Setting
+    ``stop`` ends the input: the flow finishes its epoch and returns.
     """
     topics = settings.topics
     kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
@@ -113,25 +115,23 @@ def build_flow(
             metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
 
     batches = op.inspect("count-in", batches, lambda _step, b: count_in(b))
-    routed = windows(
-        "windows",
-        batches,
-        config=WindowsConfig(
-            shards=settings.shards,
-            txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
-            cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
-            card=CardConfig(
-                time=time_config,
-                session_gap_ms=settings.session_gap_ms,
-                cache_cards=-(-settings.card_cache // settings.shards),
-            ),
-            merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
-            dead_letter_topic=topics.dead_letters,
-            undo_keep=settings.state_undo_epochs,
-            versioned=settings.recovery_dir is not None,
+    windows_config = WindowsConfig(
+        shards=settings.shards,
+        txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
+        cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
+        card=CardConfig(
+            time=time_config,
+            session_gap_ms=settings.session_gap_ms,
+            cache_cards=-(-settings.card_cache // settings.shards),
         ),
-        store=store,
-        on_state_size=metrics.state_keys.set,
+        merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
+        dead_letter_topic=topics.dead_letters,
+        undo_keep=settings.state_undo_epochs,
+        versioned=settings.recovery_dir is not None,
+        workers=workers,
+    )
+    routed = windows(
+        "windows", batches, config=windows_config, store=store, on_state_size=metrics.state_keys.set
     )
     to_score = op.filter_map_value("to-score", routed, lambda kv: kv[1] if kv[0] == SCORE else None)
     scoring = ScoringConfig(
@@ -195,7 +195,7 @@ def build_flow(
             label_horizon_ms=settings.label_horizon_ms,
         ),
         store=store,
-        shards=[f"m{i}" for i in range(settings.shards)],
+        shards=windows_config.merchant_keys,
         on_record=quality_gauges,
         undo_keep=settings.state_undo_epochs,
         versioned=settings.recovery_dir is not None,

@@ -77,9 +77,11 @@ def tune_gc() -> None:
 
 
 def start_service(
-    settings: Settings, *, process_id: int = 0, stop_at_eof: bool = False
+    settings: Settings, *, process_id: int = 0, workers: int = 1, stop_at_eof: bool = False
 ) -> Dataflow:
     """Load models, serve metrics (port + process id), trap SIGINT/SIGTERM, build the flow.
+
+    ``workers`` is the cluster's bytewax worker count (processes x workers each).
 
     The first signal ends the input so the flow finishes its epoch and exits;
     a second one interrupts at once.
@@ -118,6 +120,7 @@ def start_service(
         stop_at_eof=stop_at_eof,
         stop=stop,
         process_id=process_id,
+        workers=workers,
     )
 
 

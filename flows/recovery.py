@@ -61,10 +61,15 @@ def prepare_recovery(
     *,
     process_id: int,
     processes: int,
+    workers: int | None = None,
     rebuild: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RecoveryConfig | None:
-    """Check and set up recovery for this process; None when recovery is off."""
+    """Check and set up recovery for this process; None when recovery is off.
+
+    ``workers`` is the cluster's bytewax worker count (``processes`` when not given).
+    """
+    workers = processes if workers is None else workers
     recovery_dir = settings.recovery_dir
     state_path = process_state_path(settings.state_dir, process_id)
     if recovery_dir is None:
@@ -95,7 +100,7 @@ def prepare_recovery(
         store = RocksStore(state_path)
         try:
             entries = store.verify()
-            _check_layout(store, settings, state_path)
+            _check_layout(store, settings, state_path, workers)
         finally:
             store.close()
         log.info(
@@ -110,7 +115,7 @@ def prepare_recovery(
         shutil.rmtree(state_path, ignore_errors=True)
         store = RocksStore(state_path)  # creates the dir
         try:
-            _check_layout(store, settings, state_path)
+            _check_layout(store, settings, state_path, workers)
         finally:
             store.close()
     return RecoveryConfig(recovery_dir)  # type: ignore[no-untyped-call]
@@ -120,15 +125,18 @@ def prepare_recovery(
 # ``crc32(id) % shards``, and every shard's snapshot names its inputs, so state resumed
 # under another count would silently split card histories and stall merchant watermarks.
 LAYOUT_KEY = b"L" + b"shards"
+# The cluster's worker count: shards are named after the worker they are placed on
+# (:mod:`operators.placement`), so state under another count would not be found.
+WORKERS_KEY = b"L" + b"workers"
 _U32 = struct.Struct(">I")
 
 
-def _check_layout(store: RocksStore, settings: Settings, state_path: Path) -> None:
-    """Record the shard count in fresh state; refuse state built with another one."""
-    (stored,) = store.get_many([LAYOUT_KEY])
+def _check_layout(store: RocksStore, settings: Settings, state_path: Path, workers: int) -> None:
+    """Record the shard and worker counts in fresh state; refuse state built with others."""
+    stored, stored_workers = store.get_many([LAYOUT_KEY, WORKERS_KEY])
     if stored is None:
         # Fresh state, or state kept before the count was recorded: it is this run's now.
-        store.write({LAYOUT_KEY: _U32.pack(settings.shards)})
+        store.write({LAYOUT_KEY: _U32.pack(settings.shards), WORKERS_KEY: _U32.pack(workers)})
         return
     (built_with,) = _U32.unpack(stored)
     if built_with != settings.shards:
@@ -138,6 +146,16 @@ def _check_layout(store: RocksStore, settings: Settings, state_path: Path) -> No
             f"snapshots were built with {built_with} shards: start with "
             f"STREAMSCORE_SHARDS={built_with}, or rebuild the state under the new count "
             "(--rebuild-state)",
+        )
+    # State recorded before the worker count was named its shards as one worker does.
+    (built_workers,) = (1,) if stored_workers is None else _U32.unpack(stored_workers)
+    if built_workers != workers:
+        raise ConfigError(
+            "--addresses (-a) / --workers-per-process (-w)",
+            f"give {workers} bytewax worker(s) in all, but the state in {state_path} and "
+            f"the recovery snapshots were built with {built_workers}: restart with the "
+            "same processes and workers per process, or rebuild the state under the new "
+            "count (--rebuild-state)",
         )
 
 

@@ -40,6 +40,7 @@ from operators.messages import (
     Tick,
     TxnEnvelope,
 )
+from operators.placement import shard_keys
 from operators.quality import LABELS, WATERMARK
 from operators.watermarks import NO_WATERMARK, MinWatermark
 from state.epochs import DEFAULT_KEEP, EpochStore
@@ -66,37 +67,55 @@ class WindowsConfig:
     undo_keep: int = DEFAULT_KEEP
     # Recovery on: shard state is committed at snapshots and rolled back on resume.
     versioned: bool = True
+    # bytewax workers in the cluster (processes x workers each): shards are named to
+    # spread evenly over them (:mod:`operators.placement`).
+    workers: int = 1
+
+    @property
+    def card_keys(self) -> tuple[str, ...]:
+        """Every card shard's key, by shard index."""
+        return shard_keys("c", self.shards, self.workers)
+
+    @property
+    def merchant_keys(self) -> tuple[str, ...]:
+        """Every merchant shard's key, by shard index."""
+        return shard_keys("m", self.shards, self.workers)
 
 
-def card_shard(card_id: str, shards: int) -> str:
+def card_shard(card_id: str, shards: int, workers: int = 1) -> str:
     """Shard key of a card (crc32: the same in every process, unlike ``hash``).
+
+    The shard is ``crc32 % shards``; ``workers`` only names it (see
+    :mod:`operators.placement`).
 
     >>> card_shard("c-42", 16) == card_shard("c-42", 16)
     True
     """
-    return f"c{zlib.crc32(card_id.encode()) % shards}"
+    return shard_keys("c", shards, workers)[zlib.crc32(card_id.encode()) % shards]
 
 
-def merchant_shard(merchant_id: str, shards: int) -> str:
+def merchant_shard(merchant_id: str, shards: int, workers: int = 1) -> str:
     """Shard key of a merchant."""
-    return f"m{zlib.crc32(merchant_id.encode()) % shards}"
+    return shard_keys("m", shards, workers)[zlib.crc32(merchant_id.encode()) % shards]
 
 
-def route_partition_batch(batch: PartitionBatch, shards: int) -> list[Routed]:
+def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) -> list[Routed]:
     """Split a source batch: transactions to card shards, chargebacks to merchant shards."""
     out: list[Routed] = []
     if batch.dead:
         out.append((DEAD, batch.dead))
+    card_keys, merchant_keys = shard_keys("c", shards, workers), shard_keys("m", shards, workers)
+    crc32 = zlib.crc32
     by_card: dict[str, list[TxnEnvelope]] = {}
     for env in batch.txns:
-        by_card.setdefault(card_shard(env.txn.card_id, shards), []).append(env)
+        by_card.setdefault(card_keys[crc32(env.txn.card_id.encode()) % shards], []).append(env)
     by_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
     for cb in batch.chargebacks:
-        by_merchant.setdefault(merchant_shard(cb.cb.merchant_id, shards), []).append(cb)
-    targets: list[str] = []
+        key = merchant_keys[crc32(cb.cb.merchant_id.encode()) % shards]
+        by_merchant.setdefault(key, []).append(cb)
+    targets: tuple[str, ...] = ()
     if batch.broadcast:
-        prefix = "c" if batch.kind == "transaction" else "m"
-        targets = [f"{prefix}{i}" for i in range(shards)]
+        targets = card_keys if batch.kind == "transaction" else merchant_keys
     for key in dict.fromkeys([*by_card, *by_merchant, *targets]):
         out.append(
             (
@@ -145,6 +164,8 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         shards = self._config.shards
+        merchant_keys = self._config.merchant_keys
+        crc32 = zlib.crc32
         engine = self._engine_for(values)
         per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
         dead: list[OutMessage] = []
@@ -156,21 +177,21 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             dead.extend(dups)
             for item in items:
                 if isinstance(item, Featured):
-                    target = merchant_shard(item.env.txn.merchant_id, shards)
+                    target = merchant_keys[crc32(item.env.txn.merchant_id.encode()) % shards]
                     per_merchant.setdefault(target, []).append(item)
                 else:
-                    for i in range(shards):
-                        per_merchant.setdefault(f"m{i}", []).append(item)
+                    for key in merchant_keys:
+                        per_merchant.setdefault(key, []).append(item)
         for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
         out: list[Routed] = [(DEAD, dead)] if dead else []
-        targets = list(per_merchant)
+        targets: list[str] | tuple[str, ...] = list(per_merchant)
         if wm - self._sent >= BROADCAST_EVERY_MS:
             engine.expire(wm)
             self._on_state_size(self._base.approximate_keys())
             self._sent = wm
-            targets = [f"m{i}" for i in range(shards)]
+            targets = merchant_keys
         idle = self._wm.all_idle()
         for key in dict.fromkeys([*per_merchant, *targets]):
             # The logic does not know its own shard key; ``_tag_origin`` fills it in.
@@ -198,7 +219,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def __init__(
         self, config: WindowsConfig, store: StateStore, resume: tuple[Any, ...] | None
     ) -> None:
-        expected = (*[f"c{i}" for i in range(config.shards)], *config.cb_sources)
+        expected = (*config.card_keys, *config.cb_sources)
         self._config = config
         self._base = store
         self._wm = MinWatermark(expected, resume[0] if resume else None)
@@ -303,7 +324,9 @@ def windows(
     chargeback labels and watermarks for :mod:`operators.quality`. The route key (a shard)
     spreads output over the sink's partitions.
     """
-    routed = op.flat_map(f"{step_id}-route", up, lambda b: route_partition_batch(b, config.shards))
+    routed = op.flat_map(
+        f"{step_id}-route", up, lambda b: route_partition_batch(b, config.shards, config.workers)
+    )
     to_cards = op.filter(f"{step_id}-to-cards", routed, lambda kv: kv[0].startswith("c"))
     cb_to_merchants = op.filter(f"{step_id}-cb-to-merchants", routed, lambda kv: kv[0][0] == "m")
     source_dead = op.filter(f"{step_id}-source-dead", routed, lambda kv: kv[0] == DEAD)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from operators.placement import shard_keys
 from schemas.settings import Settings
 from state.rocksdb import RocksStore, process_state_path
 from tests.integration.crash_helpers import (
@@ -45,9 +46,12 @@ def test_two_processes_score_everything_once_with_the_replays_features(
     assert sorted(s["event_id"] for s in scores) == sorted(expected)
     for score in scores:
         assert_scored_as_replayed(score, expected[score["event_id"]])
-    # The shards were spread over the cluster: each process committed some.
+    # The shards were spread evenly over the cluster: each process committed the card
+    # and merchant shards placed on its worker, half of each.
     for i in range(2):
         store = RocksStore(process_state_path(settings.state_dir, i))
-        shards = [k for k, _ in store.scan(b"V", b"W")]
+        names = {k[2:].decode() for k, _ in store.scan(b"V", b"W")}
         store.close()
-        assert shards, f"process {i} holds no shard"
+        for prefix in ("c", "m"):
+            keys = shard_keys(prefix, settings.shards, 2)
+            assert {n for n in names if n in keys} == set(keys[i::2]), f"process {i}"

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.recovery import LAYOUT_KEY, has_snapshots, partitions, prepare_recovery
+from flows.recovery import (
+    LAYOUT_KEY,
+    WORKERS_KEY,
+    has_snapshots,
+    partitions,
+    prepare_recovery,
+)
 from schemas.errors import ConfigError, StateError
 from schemas.settings import Settings, load_settings
 from state.rocksdb import RocksStore, process_state_path
@@ -110,3 +116,32 @@ def test_state_kept_before_the_count_was_recorded_adopts_this_runs_count(
     prepare_recovery(settings, process_id=0, processes=1)
     with pytest.raises(ConfigError, match="built with 8 shards"):
         prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
+
+
+def test_state_built_with_another_worker_count_is_refused_naming_the_flags(
+    tmp_path: Path,
+) -> None:
+    # Shards are named after the worker they are placed on: another count renames them.
+    settings = _settings(tmp_path)
+    prepare_recovery(settings, process_id=0, processes=1, workers=2)
+    _add_snapshot(tmp_path / "recovery")
+    prepare_recovery(settings, process_id=0, processes=1, workers=2)  # same: resumes
+    with pytest.raises(ConfigError, match=r"--workers-per-process \(-w\): give 1 .* built with 2"):
+        prepare_recovery(settings, process_id=0, processes=1)
+    prepare_recovery(settings, process_id=0, processes=1, rebuild=True)
+    prepare_recovery(settings, process_id=0, processes=1)
+
+
+def test_state_kept_before_the_worker_count_was_recorded_counts_as_one_worker(
+    tmp_path: Path,
+) -> None:
+    # Before placement, every cluster used the one-worker names.
+    settings = _settings(tmp_path)
+    prepare_recovery(settings, process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    store = RocksStore(process_state_path(settings.state_dir, 0))
+    store.write({WORKERS_KEY: None})
+    store.close()
+    prepare_recovery(settings, process_id=0, processes=1)
+    with pytest.raises(ConfigError, match="built with 1"):
+        prepare_recovery(settings, process_id=0, processes=2, workers=2)

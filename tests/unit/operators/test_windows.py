@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from operators.decode import DecodeConfig, Kind, PartitionDecoder
 from operators.messages import CbEnvelope, PartitionBatch, RawRecord, ShardInput, TxnEnvelope
+from operators.placement import shard_keys
 from operators.windows import DEAD, card_shard, merchant_shard, route_partition_batch
 
 EXAMPLE_MS = 1_795_428_000_123
@@ -105,14 +106,21 @@ def test_cards_spread_over_shards() -> None:
 @given(
     st.lists(st.sampled_from([f"c-{i}" for i in range(40)]), max_size=60),
     st.integers(min_value=1, max_value=20),
+    st.integers(min_value=1, max_value=3),
 )
-def test_routing_keeps_every_transaction_once_in_order(card_ids: list[str], shards: int) -> None:
+def test_routing_keeps_every_transaction_once_in_order(
+    card_ids: list[str], shards: int, workers: int
+) -> None:
     batch = _txn_batch(card_ids)
     assert len(batch.txns) == len(card_ids)
-    inputs = _shard_inputs(route_partition_batch(batch, shards))
+    inputs = _shard_inputs(route_partition_batch(batch, shards, workers))
     routed: list[TxnEnvelope] = []
     for key, shard_input in inputs.items():
-        assert all(card_shard(env.txn.card_id, shards) == key for env in shard_input.txns)
+        assert all(card_shard(env.txn.card_id, shards, workers) == key for env in shard_input.txns)
+        # The worker count only names a shard: the same cards share it as with one worker.
+        assert {card_shard(env.txn.card_id, shards) for env in shard_input.txns} <= {
+            key.split(".")[0]
+        }
         offsets = [env.raw.offset for env in shard_input.txns]
         assert offsets == sorted(offsets)
         assert shard_input.origin == batch.source
@@ -121,7 +129,7 @@ def test_routing_keeps_every_transaction_once_in_order(card_ids: list[str], shar
     assert sorted(env.raw.offset for env in routed) == list(range(len(card_ids)))
     # The first batch of a partition tells every card shard its watermark.
     assert batch.broadcast
-    assert set(inputs) == {f"c{i}" for i in range(shards)}
+    assert set(inputs) == set(shard_keys("c", shards, workers))
 
 
 def test_without_broadcast_only_shards_with_records_get_a_batch() -> None:
