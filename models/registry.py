@@ -91,6 +91,11 @@ class ModelRegistry:
         return model
 
     @property
+    def canary(self) -> OnnxModel | None:
+        """The canary model, if one is deployed."""
+        return self._models["canary"]
+
+    @property
     def shadow(self) -> OnnxModel | None:
         """The shadow model, if one is deployed."""
         return self._models["shadow"]

@@ -357,7 +357,7 @@ def _prune(card: _Card, horizon: int) -> None:
 def _zscore(amount: float, earlier: list[float], total: float) -> float:
     """Population z-score of ``amount`` against ``earlier``, whose exact sum is ``total``."""
     n = len(earlier)
-    if n < 2 or min(earlier) == max(earlier):
+    if n < 2 or earlier.count(earlier[0]) == n:
         # Equal amounts have std exactly 0; float rounding of their mean would not say so.
         return 0.0
     mean = total / n

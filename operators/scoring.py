@@ -54,7 +54,9 @@ class ScoringConfig:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
-@dataclass(frozen=True)
+# Read-only all the same: a frozen dataclass sets each field through
+# ``object.__setattr__``, and one is built per event.
+@dataclass(slots=True)
 class Scored:
     """One transaction's outcome before serialisation."""
 
@@ -103,10 +105,14 @@ class Scorer:
         table = feature_table(feats)
         groups: dict[Role, list[int]] = {}
         models: dict[Role, OnnxModel] = {}
-        for i, item in enumerate(batch):
-            role, model = self._registry.for_card(item.env.txn.card_id)
-            groups.setdefault(role, []).append(i)
-            models[role] = model
+        if batch and self._registry.canary is None:  # the active model decides for all
+            groups["active"] = list(range(len(batch)))
+            models["active"] = self._registry.active
+        else:
+            for i, item in enumerate(batch):
+                role, model = self._registry.for_card(item.env.txn.card_id)
+                groups.setdefault(role, []).append(i)
+                models[role] = model
         results: list[Scored | None] = [None] * len(batch)
         shadow = self._shadow(feats, table)
         thresholds = self._registry.active.manifest.thresholds
