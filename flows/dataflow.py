@@ -18,6 +18,8 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import FixedPartitionedSource
+from bytewax.outputs import Sink
 
 from models.registry import ModelRegistry
 from operators.breaker import BreakerConfig
@@ -41,6 +43,9 @@ from operators.windows import AGGREGATES, SCORE, WindowsConfig, windows
 from schemas.settings import Settings
 from state.store import StateStore
 
+# Builds the decoder of one input partition: (partition, topic, resume offset).
+DecoderFactory = Callable[[str, str, "int | None"], PartitionDecoder]
+
 
 def wall_clock_ms() -> int:
     """Milliseconds since the epoch, from the system clock."""
@@ -59,6 +64,8 @@ def build_flow(
     stop: threading.Event | None = None,
     process_id: int = 0,
     workers: int = 1,
+    make_source: Callable[[DecoderFactory], FixedPartitionedSource[Any, Any]] | None = None,
+    sink: Sink[Any] | None = None,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
@@ -66,7 +73,9 @@ def build_flow(
     workers); ``models`` holds the serving models; ``process_id`` is this
     process's index in the cluster (its output is produced locally) and ``workers``
     the cluster's bytewax workers, over which the shards are spread evenly. Setting
-    ``stop`` ends the input: the flow finishes its epoch and returns.
+    ``stop`` ends the input: the flow finishes its epoch and returns. ``make_source``
+    (given the per-partition decoder factory) and ``sink`` replace the Kafka source
+    and sink, for the in-process stage profile (``benchmarks/stages.py``).
     """
     topics = settings.topics
     kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
@@ -92,19 +101,23 @@ def build_flow(
             on_dead=lambda reason: metrics.dead_letters.labels(reason).inc(),
         )
 
-    source = KafkaBatchSource(
-        SourceConfig(
-            brokers=settings.brokers,
-            topics=list(kinds),
-            batch_size=settings.source_batch_size,
-            stop_at_eof=stop_at_eof,
-            idle_timeout_ms=settings.idle_timeout_ms,
-            startup_wait_s=settings.startup_wait_s,
-            extra=settings.consumer_config,
-            stop=stop or threading.Event(),
-        ),
-        decoder,
-        lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
+    source = (
+        make_source(decoder)
+        if make_source is not None
+        else KafkaBatchSource(
+            SourceConfig(
+                brokers=settings.brokers,
+                topics=list(kinds),
+                batch_size=settings.source_batch_size,
+                stop_at_eof=stop_at_eof,
+                idle_timeout_ms=settings.idle_timeout_ms,
+                startup_wait_s=settings.startup_wait_s,
+                extra=settings.consumer_config,
+                stop=stop or threading.Event(),
+            ),
+            decoder,
+            lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
+        )
     )
     parts = source.list_parts()
     batches = op.input("in", flow := Dataflow("streamscore"), source)
@@ -201,7 +214,8 @@ def build_flow(
         versioned=settings.recovery_dir is not None,
     )
     out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
-    sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
-    sink = KafkaBatchSink(sink_config, ProducerPool(sink_config), process_id=process_id)
+    if sink is None:
+        sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
+        sink = KafkaBatchSink(sink_config, ProducerPool(sink_config), process_id=process_id)
     op.output("kafka-out", out, sink)
     return flow

@@ -1,0 +1,324 @@
+"""Where the pipeline's CPU goes: each stage's CPU per event, in one process, without Kafka.
+
+Builds the real flow (``flows.dataflow.build_flow``: decode, card and merchant
+windows in RocksDB, ONNX scoring, drift, quality) with the Kafka source and
+sink swapped for in-memory partitions of simulated records, runs it to the
+end of its input in this process, and times every function the flow hands
+to bytewax (each stateful logic's methods, each mapper and predicate, the
+decoder, the sink) with the process CPU clock, by step. What is left of the
+run's CPU is bytewax itself: its operators, routing and the shims around
+those functions. Prints a table and, with ``--json``, the figures as JSON.
+
+Kafka's own cost (consume, produce, the broker) is what ``streamscore
+bench`` adds on top; the passthrough phase there measures it.
+
+    .venv/bin/python -m benchmarks.stages --events 200000 --cards 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+
+from benchmarks.kafka_load import preload_sim
+from flows.dataflow import DecoderFactory, build_flow
+from models.simulator import simulate
+from operators.decode import PartitionDecoder
+from operators.messages import OutMessage, PartitionBatch, RawRecord
+
+NOW_MS = 1_795_392_000_000
+TXN_TOPIC, CB_TOPIC = "transactions", "chargebacks"
+# Which stage each step of the flow belongs to, by the start of its step id.
+STAGES = (
+    ("decode", ("decode",)),
+    ("card windows", ("windows-cards",)),
+    ("merchant windows", ("windows-merchants",)),
+    ("scoring", ("score",)),
+    ("drift", ("drift",)),
+    ("quality", ("quality",)),
+    ("sink", ("sink",)),
+)
+OTHER = "routing, filters, maps"
+ENGINE = "bytewax engine"
+
+
+class StageClock:
+    """Process CPU seconds spent in the flow's own functions, per step id."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, timed under ``step``."""
+        clock = time.process_time
+        seconds, calls = self.seconds, self.calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[step] += clock() - start
+                calls[step] += 1
+
+        return timed
+
+    def by_stage(self, total: float) -> dict[str, float]:
+        """Seconds per stage; what no step accounts for is the engine's."""
+        out: dict[str, float] = {name: 0.0 for name, _ in STAGES}
+        out[OTHER] = 0.0
+        for step, sec in self.seconds.items():
+            name = next((n for n, prefixes in STAGES if step.startswith(prefixes)), OTHER)
+            out[name] += sec
+        out[ENGINE] = max(0.0, total - sum(out.values()))
+        return out
+
+
+class _TimedLogic(op.StatefulBatchLogic[Any, Any, Any]):
+    """A stateful logic whose every call is timed."""
+
+    def __init__(
+        self, inner: op.StatefulBatchLogic[Any, Any, Any], clock: StageClock, step: str
+    ) -> None:
+        self._on_batch = clock.wrap(step, inner.on_batch)
+        self._on_notify = clock.wrap(step, inner.on_notify)
+        self._on_eof = clock.wrap(step, inner.on_eof)
+        self._notify_at = clock.wrap(step, inner.notify_at)
+        self._snapshot = clock.wrap(step, inner.snapshot)
+
+    def on_batch(self, values: list[Any]) -> tuple[Any, bool]:
+        return self._on_batch(values)  # type: ignore[no-any-return]
+
+    def on_notify(self) -> tuple[Any, bool]:
+        return self._on_notify()  # type: ignore[no-any-return]
+
+    def on_eof(self) -> tuple[Any, bool]:
+        return self._on_eof()  # type: ignore[no-any-return]
+
+    def notify_at(self) -> Any:
+        return self._notify_at()
+
+    def snapshot(self) -> Any:
+        return self._snapshot()
+
+
+@contextmanager
+def timed_operators(clock: StageClock) -> Iterator[None]:
+    """Within the block, the bytewax operators the flow uses time the functions given to them."""
+    saved: dict[str, Any] = {}
+
+    def patch(name: str, arg: int) -> None:
+        original = getattr(op, name)
+        saved[name] = original
+
+        def timed_op(step_id: str, *args: Any) -> Any:
+            args_list = list(args)
+            if name == "stateful_batch":
+                builder = args_list[arg]
+                args_list[arg] = lambda resume: _TimedLogic(builder(resume), clock, step_id)
+            else:
+                args_list[arg] = clock.wrap(step_id, args_list[arg])
+            return original(step_id, *args_list)
+
+        setattr(op, name, timed_op)
+
+    # Argument index (after step_id) of the function each operator takes.
+    for name in ("map", "filter", "filter_map", "filter_map_value", "flat_map", "flat_map_batch"):
+        patch(name, 1)
+    patch("inspect", 1)
+    patch("key_on", 1)
+    patch("stateful_batch", 1)
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(op, name, original)
+
+
+class _MemorySource(FixedPartitionedSource[PartitionBatch, None]):
+    """The simulated records as fixed partitions, decoded by the flow's own decoders."""
+
+    def __init__(
+        self,
+        parts: dict[str, list[RawRecord]],
+        decoder: DecoderFactory,
+        batch: int,
+        clock: StageClock,
+    ) -> None:
+        self._parts, self._decoder, self._batch, self._clock = parts, decoder, batch, clock
+
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def build_part(self, step_id: str, for_part: str, resume: None) -> _MemoryPartition:
+        decoder = self._decoder(for_part, for_part.rpartition("#")[0], None)
+        return _MemoryPartition(self._parts[for_part], decoder, self._batch, self._clock)
+
+
+class _MemoryPartition(StatefulSourcePartition[PartitionBatch, None]):
+    def __init__(
+        self, records: list[RawRecord], decoder: PartitionDecoder, batch: int, clock: StageClock
+    ) -> None:
+        self._records, self._batch, self._next = records, batch, 0
+        self._decode = clock.wrap("decode", decoder.decode)
+        self._idle = clock.wrap("decode", decoder.idle)
+        self._idle_sent = False
+
+    def next_batch(self) -> list[PartitionBatch]:
+        if self._next >= len(self._records):
+            if self._idle_sent:
+                raise StopIteration
+            self._idle_sent = True  # a finished partition must not hold the watermark back
+            return [self._idle()]
+        chunk = self._records[self._next : self._next + self._batch]
+        self._next += len(chunk)
+        return [self._decode(chunk)]
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _CountingSink(DynamicSink[tuple[str, list[OutMessage]]]):
+    def __init__(self, clock: StageClock) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+        self._clock = clock
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
+        return _CountingPartition(self.counts, self._clock)
+
+
+class _CountingPartition(StatelessSinkPartition[tuple[str, list[OutMessage]]]):
+    def __init__(self, counts: dict[str, int], clock: StageClock) -> None:
+        self._counts = counts
+        self._write = clock.wrap("sink", self._count)
+
+    def write_batch(self, items: list[tuple[str, list[OutMessage]]]) -> None:
+        self._write(items)
+
+    def _count(self, items: list[tuple[str, list[OutMessage]]]) -> None:
+        for _key, messages in items:
+            for m in messages:
+                self._counts[m.topic] += 1
+
+
+def simulated_partitions(events: int, cards: int, partitions: int) -> dict[str, list[RawRecord]]:
+    """The simulator's records as Kafka would hold them (transactions keyed by card)."""
+    sim = preload_sim(seed=7, cards=cards, events=events, now_ms=NOW_MS)
+    parts: dict[str, list[RawRecord]] = {f"{TXN_TOPIC}#{i}": [] for i in range(partitions)}
+    parts[f"{CB_TOPIC}#0"] = []
+    for ev in simulate(sim, events):
+        key = ev.key.encode()
+        if ev.kind == "transaction":
+            topic, partition = TXN_TOPIC, zlib.crc32(key) % partitions
+        else:
+            topic, partition = CB_TOPIC, 0
+        records = parts[f"{topic}#{partition}"]
+        value = orjson.dumps(ev.payload)
+        records.append(RawRecord(topic, partition, len(records), key, value, ev.event_time_ms))
+    return parts
+
+
+def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, Any]:
+    """Run the flow over simulated records; CPU seconds and us an event per stage."""
+    from prometheus_client import CollectorRegistry
+
+    from flows.main import load_models, tune_gc
+    from operators.metrics import ServiceMetrics
+    from schemas.settings import load_settings
+    from state.rocksdb import ProcessStore
+
+    parts = simulated_partitions(events, cards, partitions)
+    transactions = sum(len(r) for p, r in parts.items() if p.startswith(TXN_TOPIC))
+    clock = StageClock()
+    with tempfile.TemporaryDirectory(prefix="streamscore-stages-") as tmp:
+        # The environment's other settings (shards, windows, model paths) apply.
+        base = load_settings()
+        settings = base.model_copy(
+            update={
+                "state_dir": Path(tmp),
+                "metrics_port": 0,
+                "recovery_dir": None,
+                "topics": base.topics.model_copy(
+                    update={"transactions": TXN_TOPIC, "chargebacks": CB_TOPIC}
+                ),
+            }
+        )
+        metrics = ServiceMetrics.create(CollectorRegistry())
+        sink = _CountingSink(clock)
+        with timed_operators(clock):
+            flow = build_flow(
+                settings,
+                models=load_models(settings, metrics),
+                metrics=metrics,
+                store=ProcessStore(Path(tmp), 0, fresh=True),
+                stop_at_eof=True,
+                make_source=lambda decoder: _MemorySource(parts, decoder, batch, clock),
+                sink=sink,
+            )
+        tune_gc()
+        start = time.process_time()
+        run_main(flow)  # type: ignore[no-untyped-call]
+        total = time.process_time() - start
+    stages = clock.by_stage(total)
+    return {
+        "events": sum(len(r) for r in parts.values()),
+        "transactions": transactions,
+        "cards": cards,
+        "partitions": partitions,
+        "batch": batch,
+        "cpu_s": total,
+        "us_per_event": 1e6 * total / max(1, transactions),
+        "stages_cpu_s": stages,
+        "stages_us_per_event": {k: 1e6 * v / max(1, transactions) for k, v in stages.items()},
+        "outputs": dict(sink.counts),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    """The figures as a table."""
+    total = result["cpu_s"]
+    lines = [
+        f"{result['transactions']:,} transactions, {result['cards']:,} cards, "
+        f"{result['partitions']} partitions, batches of {result['batch']}: "
+        f"{total:.2f} s CPU, {result['us_per_event']:.1f} us an event",
+        f"{'stage':<24}{'CPU s':>8}{'us/event':>10}{'share':>8}",
+    ]
+    for name, sec in result["stages_cpu_s"].items():
+        us = result["stages_us_per_event"][name]
+        lines.append(f"{name:<24}{sec:>8.2f}{us:>10.1f}{100 * sec / total:>7.1f}%")
+    lines.append(f"outputs: {result['outputs']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--cards", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=2, help="transaction partitions")
+    parser.add_argument("--batch", type=int, default=1000, help="records per source batch")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    result = profile(args.events, args.cards, args.partitions, args.batch)
+    print(render(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
