@@ -108,7 +108,7 @@ def test_the_engine_routes_keys_to_the_predicted_worker() -> None:
     stream = op.input("in", flow, _Source(keys, threads))
     done = op.stateful_batch("record", stream, lambda _resume: _Record(seen, threading.Lock()))
     op.output("out", done, _Null())
-    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    cluster_main(flow, [], 0, worker_count_per_proc=2)  # type: ignore[no-untyped-call]
     assert set(threads.values()) == {0, 1}
     placed = {key: threads[ident] for key, ident in seen.items()}
     assert placed == {key: bytewax_worker(key, 2) for key in keys}
