@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -91,11 +91,6 @@ class ModelRegistry:
         return model
 
     @property
-    def canary(self) -> OnnxModel | None:
-        """The canary model, if one is deployed."""
-        return self._models["canary"]
-
-    @property
     def shadow(self) -> OnnxModel | None:
         """The shadow model, if one is deployed."""
         return self._models["shadow"]
@@ -106,6 +101,18 @@ class ModelRegistry:
         if canary is not None and self.in_canary(card_id):
             return "canary", canary
         return "active", self.active
+
+    def deciders(self, card_ids: Sequence[str]) -> dict[Role, tuple[OnnxModel, list[int]]]:
+        """Which role and model decide each card: role -> (model, positions in ``card_ids``)."""
+        if not card_ids:
+            return {}
+        if self._models["canary"] is None:  # the active model decides for every card
+            return {"active": (self.active, list(range(len(card_ids))))}
+        groups: dict[Role, tuple[OnnxModel, list[int]]] = {}
+        for i, card_id in enumerate(card_ids):
+            role, model = self.for_card(card_id)
+            groups.setdefault(role, (model, []))[1].append(i)
+        return groups
 
     def in_canary(self, card_id: str) -> bool:
         """Whether the card falls in the canary share (stable across processes and runs)."""

@@ -103,21 +103,11 @@ class Scorer:
         for f, item in zip(feats, batch, strict=True):
             f.update(txn_features(item.env.txn))
         table = feature_table(feats)
-        groups: dict[Role, list[int]] = {}
-        models: dict[Role, OnnxModel] = {}
-        if batch and self._registry.canary is None:  # the active model decides for all
-            groups["active"] = list(range(len(batch)))
-            models["active"] = self._registry.active
-        else:
-            for i, item in enumerate(batch):
-                role, model = self._registry.for_card(item.env.txn.card_id)
-                groups.setdefault(role, []).append(i)
-                models[role] = model
+        groups = self._registry.deciders([item.env.txn.card_id for item in batch])
         results: list[Scored | None] = [None] * len(batch)
         shadow = self._shadow(feats, table)
         thresholds = self._registry.active.manifest.thresholds
-        for role, idx in groups.items():
-            model = models[role]
+        for role, (model, idx) in groups.items():
             rows = [feats[i] for i in idx]
             probs = self._infer(role, model, rows, table if len(idx) == len(batch) else table[idx])
             if probs is None:

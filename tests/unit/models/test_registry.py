@@ -119,6 +119,21 @@ def test_no_canary_model_means_every_card_is_active(tmp_path: Path) -> None:
     config = DeploymentConfig(active=_copy(tmp_path, "active"), canary_share=0.5)
     registry = ModelRegistry(config, clock=Clock())
     assert {registry.for_card(f"c-{i}")[0] for i in range(1000)} == {"active"}
+    assert registry.deciders(["c-1", "c-2", "c-3"]) == {"active": (registry.active, [0, 1, 2])}
+    assert registry.deciders([]) == {}
+
+
+def test_deciders_group_cards_as_for_card_decides_them(tmp_path: Path) -> None:
+    config = DeploymentConfig(
+        active=_copy(tmp_path, "active"), canary=_copy(tmp_path, "canary"), canary_share=0.3
+    )
+    registry = ModelRegistry(config, clock=Clock())
+    cards = [f"c-{i}" for i in range(200)]
+    groups = registry.deciders(cards)
+    assert set(groups) == {"active", "canary"}
+    for role, (model, positions) in groups.items():
+        assert all(registry.for_card(cards[i]) == (role, model) for i in positions)
+    assert sorted(i for _model, positions in groups.values() for i in positions) == list(range(200))
 
 
 def test_shadow_role_is_loaded(tmp_path: Path) -> None:
