@@ -108,11 +108,7 @@ def test_state_kept_before_the_count_was_recorded_adopts_this_runs_count(
     tmp_path: Path,
 ) -> None:
     settings = _settings(tmp_path, shards=8)
-    prepare_recovery(settings, process_id=0, processes=1)
-    _add_snapshot(tmp_path / "recovery")
-    store = RocksStore(process_state_path(settings.state_dir, 0))
-    store.write({LAYOUT_KEY: None})
-    store.close()
+    _resumable_state_without(settings, LAYOUT_KEY)
     prepare_recovery(settings, process_id=0, processes=1)
     with pytest.raises(ConfigError, match="built with 8 shards"):
         prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
@@ -137,11 +133,17 @@ def test_state_kept_before_the_worker_count_was_recorded_counts_as_one_worker(
 ) -> None:
     # Before placement, every cluster used the one-worker names.
     settings = _settings(tmp_path)
-    prepare_recovery(settings, process_id=0, processes=1)
-    _add_snapshot(tmp_path / "recovery")
-    store = RocksStore(process_state_path(settings.state_dir, 0))
-    store.write({WORKERS_KEY: None})
-    store.close()
+    _resumable_state_without(settings, WORKERS_KEY)
     prepare_recovery(settings, process_id=0, processes=1)
     with pytest.raises(ConfigError, match="built with 1"):
         prepare_recovery(settings, process_id=0, processes=2, workers=2)
+
+
+def _resumable_state_without(settings: Settings, key: bytes) -> None:
+    """State and a snapshot to resume from, as written before ``key`` was recorded."""
+    prepare_recovery(settings, process_id=0, processes=1)
+    assert settings.recovery_dir is not None
+    _add_snapshot(settings.recovery_dir)
+    store = RocksStore(process_state_path(settings.state_dir, 0))
+    store.write({key: None})
+    store.close()
