@@ -61,12 +61,11 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
 
     def wrap(self, step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn``, timed under ``step``."""
         clock = time.process_time
-        seconds, calls = self.seconds, self.calls
+        seconds = self.seconds
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = clock()
@@ -74,7 +73,6 @@ class StageClock:
                 return fn(*args, **kwargs)
             finally:
                 seconds[step] += clock() - start
-                calls[step] += 1
 
         return timed
 
@@ -122,27 +120,25 @@ def timed_operators(clock: StageClock) -> Iterator[None]:
     """Within the block, the bytewax operators the flow uses time the functions given to them."""
     saved: dict[str, Any] = {}
 
-    def patch(name: str, arg: int) -> None:
+    def patch(name: str) -> None:
         original = getattr(op, name)
         saved[name] = original
 
-        def timed_op(step_id: str, *args: Any) -> Any:
-            args_list = list(args)
+        # Every operator patched here is called as (step_id, up, function, ...).
+        def timed_op(step_id: str, up: Any, fn: Any, *rest: Any) -> Any:
             if name == "stateful_batch":
-                builder = args_list[arg]
-                args_list[arg] = lambda resume: _TimedLogic(builder(resume), clock, step_id)
+                timed = lambda resume: _TimedLogic(fn(resume), clock, step_id)  # noqa: E731
             else:
-                args_list[arg] = clock.wrap(step_id, args_list[arg])
-            return original(step_id, *args_list)
+                timed = clock.wrap(step_id, fn)
+            return original(step_id, up, timed, *rest)
 
         setattr(op, name, timed_op)
 
-    # Argument index (after step_id) of the function each operator takes.
-    for name in ("map", "filter", "filter_map", "filter_map_value", "flat_map", "flat_map_batch"):
-        patch(name, 1)
-    patch("inspect", 1)
-    patch("key_on", 1)
-    patch("stateful_batch", 1)
+    for name in (
+        *("map", "filter", "filter_map", "filter_map_value", "flat_map", "flat_map_batch"),
+        *("inspect", "key_on", "stateful_batch"),
+    ):
+        patch(name)
     try:
         yield
     finally:
