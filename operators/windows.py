@@ -91,12 +91,17 @@ def card_shard(card_id: str, shards: int, workers: int = 1) -> str:
     >>> card_shard("c-42", 16) == card_shard("c-42", 16)
     True
     """
-    return shard_keys("c", shards, workers)[zlib.crc32(card_id.encode()) % shards]
+    return shard_of(shard_keys("c", shards, workers), card_id)
 
 
 def merchant_shard(merchant_id: str, shards: int, workers: int = 1) -> str:
     """Shard key of a merchant."""
-    return shard_keys("m", shards, workers)[zlib.crc32(merchant_id.encode()) % shards]
+    return shard_of(shard_keys("m", shards, workers), merchant_id)
+
+
+def shard_of(keys: tuple[str, ...], entity_id: str) -> str:
+    """The key, of a stage's shard ``keys``, that owns a card or merchant id."""
+    return keys[zlib.crc32(entity_id.encode()) % len(keys)]
 
 
 def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) -> list[Routed]:
@@ -105,14 +110,12 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     if batch.dead:
         out.append((DEAD, batch.dead))
     card_keys, merchant_keys = shard_keys("c", shards, workers), shard_keys("m", shards, workers)
-    crc32 = zlib.crc32
     by_card: dict[str, list[TxnEnvelope]] = {}
     for env in batch.txns:
-        by_card.setdefault(card_keys[crc32(env.txn.card_id.encode()) % shards], []).append(env)
+        by_card.setdefault(shard_of(card_keys, env.txn.card_id), []).append(env)
     by_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
     for cb in batch.chargebacks:
-        key = merchant_keys[crc32(cb.cb.merchant_id.encode()) % shards]
-        by_merchant.setdefault(key, []).append(cb)
+        by_merchant.setdefault(shard_of(merchant_keys, cb.cb.merchant_id), []).append(cb)
     targets: tuple[str, ...] = ()
     if batch.broadcast:
         targets = card_keys if batch.kind == "transaction" else merchant_keys
@@ -163,9 +166,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return dead_letter(self._config.dead_letter_topic, env.raw, "duplicate", error, 0)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
-        shards = self._config.shards
         merchant_keys = self._config.merchant_keys
-        crc32 = zlib.crc32
         engine = self._engine_for(values)
         per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
         dead: list[OutMessage] = []
@@ -177,7 +178,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             dead.extend(dups)
             for item in items:
                 if isinstance(item, Featured):
-                    target = merchant_keys[crc32(item.env.txn.merchant_id.encode()) % shards]
+                    target = shard_of(merchant_keys, item.env.txn.merchant_id)
                     per_merchant.setdefault(target, []).append(item)
                 else:
                     for key in merchant_keys:
