@@ -168,6 +168,7 @@ def _pipeline_phase(
         first_count = count = last_count = 0
         last_change = spawned
         next_report = spawned + PROGRESS_EVERY_S
+        reported = (spawned, 0, 0.0)  # (time, scores, CPU seconds) at the last progress line
         while True:
             count = scores.count()
             now = time.perf_counter()
@@ -191,10 +192,12 @@ def _pipeline_phase(
                 next_report += PROGRESS_EVERY_S
                 rss = " + ".join(f"{s.children.peak_rss_mib(p):.0f}" for p in procs)
                 rate = (count - first_count) / (now - first) if first and now > first else 0.0
+                cpu = sum(s.children.cpu_s(p) for p in procs)
                 s.say(
                     f"{label}: {count:,}/{expected:,} scores, {rate:,.0f} ev/s since the first "
-                    f"score, peak RSS {rss} MiB"
+                    f"score ({_interval(now, count, cpu, reported)}), peak RSS {rss} MiB"
                 )
+                reported = (now, count, cpu)
             time.sleep(POLL_S)
         if first is None:
             msg = f"{label}: no score within {config.phase_timeout_s:.0f} s; see {logs[0]}"
@@ -230,6 +233,19 @@ def _pipeline_phase(
         f"CPU {' + '.join(f'{c:.1f}' for c in cpu_s)} s"
     )
     return result
+
+
+def _interval(now: float, count: int, cpu_s: float, last: tuple[float, int, float]) -> str:
+    """Rate and CPU per event since the last progress line: how a run's speed drifts.
+
+    >>> _interval(16.0, 100_000, 12.0, (0.0, 20_000, 4.0))
+    'last 16 s: 5,000 ev/s, 100 us CPU an event'
+    """
+    seconds, events = now - last[0], count - last[1]
+    per_event = (
+        f"{(cpu_s - last[2]) / events * 1e6:,.0f} us CPU an event" if events else "no scores"
+    )
+    return f"last {seconds:.0f} s: {events / seconds:,.0f} ev/s, {per_event}"
 
 
 class _LogFollower:
