@@ -25,9 +25,12 @@ from tests.integration.kafka_helpers import read_all, run_flow_to_end
 pytestmark = pytest.mark.integration
 
 
-def test_live_flow_equals_offline_replay_bit_for_bit(settings: Settings) -> None:
+def test_live_flow_equals_offline_replay_bit_for_bit(
+    settings: Settings, throwaway_topics: list[str]
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     topics = TopicNames(**{k: f"{v}-p{suffix}" for k, v in TopicNames().model_dump().items()})
+    throwaway_topics.extend(contract_topics(topics))
     create_topics(settings.bootstrap_servers, contract_topics(topics), 1)
     settings = settings.model_copy(update={"topics": topics})
 
