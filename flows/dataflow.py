@@ -128,14 +128,15 @@ def build_flow(
             metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
 
     batches = op.inspect("count-in", batches, lambda _step, b: count_in(b))
+    shards = settings.shard_count(workers)
     windows_config = WindowsConfig(
-        shards=settings.shards,
+        shards=shards,
         txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
         cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
         card=CardConfig(
             time=time_config,
             session_gap_ms=settings.session_gap_ms,
-            cache_cards=-(-settings.card_cache // settings.shards),
+            cache_cards=-(-settings.card_cache // shards),
         ),
         merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
         dead_letter_topic=topics.dead_letters,

@@ -133,20 +133,13 @@ _U32 = struct.Struct(">I")
 
 def _check_layout(store: RocksStore, settings: Settings, state_path: Path, workers: int) -> None:
     """Record the shard and worker counts in fresh state; refuse state built with others."""
+    shards = settings.shard_count(workers)
     stored, stored_workers = store.get_many([LAYOUT_KEY, WORKERS_KEY])
     if stored is None:
         # Fresh state, or state kept before the count was recorded: it is this run's now.
-        store.write({LAYOUT_KEY: _U32.pack(settings.shards), WORKERS_KEY: _U32.pack(workers)})
+        store.write({LAYOUT_KEY: _U32.pack(shards), WORKERS_KEY: _U32.pack(workers)})
         return
-    (built_with,) = _U32.unpack(stored)
-    if built_with != settings.shards:
-        raise ConfigError(
-            "STREAMSCORE_SHARDS",
-            f"is {settings.shards}, but the state in {state_path} and the recovery "
-            f"snapshots were built with {built_with} shards: start with "
-            f"STREAMSCORE_SHARDS={built_with}, or rebuild the state under the new count "
-            "(--rebuild-state)",
-        )
+    # The worker count first: with the default shard count it decides that count too.
     # State recorded before the worker count was named its shards as one worker does.
     (built_workers,) = (1,) if stored_workers is None else _U32.unpack(stored_workers)
     if built_workers != workers:
@@ -156,6 +149,16 @@ def _check_layout(store: RocksStore, settings: Settings, state_path: Path, worke
             f"the recovery snapshots were built with {built_workers}: restart with the "
             "same processes and workers per process, or rebuild the state under the new "
             "count (--rebuild-state)",
+        )
+    (built_with,) = _U32.unpack(stored)
+    if built_with != shards:
+        given = f"{shards}" if settings.shards is not None else f"unset (one a worker: {shards})"
+        raise ConfigError(
+            "STREAMSCORE_SHARDS",
+            f"is {given}, but the state in {state_path} and the recovery "
+            f"snapshots were built with {built_with} shards: start with "
+            f"STREAMSCORE_SHARDS={built_with}, or rebuild the state under the new count "
+            "(--rebuild-state)",
         )
 
 

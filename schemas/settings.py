@@ -80,7 +80,10 @@ class Settings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=256, le=128 * 1024)] = 64 * 1024
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     startup_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
-    shards: Annotated[int, Field(ge=1, le=4096)] = 16
+    # Card and merchant shards; None: one per bytewax worker of the cluster (see
+    # :meth:`shard_count`). Each shard a worker holds costs it a logic call and state
+    # reads and writes per step, so more than one per worker only adds overhead.
+    shards: Annotated[int, Field(ge=1, le=4096)] | None = None
     out_of_orderness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 5_000
     allowed_lateness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 60_000
     max_future_ms: Annotated[int, Field(ge=1_000, le=7 * 86_400_000)] = 3_600_000
@@ -109,6 +112,16 @@ class Settings(BaseSettings):
     def brokers(self) -> list[str]:
         """Bootstrap servers as a list."""
         return [s.strip() for s in self.bootstrap_servers.split(",")]
+
+    def shard_count(self, workers: int) -> int:
+        """Card and merchant shards of a cluster of ``workers`` bytewax workers in all.
+
+        ``shards`` when set, else one per worker.
+
+        >>> Settings().shard_count(2), Settings(shards=16).shard_count(2)
+        (2, 16)
+        """
+        return self.shards if self.shards is not None else workers
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -23,6 +23,8 @@ def flow_env(settings: Settings) -> dict[str, str]:
     """Environment of a child flow: the test's broker, topics and state dir; no metrics port."""
     env = pipeline_env(settings.bootstrap_servers, settings.topics, settings.state_dir)
     env["STREAMSCORE_STARTUP_WAIT_S"] = "120"
+    if settings.shards is not None:
+        env["STREAMSCORE_SHARDS"] = str(settings.shards)
     return env
 
 

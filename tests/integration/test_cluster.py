@@ -53,5 +53,5 @@ def test_two_processes_score_everything_once_with_the_replays_features(
         names = {k[2:].decode() for k, _ in store.scan(b"V", b"W")}
         store.close()
         for prefix in ("c", "m"):
-            keys = shard_keys(prefix, settings.shards, 2)
+            keys = shard_keys(prefix, settings.shard_count(2), 2)
             assert {n for n in names if n in keys} == set(keys[i::2]), f"process {i}"

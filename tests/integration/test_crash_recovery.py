@@ -113,6 +113,9 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     rng = random.Random(seed)
     log = _log(rng)
+    # Several shards in the process (the default is one a worker): the rollback covers
+    # shards that share one store.
+    settings = settings.model_copy(update={"shards": 4})
     recovery = tmp_path / "recovery"
     env = flow_env(settings)
     logs = tmp_path / "flow.log"

@@ -84,6 +84,9 @@ def test_state_ahead_of_the_recovery_store_is_rolled_back(
     settings: Settings, tmp_path: Path
 ) -> None:
     """RocksDB committed epochs bytewax never did (the crash window between the two)."""
+    # Several shards in the process (the default is one a worker): the rollback covers
+    # shards that share one store.
+    settings = settings.model_copy(update={"shards": 4})
     env, recovery, log = flow_env(settings), tmp_path / "recovery", tmp_path / "flow.log"
     records = simulated_log(42, 4_000)
     sent = publish_log(settings, records[:2_000])

@@ -104,6 +104,22 @@ def test_state_built_with_another_shard_count_is_refused_naming_the_setting(
     prepare_recovery(_settings(tmp_path, shards=4), process_id=0, processes=1)
 
 
+def test_state_built_with_16_shards_under_the_default_names_the_count_to_set(
+    tmp_path: Path,
+) -> None:
+    # 16 was the default before it became one shard a worker: such state must not
+    # resume under the new default, and the error says how to keep it.
+    prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
+    _add_snapshot(tmp_path / "recovery")
+    with pytest.raises(
+        ConfigError,
+        match=r"STREAMSCORE_SHARDS: is unset \(one a worker: 1\), .* built with 16 shards: "
+        r"start with STREAMSCORE_SHARDS=16",
+    ):
+        prepare_recovery(_settings(tmp_path), process_id=0, processes=1)
+    prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
+
+
 def test_state_kept_before_the_count_was_recorded_adopts_this_runs_count(
     tmp_path: Path,
 ) -> None:
