@@ -118,7 +118,7 @@ class Settings(BaseSettings):
 
         ``shards`` when set, else one per worker.
 
-        >>> Settings().shard_count(2), Settings(shards=16).shard_count(2)
+        >>> Settings(shards=None).shard_count(2), Settings(shards=16).shard_count(2)
         (2, 16)
         """
         return self.shards if self.shards is not None else workers
