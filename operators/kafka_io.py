@@ -300,6 +300,12 @@ class ProducerPool:
                     "acks": "all",
                     "linger.ms": "2",
                     "queue.buffering.max.messages": "500000",
+                    # Reports for failed deliveries only: a successful one is known
+                    # from flush() returning 0, and a per-message report cost about
+                    # 1.2 us of the producer's 3.6-4.2 us a message (benchmarks in the
+                    # commit). A failure still reaches on_delivery.
+                    "on_delivery": self.on_delivery,
+                    "delivery.report.only.error": True,
                     "error_cb": _log_client_error,
                     **self._config.extra,
                 }
@@ -361,12 +367,11 @@ class _SinkPartition(StatefulSinkPartition[list[OutMessage], None]):
     def write_batch(self, values: list[list[OutMessage]]) -> None:
         self._pool.check()
         produce = self._producer.produce
-        callback = self._pool.on_delivery
         for batch in values:
             for m in batch:
                 while True:
                     try:
-                        produce(m.topic, m.value, m.key, on_delivery=callback)
+                        produce(m.topic, m.value, m.key)
                         break
                     except BufferError:
                         self._producer.poll(0.05)
