@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from bytewax.outputs import StatefulSinkPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from operators.kafka_io import KafkaBatchSink, ProducerPool, SinkConfig
@@ -28,23 +29,33 @@ def _topic(bootstrap: str, throwaway: list[str], **config: str) -> str:
     return name
 
 
-def _sink_partition(bootstrap: str) -> StatefulSinkPartition[list[OutMessage], None]:
+def _sink_partition(
+    bootstrap: str,
+) -> tuple[ProducerPool, StatefulSinkPartition[list[OutMessage], None]]:
     config = SinkConfig(brokers=[bootstrap])
-    sink = KafkaBatchSink(config, ProducerPool(config))
-    return sink.build_part("out", sink.list_parts()[0], None)
+    pool = ProducerPool(config)
+    sink = KafkaBatchSink(config, pool)
+    return pool, sink.build_part("out", sink.list_parts()[0], None)
 
 
 def test_snapshot_returns_once_every_message_is_on_the_broker(
     kafka_bootstrap: str, throwaway_topics: list[str]
 ) -> None:
     topic = _topic(kafka_bootstrap, throwaway_topics)
-    part = _sink_partition(kafka_bootstrap)
+    pool, part = _sink_partition(kafka_bootstrap)
     batches = [
         [OutMessage(topic, f"k{i}".encode(), b'{"n": %d}' % (10 * b + i)) for i in range(10)]
         for b in range(3)
     ]
     part.write_batch(batches)
     part.snapshot()
+    # Right after the epoch's flush: nothing waits in the producer, the log holds all 30.
+    assert len(pool.get()) == 0
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "sink-test"})
+    try:
+        assert probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 30)
+    finally:
+        probe.close()
     got = read_all(kafka_bootstrap, topic, expect=30, timeout_s=5)
     assert sorted(r["n"] for r in got) == list(range(30))
 
@@ -54,7 +65,7 @@ def test_a_refused_delivery_fails_the_epoch_and_the_next_write(
 ) -> None:
     # The broker refuses records over the topic's max.message.bytes (a permanent error).
     topic = _topic(kafka_bootstrap, throwaway_topics, **{"max.message.bytes": "1024"})
-    part = _sink_partition(kafka_bootstrap)
+    _pool, part = _sink_partition(kafka_bootstrap)
     part.write_batch([[OutMessage(topic, b"k", b"x" * 100), OutMessage(topic, b"k", b"x" * 8000)]])
     with pytest.raises(RuntimeError, match="Kafka delivery failed"):
         part.snapshot()
