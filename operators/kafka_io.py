@@ -301,9 +301,9 @@ class ProducerPool:
                     "linger.ms": "2",
                     "queue.buffering.max.messages": "500000",
                     # Reports for failed deliveries only: a successful one is known
-                    # from flush() returning 0, and a per-message report cost about
-                    # 1.2 us of the producer's 3.6-4.2 us a message (benchmarks in the
-                    # commit). A failure still reaches on_delivery.
+                    # from flush() returning 0, and a report per message costs the
+                    # process CPU (benchmarks/delivery_reports.py). A failure still
+                    # reaches on_delivery.
                     "on_delivery": self.on_delivery,
                     "delivery.report.only.error": True,
                     "error_cb": _log_client_error,

@@ -14,6 +14,7 @@ from bytewax.outputs import StatefulSinkPartition
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchmarks.delivery_reports import MODES, cpu_us_per_message
 from operators.kafka_io import KafkaBatchSink, ProducerPool, SinkConfig
 from operators.messages import OutMessage
 from tests.integration.kafka_helpers import read_all
@@ -27,6 +28,16 @@ def _topic(bootstrap: str, throwaway: list[str], **config: str) -> str:
     admin.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(30)
     throwaway.append(name)
     return name
+
+
+def _offsets(bootstrap: str, topic: str) -> tuple[int, int]:
+    """Low and high watermark of the topic's partition 0, asked of the broker now."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "sink-test"})
+    try:
+        low, high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        return low, high
+    finally:
+        probe.close()
 
 
 def _sink_partition(
@@ -51,11 +62,7 @@ def test_snapshot_returns_once_every_message_is_on_the_broker(
     part.snapshot()
     # Right after the epoch's flush: nothing waits in the producer, the log holds all 30.
     assert len(pool.get()) == 0
-    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "sink-test"})
-    try:
-        assert probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 30)
-    finally:
-        probe.close()
+    assert _offsets(kafka_bootstrap, topic) == (0, 30)
     got = read_all(kafka_bootstrap, topic, expect=30, timeout_s=5)
     assert sorted(r["n"] for r in got) == list(range(30))
 
@@ -71,3 +78,12 @@ def test_a_refused_delivery_fails_the_epoch_and_the_next_write(
         part.snapshot()
     with pytest.raises(RuntimeError, match="Kafka delivery failed"):
         part.write_batch([[OutMessage(topic, b"k", b"ok")]])
+
+
+def test_the_delivery_report_benchmark_delivers_every_message_in_both_modes(
+    kafka_bootstrap: str, throwaway_topics: list[str]
+) -> None:
+    topic = _topic(kafka_bootstrap, throwaway_topics)
+    for mode in MODES:
+        assert cpu_us_per_message(kafka_bootstrap, topic, mode, 2_000) > 0
+    assert _offsets(kafka_bootstrap, topic) == (0, 4_000)
