@@ -26,15 +26,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from benchmarks.kafka_load import create_topics, delete_topics
+from operators.kafka_io import PRODUCER_SETTINGS
 
 MODES = ("per-message", "error-only")
-# The sink's producer settings (operators.kafka_io.ProducerPool), less the reports.
-SINK_PRODUCER = {
-    "enable.idempotence": "true",
-    "acks": "all",
-    "linger.ms": "2",
-    "queue.buffering.max.messages": "500000",
-}
 
 
 def cpu_us_per_message(bootstrap: str, topic: str, mode: str, messages: int) -> float:
@@ -45,7 +39,7 @@ def cpu_us_per_message(bootstrap: str, topic: str, mode: str, messages: int) -> 
         if err is not None:
             failures.append(err)
 
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, **SINK_PRODUCER}
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS}
     if mode == "error-only":
         config.update({"on_delivery": report, "delivery.report.only.error": True})
     producer = Producer(config)

@@ -282,6 +282,16 @@ def _log_client_error(err: KafkaError) -> None:
         log.warning("Kafka: %s (reconnecting with backoff)", err)
 
 
+# How the sink's producer batches and acknowledges (also what
+# benchmarks/delivery_reports.py measures with); delivery reports are set in ProducerPool.
+PRODUCER_SETTINGS: dict[str, str] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "linger.ms": "2",
+    "queue.buffering.max.messages": "500000",
+}
+
+
 class ProducerPool:
     """One producer per process, shared by every sink partition built in it."""
 
@@ -296,10 +306,7 @@ class ProducerPool:
             self._producer = Producer(
                 {
                     "bootstrap.servers": ",".join(self._config.brokers),
-                    "enable.idempotence": "true",
-                    "acks": "all",
-                    "linger.ms": "2",
-                    "queue.buffering.max.messages": "500000",
+                    **PRODUCER_SETTINGS,
                     # Reports for failed deliveries only: a successful one is known
                     # from flush() returning 0, and a report per message costs the
                     # process CPU (benchmarks/delivery_reports.py). A failure still
