@@ -146,7 +146,7 @@ def timed_operators(clock: StageClock) -> Iterator[None]:
             setattr(op, name, original)
 
 
-class _MemorySource(FixedPartitionedSource[PartitionBatch, None]):
+class MemorySource(FixedPartitionedSource[PartitionBatch, None]):
     """The simulated records as fixed partitions, decoded by the flow's own decoders."""
 
     def __init__(
@@ -233,7 +233,7 @@ def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, A
     """Run the flow over simulated records; CPU seconds and us an event per stage."""
     from prometheus_client import CollectorRegistry
 
-    from flows.main import load_models, tune_gc
+    from flows.main import Tenure, load_models, tune_gc
     from operators.metrics import ServiceMetrics
     from schemas.settings import load_settings
     from state.rocksdb import ProcessStore
@@ -263,12 +263,16 @@ def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, A
                 metrics=metrics,
                 store=ProcessStore(Path(tmp), 0, fresh=True),
                 stop_at_eof=True,
-                make_source=lambda decoder: _MemorySource(parts, decoder, batch, clock),
+                make_source=lambda decoder: MemorySource(parts, decoder, batch, clock),
                 sink=sink,
             )
-        tune_gc()
+        tune_gc()  # the service's collector settings, as start_service sets them
+        tenure = Tenure().start()
         start = time.process_time()
-        run_main(flow)  # type: ignore[no-untyped-call]
+        try:
+            run_main(flow)  # type: ignore[no-untyped-call]
+        finally:
+            tenure.stop()
         total = time.process_time() - start
     stages = clock.by_stage(total)
     return {

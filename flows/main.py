@@ -67,6 +67,8 @@ def load_models(settings: Settings, metrics: ServiceMetrics) -> ModelRegistry:
 # rows, unpickled card state) that reference counting frees anyway; measured on
 # 200,000 events: 3.2 s of a 25 s run in 3,107 collections, 0.08 s with these.
 GC_THRESHOLDS = (100_000, 50, 100)
+# How often :class:`Tenure` moves what survived out of the collector's reach.
+TENURE_EVERY_S = 0.1
 
 
 def tune_gc() -> None:
@@ -74,6 +76,43 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class Tenure:
+    """Every ``every_s``, moves all tracked objects out of the cyclic collector's generations.
+
+    Window state lives for hours in cached cards, merchant windows and monitors,
+    all of it containers the collector tracks. A generation-0 collection walks
+    every young object that survived since the last one, and updates of old
+    state keep adding young objects without raising the allocation count that
+    triggers it, so its pauses grew with the card cache (16-116 ms at 10k
+    events/s, the tail of the latency benchmark), and collections of the older
+    generations would walk the whole state. ``gc.freeze()`` moves every tracked
+    object to the permanent generation in constant time, so a collection only
+    ever sees what the last ``every_s`` allocated. Frozen objects are still
+    freed by reference counting; what is lost is the collection of reference
+    cycles that outlive one interval, and the flow's per-record paths make
+    none (``tests/unit/flows/test_main.py`` holds it to that).
+    """
+
+    def __init__(self, every_s: float = TENURE_EVERY_S) -> None:
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamscore-tenure", daemon=True)
+
+    def start(self) -> Tenure:
+        """Start tenuring in a daemon thread; returns ``self``."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop tenuring (what is frozen stays frozen)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            gc.freeze()
 
 
 def start_service(
@@ -101,6 +140,7 @@ def start_service(
         settings.bootstrap_servers,
     )
     tune_gc()
+    Tenure().start()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
