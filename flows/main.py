@@ -85,7 +85,7 @@ class Tenure:
     all of it containers the collector tracks. A generation-0 collection walks
     every young object that survived since the last one, and updates of old
     state keep adding young objects without raising the allocation count that
-    triggers it, so its pauses grew with the card cache (16-116 ms at 10k
+    triggers it, so its pauses grew with the card cache (12-123 ms at 10k
     events/s, the tail of the latency benchmark), and collections of the older
     generations would walk the whole state. ``gc.freeze()`` moves every tracked
     object to the permanent generation in constant time, so a collection only

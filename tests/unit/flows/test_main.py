@@ -35,10 +35,11 @@ def test_tenure_moves_what_survives_out_of_the_generations() -> None:
     gc.collect()
     survivors = [[i] for i in range(10_000)]
     assert id(survivors[0]) in {id(o) for o in gc.get_objects()}
+    frozen = gc.get_freeze_count()  # other tests may have frozen objects already
     tenure = Tenure(every_s=0.01).start()
     try:
         deadline = time.monotonic() + 10
-        while gc.get_freeze_count() < len(survivors) and time.monotonic() < deadline:
+        while gc.get_freeze_count() < frozen + len(survivors) and time.monotonic() < deadline:
             time.sleep(0.01)
         tracked = {id(o) for o in gc.get_objects()}
         assert not any(id(s) in tracked for s in survivors)
