@@ -34,6 +34,8 @@ class BenchConfig:
     phase_timeout_s: float = 120.0
     out: Path = DEFAULT_OUT
     keep_topics: bool = False
+    # Only the latency phase: no preload, no throughput phases, no chart.
+    latency_only: bool = False
 
     @property
     def chart(self) -> Path:
@@ -111,6 +113,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-topics", action="store_true", help="do not delete the benchmark's topics"
     )
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="run only the latency phase (no preload, no throughput phases); figures to --out",
+    )
 
 
 def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig:
@@ -128,4 +135,5 @@ def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig
         phase_timeout_s=args.phase_timeout,
         out=args.out,
         keep_topics=args.keep_topics,
+        latency_only=args.latency_only,
     )

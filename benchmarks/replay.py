@@ -10,6 +10,9 @@
 5. End-to-end latency of ``streamscore run`` in tail mode at a fixed offered
    rate (see :mod:`benchmarks.latency`).
 
+``--latency-only`` (:func:`run_latency_bench`) runs step 5 alone, for the
+latency figures without the minutes of the throughput phases.
+
 Peak RSS of every pipeline process is polled (:mod:`benchmarks.procs`). The
 figures go to JSON and a PNG chart (:mod:`benchmarks.report`). Every phase
 has a time limit; the topics and state it created are removed afterwards and
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from benchmarks.kafka_load import (
     BenchError,
@@ -50,9 +54,13 @@ from benchmarks.report import (
     Latency,
     Results,
     Throughput,
+    build_latency_report,
     build_report,
     latency_from_samples,
+    latency_line,
+    p99_target,
     summary_lines,
+    target_lines,
     write_chart,
     write_json,
 )
@@ -69,6 +77,7 @@ STOP_GRACE_S = 10.0
 PEER_GRACE_S = 60.0
 
 Echo = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -364,16 +373,44 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def run_bench(config: BenchConfig, *, echo: Echo = print) -> Results:
     """Run every phase, write the JSON and the chart, print the summary; return the figures."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    check_broker(config.bootstrap)
+    say = _flushing(echo)
+    results = _in_session(config, say, lambda s: _run_phases(s, started_at))
+    write_json(build_report(results), config.out)
+    write_chart(results, config.chart)
+    for line in summary_lines(results):
+        say(line)
+    say(f"figures: {config.out}, chart: {config.chart}")
+    return results
 
+
+def run_latency_bench(config: BenchConfig, *, echo: Echo = print) -> Latency:
+    """Only the latency phase (``--latency-only``): write its JSON, print it; return it."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    say = _flushing(echo)
+    latency = _in_session(config, say, _latency_phase)
+    write_json(build_latency_report(config, started_at, latency), config.out)
+    say(latency_line(latency))
+    for line in target_lines({"p99_ms_at_offered_rate": p99_target(latency)}):
+        say(line)
+    say(f"figures: {config.out}")
+    return latency
+
+
+def _flushing(echo: Echo) -> Echo:
     def say_flush(text: str) -> None:
         echo(text)
         sys.stdout.flush()
 
+    return say_flush
+
+
+def _in_session(config: BenchConfig, echo: Echo, phases: Callable[[_Session], T]) -> T:
+    """Run ``phases`` in a session; its children, topics and state go away however it ends."""
+    check_broker(config.bootstrap)
     with _sigterm_as_interrupt(), Children() as children:
-        s = _Session(config=config, children=children, echo=say_flush)
+        s = _Session(config=config, children=children, echo=echo)
         try:
-            results = _run_phases(s, started_at)
+            return phases(s)
         finally:
             children.close()
             if not config.keep_topics and s.topics:
@@ -381,12 +418,6 @@ def run_bench(config: BenchConfig, *, echo: Echo = print) -> Results:
                 delete_topics(config.bootstrap, s.topics)
             for state in s.work.glob("*-state"):
                 shutil.rmtree(state, ignore_errors=True)
-    write_json(build_report(results), config.out)
-    write_chart(results, config.chart)
-    for line in summary_lines(results):
-        say_flush(line)
-    say_flush(f"figures: {config.out}, chart: {config.chart}")
-    return results
 
 
 def _run_phases(s: _Session, started_at: str) -> Results:

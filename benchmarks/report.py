@@ -253,17 +253,22 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
             "measured": over_quix,
             "met": over_quix is not None and over_quix >= TARGET_OVER_QUIX,
         },
-        "p99_ms_at_offered_rate": {
-            "target": TARGET_P99_MS,
-            "measured": lat.p99_ms,
-            "met": lat.p99_ms < TARGET_P99_MS and not lat.lower_bounds,
-        },
+        "p99_ms_at_offered_rate": p99_target(lat),
         "peak_rss_mib_per_process": {
             "target": TARGET_RSS_MIB,
             "measured": rss,
             "met": rss < TARGET_RSS_MIB,
             "note": f"measured with {results.config.cards:,} distinct cards; the target says 1M",
         },
+    }
+
+
+def p99_target(lat: Latency) -> dict[str, object]:
+    """The p99 target beside what a latency phase measured."""
+    return {
+        "target": TARGET_P99_MS,
+        "measured": lat.p99_ms,
+        "met": lat.p99_ms < TARGET_P99_MS and not lat.lower_bounds,
     }
 
 
@@ -277,14 +282,17 @@ def _throughput_json(t: Throughput) -> dict[str, object]:
     return out
 
 
-def build_report(results: Results) -> dict[str, object]:
-    """Every figure of the run, its ratios and the targets, as a JSON-ready dict."""
-    config = results.config
-    latency: dict[str, object] = asdict(results.latency)
-    latency["peak_rss_mib"] = list(results.latency.peak_rss_mib)
+def _latency_json(lat: Latency) -> dict[str, object]:
+    out: dict[str, object] = asdict(lat)
+    out["peak_rss_mib"] = list(lat.peak_rss_mib)
+    return out
+
+
+def _run_json(benchmark: str, started_at: str, config: BenchConfig) -> dict[str, object]:
+    """What every report opens with: what ran, when, where, with which settings."""
     return {
-        "benchmark": "streamscore bench (replay on the real broker)",
-        "started_at": results.started_at,
+        "benchmark": benchmark,
+        "started_at": started_at,
         "host": {
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
@@ -301,15 +309,35 @@ def build_report(results: Results) -> dict[str, object]:
             "latency_warmup_s": config.latency_warmup_s,
             "latency_processes": config.latency_processes,
             "phase_timeout_s": config.phase_timeout_s,
+            "latency_only": config.latency_only,
         },
+    }
+
+
+def build_report(results: Results) -> dict[str, object]:
+    """Every figure of the run, its ratios and the targets, as a JSON-ready dict."""
+    return {
+        **_run_json(
+            "streamscore bench (replay on the real broker)", results.started_at, results.config
+        ),
         "definitions": DEFINITIONS,
         "preload_s": results.preload_s,
         "throughput": {t.label: _throughput_json(t) for t in results.throughputs},
         "ratios": ratios(results),
         "ratios_raw": ratios(results, steady=False),
-        "latency": latency,
+        "latency": _latency_json(results.latency),
         "peak_rss_mib": peak_rss(results),
         "targets": targets(results),
+    }
+
+
+def build_latency_report(config: BenchConfig, started_at: str, lat: Latency) -> dict[str, object]:
+    """The figures of a ``--latency-only`` run and its p99 target, as a JSON-ready dict."""
+    return {
+        **_run_json("streamscore bench --latency-only (on the real broker)", started_at, config),
+        "definitions": {k: DEFINITIONS[k] for k in DEFINITIONS if "latency" in k},
+        "latency": _latency_json(lat),
+        "targets": {"p99_ms_at_offered_rate": p99_target(lat)},
     }
 
 
@@ -340,8 +368,20 @@ def summary_lines(results: Results) -> list[str]:
         "ratios (startup-excluded): "
         + ", ".join(f"{k} {_fmt_ratio(v)}" for k, v in ratios(results).items())
     )
-    lat = results.latency
+    lines.append(latency_line(results.latency))
+    rss = peak_rss(results)
     lines.append(
+        f"peak RSS (VmHWM): 1 process {rss['pipeline_1p']:.0f} MiB; 2 processes "
+        + " + ".join(f"{v:.0f}" for v in results.pipeline_2p.peak_rss_mib)
+        + f" MiB; latency run {rss['latency_run']:.0f} MiB"
+    )
+    lines.extend(target_lines(targets(results)))
+    return lines
+
+
+def latency_line(lat: Latency) -> str:
+    """The latency phase's figures on one line."""
+    return (
         f"latency at {lat.offered_rate:,.0f} ev/s offered ({lat.sent_rate:,.0f} sent, "
         f"{lat.processes} process(es), {lat.seconds:.0f} s measured): p50 {lat.p50_ms:.1f} ms, "
         f"p95 {lat.p95_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms; "
@@ -352,13 +392,12 @@ def summary_lines(results: Results) -> list[str]:
             else ""
         )
     )
-    rss = peak_rss(results)
-    lines.append(
-        f"peak RSS (VmHWM): 1 process {rss['pipeline_1p']:.0f} MiB; 2 processes "
-        + " + ".join(f"{v:.0f}" for v in results.pipeline_2p.peak_rss_mib)
-        + f" MiB; latency run {rss['latency_run']:.0f} MiB"
-    )
-    for name, target in targets(results).items():
+
+
+def target_lines(checked: dict[str, dict[str, object]]) -> list[str]:
+    """One line per target: what it asks, what was measured, met or not."""
+    lines = []
+    for name, target in checked.items():
         measured = target["measured"]
         shown = "n/a" if not isinstance(measured, float) else f"{measured:,.2f}"
         verdict = "met" if target["met"] else "NOT met"

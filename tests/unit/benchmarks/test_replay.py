@@ -21,6 +21,7 @@ from benchmarks.report import (
     Latency,
     Results,
     Throughput,
+    build_latency_report,
     build_report,
     latency_from_samples,
     percentile,
@@ -242,6 +243,21 @@ def test_report_round_trips_through_json(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
+def test_latency_only_report_holds_the_latency_and_its_target(tmp_path: Path) -> None:
+    config = _bench_config("--latency-only", "--rate", "2000", "--out", str(tmp_path / "l.json"))
+    assert config.latency_only is True
+    report = build_latency_report(config, "2026-11-23T10:00:00+00:00", _latency(p99_ms=60.0))
+    loaded = json.loads(write_json(report, config.out).read_text())
+    assert loaded["config"]["latency_only"] is True
+    assert loaded["config"]["offered_rate"] == 2000.0
+    assert loaded["latency"]["p99_ms"] == 60.0
+    assert loaded["targets"] == {
+        "p99_ms_at_offered_rate": {"target": 50.0, "measured": 60.0, "met": False}
+    }
+    assert "throughput" not in loaded
+    assert "perf_counter" in loaded["definitions"]["latency"]
+
+
 def test_summary_names_every_phase_and_flags_incomplete_ones() -> None:
     partial = replace(_throughput("quix", 12_000.0), done=50_000, complete=False)
     text = "\n".join(summary_lines(_results(quix=partial)))
@@ -273,6 +289,7 @@ def test_bench_defaults_are_the_issues_full_run() -> None:
     assert config.out == DEFAULT_OUT
     assert config.chart == DEFAULT_OUT.with_suffix(".png")
     assert config.keep_topics is False
+    assert config.latency_only is False
 
 
 def test_bench_flags_for_a_smaller_run(tmp_path: Path) -> None:
@@ -377,37 +394,25 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+def _bench(bootstrap: str, out: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``streamscore bench`` with ``argv``, a 1 s warm-up, figures to ``out``; it must succeed."""
+    command = [sys.executable, "-m", "flows.cli", "bench", "--bootstrap-servers", bootstrap]
+    command += [*argv, "--latency-warmup", "1", "--out", str(out)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=90, check=False, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.integration
 def test_tiny_benchmark_reports_a_positive_number_for_every_figure(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench" / "result.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "bench",
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--events",
-            "3000",
-            "--rate",
-            "500",
-            "--latency-seconds",
-            "3",
-            "--latency-warmup",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        cwd=ROOT,
+    done = _bench(
+        kafka_bootstrap, out, "--events", "3000", "--rate", "500", "--latency-seconds", "3"
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "pipeline-2-processes:" in done.stdout  # progress while it ran
     report = json.loads(out.read_text())
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
@@ -427,3 +432,29 @@ def test_tiny_benchmark_reports_a_positive_number_for_every_figure(
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     for key, value in report["peak_rss_mib"].items():
         assert _positive(value), key
+
+
+@pytest.mark.integration
+def test_tiny_latency_only_run_measures_only_latency(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "latency.json"
+    done = _bench(
+        kafka_bootstrap,
+        out,
+        "--latency-only",
+        "--cards",
+        "500",
+        "--rate",
+        "300",
+        "--latency-seconds",
+        "2",
+    )
+    assert "preload" not in done.stdout and "pipeline-1-process" not in done.stdout
+    assert "latency at 300 ev/s offered" in done.stdout
+    report = json.loads(out.read_text())
+    latency = report["latency"]
+    assert latency["sent"] == 600 and latency["received"] == 600
+    for key in ("p50_ms", "p99_ms", "max_ms"):
+        assert _positive(latency[key]), key
+    assert _positive(latency["peak_rss_mib"][0])
+    assert set(report["targets"]) == {"p99_ms_at_offered_rate"}
+    assert not out.with_suffix(".png").exists()
