@@ -17,7 +17,13 @@ import time
 from types import FrameType
 
 from bytewax.dataflow import Dataflow
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from flows.dataflow import build_flow
 from models.onnx_scorer import OnnxModel
@@ -115,6 +121,24 @@ class Tenure:
             gc.freeze()
 
 
+def process_metrics(registry: CollectorRegistry) -> None:
+    """Register the process's own figures: CPU, memory, collections, tenured objects.
+
+    prometheus-client's process and GC collectors (``process_*``, ``python_gc_*``),
+    and ``streamscore_gc_tenured_objects``: what :class:`Tenure` has frozen. It
+    follows the window state up and down; if it only ever grows while the state
+    does not, something makes reference cycles that are never collected.
+    """
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    tenured = Gauge(
+        "streamscore_gc_tenured_objects",
+        "Objects moved out of the cyclic collector's generations (gc.get_freeze_count())",
+        registry=registry,
+    )
+    tenured.set_function(gc.get_freeze_count)
+
+
 def start_service(
     settings: Settings, *, process_id: int = 0, workers: int = 1, stop_at_eof: bool = False
 ) -> Dataflow:
@@ -127,6 +151,7 @@ def start_service(
     """
     registry = CollectorRegistry()
     metrics = ServiceMetrics.create(registry)
+    process_metrics(registry)
     models = load_models(settings, metrics)
     if settings.metrics_port:
         port = settings.metrics_port + process_id

@@ -90,6 +90,8 @@ def test_metrics_add_up_during_a_run(settings: Settings) -> None:
     lags = [k for k in samples if k[0] == "streamscore_consumer_lag"]
     assert lags and all(samples[k] >= 0 for k in lags)
     assert ("streamscore_drift_psi", (("signal", "score"),)) in samples
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("streamscore_gc_tenured_objects", ())] > 0  # the tenure thread runs
 
     drift = read_all(settings.bootstrap_servers, settings.topics.drift, timeout_s=5)
     assert drift, "one drift emission per signal after 500 scored events"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from benchmarks.stages import TXN_TOPIC, MemorySource, StageClock, simulated_partitions
 from flows.dataflow import build_flow
-from flows.main import GC_THRESHOLDS, Tenure, load_models, tune_gc
+from flows.main import GC_THRESHOLDS, Tenure, load_models, process_metrics, tune_gc
 from operators.messages import OutMessage, RawRecord
 from operators.metrics import ServiceMetrics
 from schemas.settings import Settings
@@ -47,6 +47,21 @@ def test_tenure_moves_what_survives_out_of_the_generations() -> None:
         tenure.stop()
         gc.unfreeze()
     del survivors[:]  # frozen objects are still freed by reference counting
+
+
+def test_process_metrics_show_memory_collections_and_tenured_objects() -> None:
+    registry = CollectorRegistry()
+    process_metrics(registry)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert registry.get_sample_value("streamscore_gc_tenured_objects") == frozen
+    finally:
+        gc.unfreeze()
+    assert registry.get_sample_value("streamscore_gc_tenured_objects") == 0
+    text = generate_latest(registry).decode()
+    assert "process_resident_memory_bytes" in text
+    assert 'python_gc_collections_total{generation="0"}' in text
 
 
 class _CollectingSink(DynamicSink[tuple[str, list[OutMessage]]]):
