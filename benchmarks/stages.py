@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 import orjson
@@ -39,6 +39,11 @@ from flows.dataflow import DecoderFactory, build_flow
 from models.simulator import simulate
 from operators.decode import PartitionDecoder
 from operators.messages import OutMessage, PartitionBatch, RawRecord
+
+if TYPE_CHECKING:
+    from bytewax.dataflow import Dataflow
+
+    from schemas.settings import Settings
 
 NOW_MS = 1_795_392_000_000
 TXN_TOPIC, CB_TOPIC = "transactions", "chargebacks"
@@ -146,7 +151,7 @@ def timed_operators(clock: StageClock) -> Iterator[None]:
             setattr(op, name, original)
 
 
-class MemorySource(FixedPartitionedSource[PartitionBatch, None]):
+class _MemorySource(FixedPartitionedSource[PartitionBatch, None]):
     """The simulated records as fixed partitions, decoded by the flow's own decoders."""
 
     def __init__(
@@ -229,42 +234,62 @@ def simulated_partitions(events: int, cards: int, partitions: int) -> dict[str, 
     return parts
 
 
-def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, Any]:
-    """Run the flow over simulated records; CPU seconds and us an event per stage."""
+def memory_flow(
+    base: Settings,
+    parts: dict[str, list[RawRecord]],
+    state_dir: Path,
+    *,
+    batch: int,
+    clock: StageClock,
+    sink: DynamicSink[tuple[str, list[OutMessage]]],
+) -> Dataflow:
+    """The real flow over in-memory partitions into ``sink``, state under ``state_dir``.
+
+    ``base``'s other settings (shards, windows, model paths) apply; there is no
+    recovery and no metrics endpoint.
+    """
     from prometheus_client import CollectorRegistry
 
-    from flows.main import Tenure, load_models, tune_gc
+    from flows.main import load_models
     from operators.metrics import ServiceMetrics
-    from schemas.settings import load_settings
     from state.rocksdb import ProcessStore
+
+    settings = base.model_copy(
+        update={
+            "state_dir": state_dir,
+            "metrics_port": 0,
+            "recovery_dir": None,
+            "topics": base.topics.model_copy(
+                update={"transactions": TXN_TOPIC, "chargebacks": CB_TOPIC}
+            ),
+        }
+    )
+    metrics = ServiceMetrics.create(CollectorRegistry())
+    return build_flow(
+        settings,
+        models=load_models(settings, metrics),
+        metrics=metrics,
+        store=ProcessStore(state_dir, 0, fresh=True),
+        stop_at_eof=True,
+        make_source=lambda decoder: _MemorySource(parts, decoder, batch, clock),
+        sink=sink,
+    )
+
+
+def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, Any]:
+    """Run the flow over simulated records; CPU seconds and us an event per stage."""
+    from flows.main import Tenure, tune_gc
+    from schemas.settings import load_settings
 
     parts = simulated_partitions(events, cards, partitions)
     transactions = sum(len(r) for p, r in parts.items() if p.startswith(TXN_TOPIC))
     clock = StageClock()
     with tempfile.TemporaryDirectory(prefix="streamscore-stages-") as tmp:
-        # The environment's other settings (shards, windows, model paths) apply.
-        base = load_settings()
-        settings = base.model_copy(
-            update={
-                "state_dir": Path(tmp),
-                "metrics_port": 0,
-                "recovery_dir": None,
-                "topics": base.topics.model_copy(
-                    update={"transactions": TXN_TOPIC, "chargebacks": CB_TOPIC}
-                ),
-            }
-        )
-        metrics = ServiceMetrics.create(CollectorRegistry())
         sink = _CountingSink(clock)
         with timed_operators(clock):
-            flow = build_flow(
-                settings,
-                models=load_models(settings, metrics),
-                metrics=metrics,
-                store=ProcessStore(Path(tmp), 0, fresh=True),
-                stop_at_eof=True,
-                make_source=lambda decoder: MemorySource(parts, decoder, batch, clock),
-                sink=sink,
+            # The environment's settings apply, as they would to `streamscore run`.
+            flow = memory_flow(
+                load_settings(), parts, Path(tmp), batch=batch, clock=clock, sink=sink
             )
         tune_gc()  # the service's collector settings, as start_service sets them
         tenure = Tenure().start()

@@ -11,13 +11,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from prometheus_client import CollectorRegistry, generate_latest
 
-from benchmarks.stages import TXN_TOPIC, MemorySource, StageClock, simulated_partitions
-from flows.dataflow import build_flow
-from flows.main import GC_THRESHOLDS, Tenure, load_models, process_metrics, tune_gc
+from benchmarks.stages import TXN_TOPIC, StageClock, memory_flow, simulated_partitions
+from flows.main import GC_THRESHOLDS, Tenure, process_metrics, tune_gc
 from operators.messages import OutMessage, RawRecord
-from operators.metrics import ServiceMetrics
 from schemas.settings import Settings
-from state.rocksdb import ProcessStore
 
 
 def test_tune_gc_freezes_startup_objects_and_raises_thresholds() -> None:
@@ -107,25 +104,8 @@ def test_the_flow_leaves_no_reference_cycles(tmp_path: Path) -> None:
     parts = simulated_partitions(3000, 200, 2)
     for name in [p for p in parts if p.startswith(TXN_TOPIC)]:
         parts[name] = _with_bad_records(parts[name])
-    settings = Settings(state_dir=tmp_path, metrics_port=0, recovery_dir=None)
-    settings = settings.model_copy(
-        update={
-            "topics": settings.topics.model_copy(
-                update={"transactions": TXN_TOPIC, "chargebacks": "chargebacks"}
-            )
-        }
-    )
-    metrics = ServiceMetrics.create(CollectorRegistry())
     sink = _CollectingSink()
-    flow = build_flow(
-        settings,
-        models=load_models(settings, metrics),
-        metrics=metrics,
-        store=ProcessStore(tmp_path, 0, fresh=True),
-        stop_at_eof=True,
-        make_source=lambda decoder: MemorySource(parts, decoder, 100, StageClock()),
-        sink=sink,
-    )
+    flow = memory_flow(Settings(), parts, tmp_path, batch=100, clock=StageClock(), sink=sink)
     gc.collect()
     run_main(flow)  # type: ignore[no-untyped-call]
     assert sink.messages > 3000  # scores, dead letters, aggregates, drift
