@@ -141,7 +141,7 @@ def timed_operators(clock: StageClock) -> Iterator[None]:
 
     for name in (
         *("map", "filter", "filter_map", "filter_map_value", "flat_map", "flat_map_batch"),
-        *("inspect", "key_on", "stateful_batch"),
+        *("inspect", "key_on", "branch", "stateful_batch"),
     ):
         patch(name)
     try:

@@ -25,7 +25,7 @@ from models.registry import ModelRegistry
 from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
 from operators.decode import DecodeConfig, Kind, PartitionDecoder
-from operators.drift import DriftConfig, DriftStat, drift
+from operators.drift import DriftConfig, DriftSample, DriftStat, drift
 from operators.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
@@ -34,12 +34,12 @@ from operators.kafka_io import (
     SourceConfig,
 )
 from operators.merchant_windows import MerchantConfig
-from operators.messages import OutMessage
+from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics
-from operators.quality import LABELS, WATERMARK, QualityConfig, QualityInput, QualityRecord, quality
-from operators.scoring import Scorer, ScoringConfig, score
+from operators.quality import QualityConfig, QualityInput, QualityRecord, quality
+from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from operators.watermarks import TimeConfig
-from operators.windows import AGGREGATES, SCORE, WindowsConfig, windows
+from operators.windows import AGGREGATES, SCORE, Routed, WindowsConfig, windows
 from schemas.settings import Settings
 from state.store import StateStore
 
@@ -127,7 +127,6 @@ def build_flow(
         if n:
             metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
 
-    batches = op.inspect("count-in", batches, lambda _step, b: count_in(b))
     shards = settings.shard_count(workers)
     windows_config = WindowsConfig(
         shards=shards,
@@ -145,9 +144,13 @@ def build_flow(
         workers=workers,
     )
     routed = windows(
-        "windows", batches, config=windows_config, store=store, on_state_size=metrics.state_keys.set
+        "windows",
+        batches,
+        config=windows_config,
+        store=store,
+        on_state_size=metrics.state_keys.set,
+        on_input=count_in,
     )
-    to_score = op.filter_map_value("to-score", routed, lambda kv: kv[1] if kv[0] == SCORE else None)
     scoring = ScoringConfig(
         scores_topic=topics.scores,
         breaker=BreakerConfig(
@@ -157,7 +160,36 @@ def build_flow(
         ),
     )
     scorer = Scorer(scoring, models, monotonic=monotonic, metrics=metrics)
-    scored = score("score", to_score, config=scoring, scorer=scorer, clock=clock, metrics=metrics)
+    score_step = ScoreStep(scoring, scorer, clock=clock, metrics=metrics)
+
+    def after_windows(items: list[tuple[str, Routed]]) -> list[tuple[str, Any]]:
+        """Score what the merchant shards emitted; pass their other outputs on.
+
+        One step for all of it: scores, dead letters and aggregates as
+        ``(shard, [OutMessage])``, drift samples, and each shard's decisions,
+        labels and watermark for quality, in that order (a label then finds
+        the decision of a transaction scored in the same step).
+        """
+        to_score: list[tuple[str, list[Featured]]] = []
+        passed: list[tuple[str, Any]] = []
+        for shard, (kind, payload) in items:
+            if kind == SCORE:
+                to_score.append((shard, payload))
+            else:
+                if kind == AGGREGATES:
+                    metrics.window_aggregates.inc(len(payload))
+                passed.append((shard, payload))
+        out = score_step(to_score)
+        out.extend(passed)
+        return out
+
+    scored = op.flat_map_batch("score", routed, after_windows)
+    # Told apart by the value's type: a drift sample, a quality input (a tuple) or
+    # messages (a list).
+    to_drift = op.branch("to-drift", scored, lambda kv: isinstance(kv[1], DriftSample))
+    to_quality = op.branch("to-quality", to_drift.falses, lambda kv: isinstance(kv[1], tuple))
+    messages: Stream[tuple[str, list[OutMessage]]] = to_quality.falses
+    quality_in: Stream[tuple[str, QualityInput]] = to_quality.trues
 
     def drift_gauges(stats: list[DriftStat]) -> None:
         for s in stats:
@@ -167,7 +199,7 @@ def build_flow(
 
     drift_out = drift(
         "drift",
-        scored.samples,
+        to_drift.trues,
         config=DriftConfig(
             topic=topics.drift,
             window_events=settings.drift_window_events,
@@ -178,22 +210,6 @@ def build_flow(
         on_stats=drift_gauges,
     )
 
-    def other_output(kind_payload: tuple[str, Any]) -> list[OutMessage] | None:
-        kind, payload = kind_payload
-        if kind in (SCORE, LABELS, WATERMARK):
-            return None
-        if kind == AGGREGATES:
-            metrics.window_aggregates.inc(len(payload))
-        messages: list[OutMessage] = payload
-        return messages
-
-    others: Stream[tuple[str, list[OutMessage]]] = op.filter_map_value(
-        "others", routed, other_output
-    )
-    quality_in: Stream[tuple[str, QualityInput]] = op.filter_map_value(
-        "quality-in", routed, lambda kv: kv[1] if kv[0] in (LABELS, WATERMARK) else None
-    )
-
     def quality_gauges(record: QualityRecord) -> None:
         if record["decline_precision"] is not None:
             metrics.decline_precision.set(record["decline_precision"])
@@ -202,7 +218,7 @@ def build_flow(
 
     quality_out = quality(
         "quality",
-        op.merge("quality-merge", quality_in, scored.decisions),
+        quality_in,
         config=QualityConfig(
             topic=topics.quality,
             window_ms=settings.quality_window_ms,
@@ -214,7 +230,7 @@ def build_flow(
         undo_keep=settings.state_undo_epochs,
         versioned=settings.recovery_dir is not None,
     )
-    out = op.merge("outputs", scored.messages, others, drift_out, quality_out)
+    out = op.merge("outputs", messages, drift_out, quality_out)
     if sink is None:
         sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
         sink = KafkaBatchSink(sink_config, ProducerPool(sink_config), process_id=process_id)

@@ -38,6 +38,8 @@ from operators.messages import OutMessage
 from schemas.timefmt import format_ms
 
 SCORE_SIGNAL = "score"
+# The one key of the drift monitor's stateful step: every sample goes to one monitor.
+DRIFT_KEY = "drift"
 AMOUNT_SIGNAL = "txn_amount"
 _EPS = 1e-4
 
@@ -288,16 +290,19 @@ class _DriftLogic(op.StatefulBatchLogic[DriftSample, list[OutMessage], bytes]):
 
 def drift(
     step_id: str,
-    up: Stream[DriftSample],
+    up: Stream[tuple[str, DriftSample]],
     *,
     config: DriftConfig,
     manifest: Callable[[], Manifest],
     on_stats: Callable[[list[DriftStat]], None] = lambda _s: None,
 ) -> Stream[tuple[str, list[OutMessage]]]:
-    """Samples of scored batches -> Drift records, from one monitor for the whole flow."""
-    keyed = op.key_on(f"{step_id}-key", up, lambda _s: "drift")
+    """Samples of scored batches, keyed ``DRIFT_KEY`` -> Drift records.
+
+    One monitor for the whole flow: scoring keys every sample alike, so no
+    re-keying step costs a call per worker step.
+    """
     return op.stateful_batch(
         f"{step_id}-monitor",
-        keyed,
+        up,
         lambda resume: _DriftLogic(config, manifest, on_stats, resume),
     )

@@ -9,7 +9,7 @@ dataclass sets each field through ``object.__setattr__`` (measured 1.17 vs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from schemas.records import Chargeback, Transaction
@@ -135,6 +135,9 @@ class ShardInput:
     txns: list[TxnEnvelope]
     ordered: list[Featured | CbEnvelope | Tick]  # merchant-stage input, in processing order
     target: str = ""  # the shard it is routed to (a logic does not otherwise know its key)
+    # Dead letters riding along to the flow's output: the windows hand them on, so
+    # they need no operators (and no per-step engine cost) of their own.
+    dead: list[OutMessage] = field(default_factory=list)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _shard_input, (
@@ -144,6 +147,7 @@ class ShardInput:
             self.target,
             [_envelope_row(env) for env in self.txns],
             [_ordered_row(item) for item in self.ordered],
+            self.dead,
         )
 
 
@@ -198,7 +202,13 @@ def _ordered_row(item: Featured | CbEnvelope | Tick) -> Any:
 
 
 def _shard_input(
-    origin: str, watermark: int, idle: bool, target: str, txns: list[Any], ordered: list[Any]
+    origin: str,
+    watermark: int,
+    idle: bool,
+    target: str,
+    txns: list[Any],
+    ordered: list[Any],
+    dead: list[OutMessage],
 ) -> ShardInput:
     return ShardInput(
         origin,
@@ -212,4 +222,5 @@ def _shard_input(
             for item in ordered
         ],
         target,
+        dead,
     )

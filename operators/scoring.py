@@ -26,21 +26,19 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-import bytewax.operators as op
 import numpy as np
 import numpy.typing as npt
 import orjson
-from bytewax.dataflow import Stream
 
 from models.onnx_scorer import OnnxModel
 from models.registry import ModelRegistry, Role
 from models.rules import RULES_VERSION, rules_scores
 from operators.breaker import BreakerConfig, CircuitBreaker
-from operators.drift import DriftSample
+from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import ALL_FEATURES, txn_features
 from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics, observe_many
-from operators.quality import DECISIONS, QualityInput
+from operators.quality import DECISIONS
 from schemas.timefmt import format_ms
 
 log = logging.getLogger(__name__)
@@ -220,46 +218,84 @@ def drift_sample(
     )
 
 
-# What one step of scoring emits, tagged: the score messages (keyed by a shard, which
-# only spreads output), the drift sample, and each merchant shard's decisions.
-_MESSAGES, _SAMPLE, _DECISIONS = "messages", "sample", "decisions"
-_StepOut = tuple[str, Any]
 # Rows per model call: one step can hold every source batch of the worker, and a
 # call must stay well inside the inference budget its breaker enforces.
 MAX_MODEL_BATCH = 2048
 
 
-@dataclass(frozen=True)
-class ScoreStreams:
-    """What scoring emits: messages and, for drift and quality, samples and decisions."""
-
-    messages: Stream[tuple[str, list[OutMessage]]]
-    samples: Stream[DriftSample]
-    decisions: Stream[tuple[str, QualityInput]]
-
-
-def score(
-    step_id: str,
-    up: Stream[tuple[str, list[Featured]]],
-    *,
-    config: ScoringConfig,
-    scorer: Scorer,
-    clock: Callable[[], int],
-    metrics: ServiceMetrics,
-) -> ScoreStreams:
-    """Per-shard batches of featured transactions -> Score messages, drift samples, decisions.
+class ScoreStep:
+    """One worker step of scoring: per-shard batches of featured transactions in.
 
     Everything the merchant shards handed over in one worker step is scored
     together: one model call (of at most ``MAX_MODEL_BATCH`` rows) and one
-    drift sample per step rather than per shard (at moderate load each shard
-    emits only a few records a step).
-    Decisions stay grouped by merchant shard, which keys their quality state.
-    """
-    topic = config.scores_topic
+    drift sample per chunk rather than per shard (at moderate load each shard
+    emits only a few records a step). It returns keyed items for three
+    consumers, told apart by their value's type so the flow splits them with
+    no re-tagging step:
 
-    def messages(
-        batch: list[Featured], feats: list[dict[str, float]], outcomes: list[Scored], now: int
+    - ``(shard, [OutMessage])``: Score messages (the key only spreads output);
+    - ``(DRIFT_KEY, DriftSample)``: for the drift monitor;
+    - ``(shard, (DECISIONS, shard, decided))``: for that merchant shard's
+      quality state, which the decisions stay grouped by.
+    """
+
+    def __init__(
+        self,
+        config: ScoringConfig,
+        scorer: Scorer,
+        *,
+        clock: Callable[[], int],
+        metrics: ServiceMetrics,
+    ) -> None:
+        self._topic = config.scores_topic
+        self._scorer = scorer
+        self._clock = clock
+        self._metrics = metrics
+
+    def __call__(self, items: Sequence[tuple[str, list[Featured]]]) -> list[tuple[str, Any]]:
+        """The step's outputs for ``items``, each shard's ``(shard, featured)``."""
+        scorer, metrics = self._scorer, self._metrics
+        batch = [item for _shard, featured in items for item in featured]
+        if not batch:
+            return []
+        step: list[tuple[str, Any]] = []
+        outcomes: list[Scored] = []
+        for lo in range(0, len(batch), MAX_MODEL_BATCH):
+            chunk = batch[lo : lo + MAX_MODEL_BATCH]
+            feats, table, scored = scorer.score_table(chunk)
+            now = self._clock()
+            step.append((items[0][0], self._messages(chunk, feats, scored, now)))
+            observe_many(
+                metrics.e2e_latency,
+                [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in chunk],
+            )
+            sample = drift_sample(chunk, feats, scored, scorer.active_version, table)
+            if sample is not None:
+                step.append((DRIFT_KEY, sample))
+            outcomes.extend(scored)
+        late = sum(item.env.late for item in batch)
+        if late:
+            metrics.late.inc(late)
+        first = 0
+        for shard, featured in items:
+            decided = [
+                (item.env.txn.event_id, item.env.txn.event_time, s.decision)
+                for item, s in zip(featured, outcomes[first : first + len(featured)], strict=True)
+                if not item.env.late
+            ]
+            first += len(featured)
+            if decided:
+                step.append((shard, (DECISIONS, shard, decided)))
+        return step
+
+    def _messages(
+        self,
+        batch: list[Featured],
+        feats: list[dict[str, float]],
+        outcomes: list[Scored],
+        now: int,
     ) -> list[OutMessage]:
+        topic = self._topic
         processed_at = format_ms(now)
         out = []
         for item, f, s in zip(batch, feats, outcomes, strict=True):
@@ -280,48 +316,3 @@ def score(
             }
             out.append(OutMessage(topic, txn.card_id.encode(), orjson.dumps(body)))
         return out
-
-    def score_step(items: list[tuple[str, list[Featured]]]) -> list[_StepOut]:
-        batch = [item for _shard, featured in items for item in featured]
-        step: list[_StepOut] = []
-        outcomes: list[Scored] = []
-        for lo in range(0, len(batch), MAX_MODEL_BATCH):
-            chunk = batch[lo : lo + MAX_MODEL_BATCH]
-            feats, table, scored = scorer.score_table(chunk)
-            now = clock()
-            step.append((_MESSAGES, (items[0][0], messages(chunk, feats, scored, now))))
-            observe_many(
-                metrics.e2e_latency,
-                [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in chunk],
-            )
-            sample = drift_sample(chunk, feats, scored, scorer.active_version, table)
-            if sample is not None:
-                step.append((_SAMPLE, sample))
-            outcomes.extend(scored)
-        late = sum(item.env.late for item in batch)
-        if late:
-            metrics.late.inc(late)
-        first = 0
-        for shard, featured in items:
-            decided = [
-                (item.env.txn.event_id, item.env.txn.event_time, s.decision)
-                for item, s in zip(featured, outcomes[first : first + len(featured)], strict=True)
-                if not item.env.late
-            ]
-            first += len(featured)
-            if decided:
-                step.append((_DECISIONS, (shard, (DECISIONS, shard, decided))))
-        return step
-
-    scored = op.flat_map_batch(step_id, up, score_step)
-    return ScoreStreams(
-        messages=op.filter_map(
-            f"{step_id}-messages", scored, lambda t: t[1] if t[0] == _MESSAGES else None
-        ),
-        samples=op.filter_map(
-            f"{step_id}-samples", scored, lambda t: t[1] if t[0] == _SAMPLE else None
-        ),
-        decisions=op.filter_map(
-            f"{step_id}-decisions", scored, lambda t: t[1] if t[0] == _DECISIONS else None
-        ),
-    )

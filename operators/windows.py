@@ -105,10 +105,11 @@ def shard_of(keys: tuple[str, ...], entity_id: str) -> str:
 
 
 def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) -> list[Routed]:
-    """Split a source batch: transactions to card shards, chargebacks to merchant shards."""
-    out: list[Routed] = []
-    if batch.dead:
-        out.append((DEAD, batch.dead))
+    """Split a source batch: transactions to card shards, chargebacks to merchant shards.
+
+    The batch's dead letters ride with one of its shard inputs (a shard of the
+    stage its kind goes to), so they reach the output through the windows.
+    """
     card_keys, merchant_keys = shard_keys("c", shards, workers), shard_keys("m", shards, workers)
     by_card: dict[str, list[TxnEnvelope]] = {}
     for env in batch.txns:
@@ -116,24 +117,28 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     by_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
     for cb in batch.chargebacks:
         by_merchant.setdefault(shard_of(merchant_keys, cb.cb.merchant_id), []).append(cb)
-    targets: tuple[str, ...] = ()
-    if batch.broadcast:
-        targets = card_keys if batch.kind == "transaction" else merchant_keys
-    for key in dict.fromkeys([*by_card, *by_merchant, *targets]):
-        out.append(
-            (
-                key,
-                ShardInput(
-                    origin=batch.source,
-                    watermark=batch.watermark,
-                    idle=batch.idle,
-                    txns=by_card.get(key, []),
-                    ordered=by_merchant.get(key, []),
-                    target=key,
-                ),
-            )
+    stage_keys = card_keys if batch.kind == "transaction" else merchant_keys
+    targets: tuple[str, ...] = stage_keys if batch.broadcast else ()
+    routed = dict.fromkeys([*by_card, *by_merchant, *targets])
+    carrier = next(iter(routed), None)
+    if batch.dead and carrier is None:
+        carrier = shard_of(stage_keys, batch.source)
+        routed[carrier] = None
+    return [
+        (
+            key,
+            ShardInput(
+                origin=batch.source,
+                watermark=batch.watermark,
+                idle=batch.idle,
+                txns=by_card.get(key, []),
+                ordered=by_merchant.get(key, []),
+                target=key,
+                dead=batch.dead if key == carrier else [],
+            ),
         )
-    return out
+        for key in routed
+    ]
 
 
 class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
@@ -151,10 +156,12 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         self._sent = resume[1] if resume else NO_WATERMARK
         self._state: EpochStore | None = None
         self._engine: CardFeatureEngine | None = None
+        self._shard = ""  # this logic's key: the origin of what it sends on
         if resume:
             self._open(resume[2], resume[3])
 
     def _open(self, shard: str, version: int | None) -> CardFeatureEngine:
+        self._shard = shard
         self._state = _shard_state(self._base, shard, version, self._config)
         self._engine = CardFeatureEngine(self._config.card, self._state, self._dead, shard=shard)
         return self._engine
@@ -169,7 +176,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         merchant_keys = self._config.merchant_keys
         engine = self._engine_for(values)
         per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
-        dead: list[OutMessage] = []
+        dead = [msg for shard_input in values for msg in shard_input.dead]
         txns = sorted(
             (env for shard_input in values for env in shard_input.txns), key=_ingest_order
         )
@@ -186,7 +193,6 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
-        out: list[Routed] = [(DEAD, dead)] if dead else []
         targets: list[str] | tuple[str, ...] = list(per_merchant)
         if wm - self._sent >= BROADCAST_EVERY_MS:
             engine.expire(wm)
@@ -194,9 +200,29 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             self._sent = wm
             targets = merchant_keys
         idle = self._wm.all_idle()
-        for key in dict.fromkeys([*per_merchant, *targets]):
-            # The logic does not know its own shard key; ``_tag_origin`` fills it in.
-            out.append((key, ShardInput("", wm, idle, [], per_merchant.get(key, []), key)))
+        origin = self._shard
+        routed = dict.fromkeys([*per_merchant, *targets])
+        # Dead letters ride to the merchant stage with the first shard input (or one
+        # of their own), which hands them to the output.
+        carrier = next(iter(routed), None)
+        if dead and carrier is None:
+            carrier = shard_of(merchant_keys, origin)
+            routed[carrier] = None
+        out = [
+            (
+                key,
+                ShardInput(
+                    origin,
+                    wm,
+                    idle,
+                    [],
+                    per_merchant.get(key, []),
+                    key,
+                    dead if key == carrier else [],
+                ),
+            )
+            for key in routed
+        ]
         return out, op.StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Routed], bool]:
@@ -260,6 +286,8 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         engine = self._engine_for(values)
         featured, dead = engine.process_from(records, self._wm)
         for shard_input in values:
+            dead.extend(shard_input.dead)
+        for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
         aggregates = engine.advance(wm)
@@ -300,16 +328,6 @@ def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, 
     return raw.timestamp_ms, raw.source, raw.offset
 
 
-def _tag_origin(item: tuple[str, Routed]) -> Routed:
-    """Re-key a card shard's output to its target, naming the card shard as origin."""
-    shard, (target, payload) = item
-    if isinstance(payload, ShardInput):
-        payload = ShardInput(
-            shard, payload.watermark, payload.idle, [], payload.ordered, payload.target
-        )
-    return target, payload
-
-
 def windows(
     step_id: str,
     up: Stream[PartitionBatch],
@@ -317,41 +335,37 @@ def windows(
     config: WindowsConfig,
     store: Callable[[], StateStore],
     on_state_size: Callable[[int], None] = lambda _n: None,
+    on_input: Callable[[PartitionBatch], None] = lambda _b: None,
 ) -> Stream[tuple[str, Routed]]:
-    """Source batches -> ``(route key, (kind, payload))``.
+    """Source batches -> ``(merchant shard, (kind, payload))``.
 
     Kinds: ``"score"`` with a list of :class:`Featured`, ``"dead"`` and
     ``"aggregates"`` with lists of :class:`OutMessage`, and the merchant shards'
-    chargeback labels and watermarks for :mod:`operators.quality`. The route key (a shard)
-    spreads output over the sink's partitions.
-    """
-    routed = op.flat_map(
-        f"{step_id}-route", up, lambda b: route_partition_batch(b, config.shards, config.workers)
-    )
-    to_cards = op.filter(f"{step_id}-to-cards", routed, lambda kv: kv[0].startswith("c"))
-    cb_to_merchants = op.filter(f"{step_id}-cb-to-merchants", routed, lambda kv: kv[0][0] == "m")
-    source_dead = op.filter(f"{step_id}-source-dead", routed, lambda kv: kv[0] == DEAD)
+    chargeback labels and watermarks for :mod:`operators.quality`. The shard
+    key spreads output over the sink's partitions. ``on_input`` sees each
+    source batch first (the input counters).
 
+    Everything, dead letters included, leaves through the merchant stage, and
+    the only steps besides the two stateful ones are the routing, a split and
+    a re-key: every operator costs a fixed amount per worker step, which is
+    most of what a step costs at moderate load (small batches).
+    """
+
+    def route(batch: PartitionBatch) -> list[Routed]:
+        on_input(batch)
+        return route_partition_batch(batch, config.shards, config.workers)
+
+    routed = op.flat_map(f"{step_id}-route", up, route)
+    split = op.branch(f"{step_id}-split", routed, lambda kv: kv[0][0] == "c")
     cards = op.stateful_batch(
         f"{step_id}-cards",
-        to_cards,
+        split.trues,
         lambda resume: _CardLogic(config, store(), resume, on_state_size),
     )
-    card_out = op.map(f"{step_id}-card-out", cards, _tag_origin)
-    card_dead = op.filter(f"{step_id}-card-dead", card_out, lambda kv: kv[0] == DEAD)
-    card_to_merchants = op.filter(
-        f"{step_id}-card-to-merchants", card_out, lambda kv: kv[0] != DEAD
-    )
-
-    merchant_in = op.merge(f"{step_id}-merchant-in", card_to_merchants, cb_to_merchants)
-    merchants = op.stateful_batch(
+    # A card shard's output is keyed by the card shard: re-key it to its target.
+    card_out = op.map(f"{step_id}-card-out", cards, lambda kv: kv[1])
+    return op.stateful_batch(
         f"{step_id}-merchants",
-        merchant_in,
+        op.merge(f"{step_id}-merchant-in", card_out, split.falses),
         lambda resume: _MerchantLogic(config, store(), resume),
     )
-    dead = op.map(
-        f"{step_id}-dead-out",
-        op.merge(f"{step_id}-dead", source_dead, card_dead),
-        lambda kv: (DEAD, kv),
-    )
-    return op.merge(f"{step_id}-out", dead, merchants)

@@ -7,12 +7,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import bytewax.operators as op
 import numpy as np
 import numpy.typing as npt
 import pytest
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -22,9 +19,9 @@ from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
-from operators.drift import DriftSample
+from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import txn_features
-from operators.messages import Featured, OutMessage
+from operators.messages import Featured
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics, observe_many
 from operators.quality import QualityInput
 from operators.replay import ReplayRecord, replay
@@ -219,27 +216,21 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     featured[3].env.late = True  # scored, but never a decision for quality
     shards = [("m0", featured[:3]), ("m1", featured[3:7]), ("m2", featured[7:])]
 
-    flow = Dataflow("score-step")
-    # One source batch: every shard's records reach scoring in the same step.
-    up = op.input("in", flow, TestingSource(shards, batch_size=len(shards)))
-    streams = scoring.score(
-        "score",
-        up,
-        config=ScoringConfig(scores_topic="scores"),
-        scorer=scorer,
+    step = scoring.ScoreStep(
+        ScoringConfig(scores_topic="scores"),
+        scorer,
         clock=lambda: T0 + 999_000,
         metrics=metrics,
     )
-    messages: list[tuple[str, list[OutMessage]]] = []
-    samples: list[DriftSample] = []
-    decisions: list[tuple[str, QualityInput]] = []
-    op.output("messages", streams.messages, TestingSink(messages))
-    op.output("samples", streams.samples, TestingSink(samples))
-    op.output("decisions", streams.decisions, TestingSink(decisions))
-    run_main(flow)  # type: ignore[no-untyped-call]
+    out = step(shards)
 
+    # Three kinds of keyed output, told apart by the value's type as the flow does.
+    messages = [(k, v) for k, v in out if isinstance(v, list)]
+    samples = [v for k, v in out if isinstance(v, DriftSample) and k == DRIFT_KEY]
+    decisions: list[tuple[str, QualityInput]] = [(k, v) for k, v in out if isinstance(v, tuple)]
+    assert len(messages) + len(samples) + len(decisions) == len(out)
     assert model.calls[0] == 2  # 10 rows of three shards, in calls of at most 8
-    got = [json.loads(m.value)["event_id"] for _key, out in messages for m in out]
+    got = [json.loads(m.value)["event_id"] for _key, msgs in messages for m in msgs]
     assert got == [f.env.txn.event_id for f in featured]
     assert len(samples) == 2
     by_shard = {shard: payload for shard, payload in decisions}

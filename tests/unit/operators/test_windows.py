@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from operators.decode import DecodeConfig, Kind, PartitionDecoder
 from operators.messages import CbEnvelope, PartitionBatch, RawRecord, ShardInput, TxnEnvelope
 from operators.placement import shard_keys
-from operators.windows import DEAD, card_shard, merchant_shard, route_partition_batch
+from operators.windows import card_shard, merchant_shard, route_partition_batch
 
 EXAMPLE_MS = 1_795_428_000_123
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,8 +60,8 @@ def _txn_batch(card_ids: Sequence[str]) -> PartitionBatch:
 
 
 def _shard_inputs(routed: list[tuple[str, Any]]) -> dict[str, ShardInput]:
-    inputs = {key: value for key, value in routed if key != DEAD}
-    assert len(inputs) == len([key for key, _ in routed if key != DEAD]), "a shard twice"
+    inputs = dict(routed)
+    assert len(inputs) == len(routed), "a shard twice"
     assert all(isinstance(value, ShardInput) for value in inputs.values())
     return inputs
 
@@ -159,12 +159,36 @@ def test_without_broadcast_only_shards_with_records_get_a_batch() -> None:
     assert [env.txn.event_id for env in inputs["c5"].txns] == ["tx-2"]
 
 
-def test_dead_letters_are_routed_once() -> None:
-    batch = _batch("transaction", [b"not json", b"[]"], "transactions")
-    routed = route_partition_batch(batch, 4)
-    dead = [value for key, value in routed if key == DEAD]
-    assert dead == [batch.dead]
+@pytest.mark.parametrize(
+    ("kind", "topic", "stage"),
+    [("transaction", "transactions", "c"), ("chargeback", "chargebacks", "m")],
+)
+def test_dead_letters_ride_with_exactly_one_shard_input(kind: Kind, topic: str, stage: str) -> None:
+    """A batch of only bad records still reaches one shard of its stage, with them."""
+    batch = _batch(kind, [b"not json", b"[]"], topic)
     assert len(batch.dead) == 2
+    inputs = _shard_inputs(route_partition_batch(batch, 4))
+    carriers = [key for key, shard_input in inputs.items() if shard_input.dead]
+    assert len(carriers) == 1 and carriers[0].startswith(stage)
+    assert inputs[carriers[0]].dead == batch.dead
+
+
+def test_dead_letters_ride_with_a_shard_that_has_records() -> None:
+    good = {
+        "event_id": "tx-1",
+        "card_id": "c-42",
+        "merchant_id": "m-7",
+        "amount": 1.0,
+        "currency": "EUR",
+        "event_time": EXAMPLE_MS,
+    }
+    bad_last = _batch("transaction", [good, b"not json"], "transactions")
+    bad_first = _batch("transaction", [b"[]", good], "transactions")
+    for batch in (bad_last, bad_first):
+        inputs = _shard_inputs(route_partition_batch(batch, 16))
+        carriers = [shard_input for shard_input in inputs.values() if shard_input.dead]
+        assert [c.dead for c in carriers] == [batch.dead]
+        assert carriers[0].target == card_shard("c-42", 16)
 
 
 def test_chargebacks_go_to_their_merchant_shard() -> None:
