@@ -137,7 +137,11 @@ def build_flow(
             session_gap_ms=settings.session_gap_ms,
             cache_cards=-(-settings.card_cache // shards),
         ),
-        merchant=MerchantConfig(time=time_config, aggregates_topic=topics.window_aggregates),
+        merchant=MerchantConfig(
+            time=time_config,
+            aggregates_topic=topics.window_aggregates,
+            cache_windows=-(-settings.merchant_cache // shards),
+        ),
         dead_letter_topic=topics.dead_letters,
         undo_keep=settings.state_undo_epochs,
         versioned=settings.recovery_dir is not None,

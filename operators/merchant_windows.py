@@ -10,6 +10,15 @@ once, emitting its aggregate to ``window-aggregates``.
 State lifetime: one entry per (merchant, window start) with activity; a close
 timer (``T``) and, after closing, a purge timer (``P``) one window length
 later, when no non-late transaction can ask for it as its previous window.
+
+Cache: with ``cache_windows`` set, each engine keeps the windows it read or
+changed in memory and writes the changed ones back at :meth:`MerchantWindowEngine.flush`
+(the shard's snapshot when recovery is on, and the end of the input) or
+when the cache outgrows its bound (then it is written and emptied). Timers
+are still written as windows are created, so :meth:`MerchantWindowEngine.advance`
+finds them by a scan; a purged window leaves the cache and the store together.
+A busy merchant's window is thus read once and written once an epoch rather
+than once a batch: at moderate load a batch holds a few records a merchant.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ class MerchantConfig:
 
     time: TimeConfig
     aggregates_topic: str
+    # Windows kept in memory per engine (0: read and write RocksDB every batch).
+    cache_windows: int = 0
 
 
 class MerchantWindowEngine:
@@ -59,6 +70,11 @@ class MerchantWindowEngine:
         self._topic = config.aggregates_topic
         self._store = store
         self._dead_letter = dead_letter
+        self._cache_max = config.cache_windows
+        # Window values read or written, None where the store has none; ``_dirty``
+        # ones differ from the store.
+        self._cache: dict[bytes, tuple[int, float, int] | None] = {}
+        self._dirty: set[bytes] = set()
 
     def process(
         self,
@@ -98,25 +114,19 @@ class MerchantWindowEngine:
                 item_keys.append(key)
             else:
                 item_keys.append(None)
-        order = sorted(wanted)
-        unpack = _VALUE.unpack
-        windows = {
-            k: unpack(v) if v is not None else None
-            for k, v in zip(order, self._store.get_many(order), strict=True)
-        }
+        windows = self._windows(wanted)
         changes: dict[bytes, bytes | None] = {}
         out: list[Featured] = []
         dead: list[OutMessage] = []
-        pack = _VALUE.pack
+        dirty = self._dirty
 
         def bump(key: bytes, merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
             old = windows.get(key)
             if old is None:
                 old = (0, 0.0, 0)
                 changes[keys.timer_key(self._close, start + WINDOW_MS, merchant)] = b""
-            new = (old[0] + txns, old[1] + amount, old[2] + cbs)
-            windows[key] = new
-            changes[key] = pack(*new)
+            windows[key] = (old[0] + txns, old[1] + amount, old[2] + cbs)
+            dirty.add(key)
 
         update = watermarks.update
         for (item, origin), item_key in zip(pairs, item_keys, strict=True):
@@ -150,8 +160,37 @@ class MerchantWindowEngine:
                     dead.append(self._dead_letter(item, f"window {window} already closed"))
                 else:
                     bump(item_key, item.cb.merchant_id, start, 0, 0.0, 1)
+        if self._cache_max <= 0:
+            self._write_dirty(changes)
+            self._cache.clear()
+        elif len(self._cache) > self._cache_max:
+            self._write_dirty(changes)
+            self._cache.clear()  # cheap to refill: a merchant's windows are few and hot
         self._store.write(changes)
         return out, dead
+
+    def flush(self) -> None:
+        """Write every changed window to the store in one batch."""
+        changes: dict[bytes, bytes | None] = {}
+        self._write_dirty(changes)
+        self._store.write(changes)
+
+    def _write_dirty(self, changes: dict[bytes, bytes | None]) -> None:
+        pack, cache = _VALUE.pack, self._cache
+        for key in self._dirty:
+            value = cache[key]
+            changes[key] = None if value is None else pack(*value)
+        self._dirty = set()
+
+    def _windows(self, wanted: set[bytes]) -> dict[bytes, tuple[int, float, int] | None]:
+        """The cache, holding every ``wanted`` window (read from the store if missing)."""
+        cache = self._cache
+        missing = sorted(k for k in wanted if k not in cache)
+        if missing:
+            unpack = _VALUE.unpack
+            for k, v in zip(missing, self._store.get_many(missing), strict=True):
+                cache[k] = unpack(v) if v is not None else None
+        return cache
 
     def advance(self, watermark: int) -> list[OutMessage]:
         """Close windows with ``end + lateness <= watermark``; purge those a window older."""
@@ -161,26 +200,31 @@ class MerchantWindowEngine:
         out: list[OutMessage] = []
         close_end = keys.timer_range_end(self._close, watermark - self._lateness)
         due = list(self._store.scan(self._close, close_end))
-        window_keys = []
-        for key, _ in due:
-            end, merchant = keys.parse_timer_key(key, len(self._close))
-            window_keys.append(keys.window_key(merchant, end - WINDOW_MS))
-        for (key, _), value in zip(due, self._store.get_many(window_keys), strict=True):
-            end, merchant = keys.parse_timer_key(key, len(self._close))
+        parsed = [keys.parse_timer_key(key, len(self._close)) for key, _ in due]
+        window_keys = [keys.window_key(merchant, end - WINDOW_MS) for end, merchant in parsed]
+        windows = self._windows(set(window_keys))
+        for (key, _), (end, merchant), window_key in zip(due, parsed, window_keys, strict=True):
             changes[key] = None
+            value = windows[window_key]
             if self._purged(end, watermark):
-                changes[keys.window_key(merchant, end - WINDOW_MS)] = None
+                self._drop(changes, window_key)
             else:
                 changes[keys.timer_key(self._purge, end, merchant)] = b""
             if value is not None:
-                out.append(self._aggregate(merchant, end - WINDOW_MS, *_VALUE.unpack(value)))
+                out.append(self._aggregate(merchant, end - WINDOW_MS, *value))
         purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - WINDOW_MS)
         for key, _ in self._store.scan(self._purge, purge_end):
             end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
-            changes[keys.window_key(merchant, end - WINDOW_MS)] = None
+            self._drop(changes, keys.window_key(merchant, end - WINDOW_MS))
         self._store.write(changes)
         return out
+
+    def _drop(self, changes: dict[bytes, bytes | None], window_key: bytes) -> None:
+        """Delete a window from the store and the cache."""
+        changes[window_key] = None
+        self._cache.pop(window_key, None)
+        self._dirty.discard(window_key)
 
     def _purged(self, window_end: int, watermark: int) -> bool:
         """Whether a window ending at ``window_end`` is deleted at ``watermark``."""

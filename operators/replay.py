@@ -65,7 +65,9 @@ class ReplayResult:
 class _Pipeline:
     """The flow's operators for a single worker, wired in processing order."""
 
-    def __init__(self, time: TimeConfig, store: StateStore, card_cache: int) -> None:
+    def __init__(
+        self, time: TimeConfig, store: StateStore, card_cache: int, merchant_cache: int
+    ) -> None:
         self._time = time
         self._decode = DecodeConfig(
             dead_letter_topic="dead-letters", max_message_bytes=65536, time=time
@@ -76,7 +78,11 @@ class _Pipeline:
         )
         self._card_wm = MinWatermark()
         self._merchants = MerchantWindowEngine(
-            MerchantConfig(time=time, aggregates_topic="window-aggregates"), store, self._cb_dead
+            MerchantConfig(
+                time=time, aggregates_topic="window-aggregates", cache_windows=merchant_cache
+            ),
+            store,
+            self._cb_dead,
         )
         self._merchant_wm = MinWatermark()
 
@@ -111,6 +117,7 @@ class _Pipeline:
 
     def write_back(self) -> None:
         self._cards.flush()
+        self._merchants.flush()
 
     def _decoder(
         self, kind: Literal["transaction", "chargeback"], raw: RawRecord
@@ -138,15 +145,19 @@ def replay(
     batch_size: int = 1,
     flush: bool = True,
     card_cache: int = 0,
+    merchant_cache: int = 0,
 ) -> ReplayResult:
     """Run ``records`` through decode, card features and merchant windows; collect outputs.
 
-    ``card_cache`` is the card engine's cache size (0: write through); cached
-    cards are written back to ``store`` at the end.
+    ``card_cache`` and ``merchant_cache`` are the engines' cache sizes (0: write
+    through); cached cards and windows are written back to ``store`` at the end.
     """
     records = list(records)
     pipeline = _Pipeline(
-        time or TimeConfig(), store if store is not None else MemoryStore(), card_cache
+        time or TimeConfig(),
+        store if store is not None else MemoryStore(),
+        card_cache,
+        merchant_cache,
     )
     position = {(TOPICS[r.kind], r.partition, r.offset): i for i, r in enumerate(records)}
     rows: list[FeatureRow] = []

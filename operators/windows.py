@@ -307,9 +307,17 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             out.append((AGGREGATES, aggregates))
         return out, op.StatefulBatchLogic.RETAIN
 
+    def on_eof(self) -> tuple[list[Routed], bool]:
+        # The input ended (read to the end, or a graceful stop): leave RocksDB complete.
+        if self._engine is not None:
+            self._engine.flush()
+        return [], op.StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> tuple[Any, ...]:
         state = self._state
-        assert state is not None  # a logic is built with resume state or for a batch
+        assert state is not None and self._engine is not None  # built with resume state or a batch
+        if self._config.versioned:
+            self._engine.flush()  # the epoch's state must be complete in RocksDB
         return (self._wm.snapshot(), state.shard, state.commit())
 
 

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     state_undo_epochs: Annotated[int, Field(ge=1, le=1000)] = 8
     # Decoded cards kept in memory per process, split over the shards (0: none).
     card_cache: Annotated[int, Field(ge=0, le=100_000_000)] = 200_000
+    # Merchant windows kept in memory per process, split over the shards (0: none).
+    merchant_cache: Annotated[int, Field(ge=0, le=100_000_000)] = 100_000
     model_dir: Path = DEFAULT_MODEL
     shadow_model_dir: Path | None = None
     canary_model_dir: Path | None = None

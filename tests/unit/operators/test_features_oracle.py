@@ -672,11 +672,16 @@ def test_replay_matches_oracle(scenario: Scenario) -> None:
 
 
 @settings(PROPERTY, max_examples=300)
-@given(scenarios(), st.sampled_from([1, 2, 5]), st.sampled_from([1, 3, 50]))
-def test_replay_with_a_small_card_cache_matches_oracle(
-    scenario: Scenario, card_cache: int, batch_size: int
+@given(
+    scenarios(),
+    st.sampled_from([1, 2, 5]),
+    st.sampled_from([1, 3, 1000]),
+    st.sampled_from([1, 3, 50]),
+)
+def test_replay_with_small_caches_matches_oracle(
+    scenario: Scenario, card_cache: int, merchant_cache: int, batch_size: int
 ) -> None:
-    """Cards evicted and written back, expired while cached and changed: same results."""
+    """Cards and windows evicted and written back, expired or purged while cached: same results."""
     note(_describe(scenario))
     want = oracle(scenario.records, scenario.time)
     got = replay(
@@ -684,6 +689,7 @@ def test_replay_with_a_small_card_cache_matches_oracle(
         time=scenario.time,
         batch_size=batch_size,
         card_cache=card_cache,
+        merchant_cache=merchant_cache,
     )
     assert_matches_oracle(got, want)
 
