@@ -201,6 +201,8 @@ class LatencySamples:
     samples_s: list[float]
     sent: int
     sent_seconds: float
+    # CPU seconds the pipeline spent while the counted transactions were sent.
+    cpu_s: float = 0.0
 
 
 def measure_latency(
@@ -213,8 +215,13 @@ def measure_latency(
     items: list[Template],
     say: Callable[[str], None],
     check_alive: Callable[[], None],
+    cpu_s: Callable[[], float] = lambda: 0.0,
 ) -> LatencySamples:
-    """Offer ``items`` to a running pipeline as ``plan`` says; the counted latencies."""
+    """Offer ``items`` to a running pipeline as ``plan`` says; the counted latencies.
+
+    ``cpu_s`` reads the pipeline's CPU seconds so far; what it spent while the
+    counted transactions were sent is returned with them.
+    """
     receiver = ScoreReceiver(bootstrap, scores, partitions, len(items))
     sender = _Sender(bootstrap, transactions, items)
     receiver.start()
@@ -231,9 +238,11 @@ def measure_latency(
         _paced(sender, receiver, plan.rate, plan.warmup_s, "warm-up", say, check_alive)
         first = sender.next
         say(f"latency: measuring {plan.seconds:.0f} s at {plan.rate:,.0f} ev/s")
+        cpu_before = cpu_s()
         sent_seconds = _paced(
             sender, receiver, plan.rate, plan.seconds, "measured", say, check_alive
         )
+        cpu_spent = cpu_s() - cpu_before
         end = sender.next
         sender.close()
         deadline = time.monotonic() + plan.drain_s
@@ -246,7 +255,7 @@ def measure_latency(
         receiver.stop()
     got, sent_at = receiver.received_at, sender.sent_at
     samples = [got[i] - sent_at[i] for i in range(first, end) if got[i]]
-    return LatencySamples(samples, end - first, sent_seconds)
+    return LatencySamples(samples, end - first, sent_seconds, cpu_spent)
 
 
 def _paced(

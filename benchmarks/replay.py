@@ -513,6 +513,7 @@ def _latency_phase(s: _Session) -> Latency:
         items=items,
         say=s.say,
         check_alive=check_alive,
+        cpu_s=lambda: sum(s.children.cpu_s(p) for p in procs),
     )
     rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
     for proc in procs:
@@ -526,6 +527,7 @@ def _latency_phase(s: _Session) -> Latency:
         sent_seconds=samples.sent_seconds,
         warmup_s=config.latency_warmup_s,
         peak_rss_mib=rss_mib,
+        cpu_s=samples.cpu_s,
     )
     s.say(
         f"{label}: p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, "

@@ -68,6 +68,12 @@ DEFINITIONS = {
         "is set to that instant too); one clock, one process; warm-up excluded; includes both "
         "Kafka hops, the producer's linger and the consumer's fetch wait"
     ),
+    "latency_cpu": (
+        "user + system CPU seconds of the latency run's pipeline processes (/proc/<pid>/stat) "
+        "while the counted transactions were sent; pipeline_cores divides it by that time, "
+        "cpu_us_per_event by the transactions sent: the load a step's fixed cost puts on the "
+        "pipeline at a rate it keeps up with, where full batches amortise it"
+    ),
     "peak_rss_mib": "VmHWM of each pipeline process from /proc/<pid>/status, polled every 0.1 s",
     "cpu_s": (
         "user + system CPU seconds of each process (/proc/<pid>/stat) from spawn to the last "
@@ -132,6 +138,18 @@ class Latency:
     max_ms: float
     mean_ms: float
     peak_rss_mib: tuple[float, ...] = ()
+    # CPU seconds of the pipeline processes while the counted transactions were sent.
+    cpu_s: float = 0.0
+
+    @property
+    def pipeline_cores(self) -> float:
+        """Cores the pipeline kept busy at the offered rate (0.0 when not measured)."""
+        return self.cpu_s / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """The pipeline's CPU microseconds a transaction sent (0.0 when not measured)."""
+        return self.cpu_s / self.sent * 1e6 if self.sent else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -159,6 +177,7 @@ def latency_from_samples(
     sent_seconds: float,
     warmup_s: float,
     peak_rss_mib: tuple[float, ...] = (),
+    cpu_s: float = 0.0,
 ) -> Latency:
     """Summarise per-event latencies (seconds) into milliseconds."""
     if not samples_s:
@@ -179,6 +198,7 @@ def latency_from_samples(
         max_ms=ms[-1],
         mean_ms=sum(ms) / len(ms),
         peak_rss_mib=peak_rss_mib,
+        cpu_s=cpu_s,
     )
 
 
@@ -285,6 +305,8 @@ def _throughput_json(t: Throughput) -> dict[str, object]:
 def _latency_json(lat: Latency) -> dict[str, object]:
     out: dict[str, object] = asdict(lat)
     out["peak_rss_mib"] = list(lat.peak_rss_mib)
+    out["pipeline_cores"] = lat.pipeline_cores
+    out["cpu_us_per_event"] = lat.cpu_us_per_event
     return out
 
 
@@ -389,6 +411,12 @@ def latency_line(lat: Latency) -> str:
         + (
             " (the rest not within the drain time: true percentiles are higher)"
             if lat.lower_bounds
+            else ""
+        )
+        + (
+            f"; pipeline CPU {lat.pipeline_cores:.2f} cores "
+            f"({lat.cpu_us_per_event:.0f} us an event)"
+            if lat.cpu_s > 0
             else ""
         )
     )

@@ -24,6 +24,7 @@ from benchmarks.report import (
     build_latency_report,
     build_report,
     latency_from_samples,
+    latency_line,
     percentile,
     ratio,
     summary_lines,
@@ -134,6 +135,7 @@ def _latency(p99_ms: float = 20.0) -> Latency:
         max_ms=80.0,
         mean_ms=6.0,
         peak_rss_mib=(250.0,),
+        cpu_s=27.0,  # 0.9 of a core over the 30 s measured: 90 us a transaction
     )
 
 
@@ -256,6 +258,14 @@ def test_latency_only_report_holds_the_latency_and_its_target(tmp_path: Path) ->
     }
     assert "throughput" not in loaded
     assert "perf_counter" in loaded["definitions"]["latency"]
+    assert loaded["latency"]["pipeline_cores"] == pytest.approx(0.9)
+    assert loaded["latency"]["cpu_us_per_event"] == pytest.approx(90.0)
+    assert "/proc/<pid>/stat" in loaded["definitions"]["latency_cpu"]
+
+
+def test_latency_line_gives_the_pipeline_cpu_when_measured() -> None:
+    assert "pipeline CPU 0.90 cores (90 us an event)" in latency_line(_latency())
+    assert "pipeline CPU" not in latency_line(replace(_latency(), cpu_s=0.0))
 
 
 def test_summary_names_every_phase_and_flags_incomplete_ones() -> None:
@@ -456,5 +466,9 @@ def test_tiny_latency_only_run_measures_only_latency(kafka_bootstrap: str, tmp_p
     for key in ("p50_ms", "p99_ms", "max_ms"):
         assert _positive(latency[key]), key
     assert _positive(latency["peak_rss_mib"][0])
+    # The pipeline's CPU while the counted 600 were sent: some, and under two cores.
+    assert 0 < latency["pipeline_cores"] < 2
+    assert latency["cpu_us_per_event"] == pytest.approx(latency["cpu_s"] / 600 * 1e6)
+    assert "pipeline CPU" in done.stdout
     assert set(report["targets"]) == {"p99_ms_at_offered_rate"}
     assert not out.with_suffix(".png").exists()
