@@ -44,18 +44,19 @@ def _batch(kind: Kind, payloads: Sequence[dict[str, Any] | bytes], topic: str) -
     return decoder.decode(records)
 
 
+def _txn_payload(i: int, card_id: str) -> dict[str, Any]:
+    return {
+        "event_id": f"tx-{i}",
+        "card_id": card_id,
+        "merchant_id": "m-7",
+        "amount": 1.0,
+        "currency": "EUR",
+        "event_time": EXAMPLE_MS + i,
+    }
+
+
 def _txn_batch(card_ids: Sequence[str]) -> PartitionBatch:
-    payloads = [
-        {
-            "event_id": f"tx-{i}",
-            "card_id": card_id,
-            "merchant_id": "m-7",
-            "amount": 1.0,
-            "currency": "EUR",
-            "event_time": EXAMPLE_MS + i,
-        }
-        for i, card_id in enumerate(card_ids)
-    ]
+    payloads = [_txn_payload(i, card_id) for i, card_id in enumerate(card_ids)]
     return _batch("transaction", payloads, "transactions")
 
 
@@ -174,14 +175,7 @@ def test_dead_letters_ride_with_exactly_one_shard_input(kind: Kind, topic: str, 
 
 
 def test_dead_letters_ride_with_a_shard_that_has_records() -> None:
-    good = {
-        "event_id": "tx-1",
-        "card_id": "c-42",
-        "merchant_id": "m-7",
-        "amount": 1.0,
-        "currency": "EUR",
-        "event_time": EXAMPLE_MS,
-    }
+    good = _txn_payload(1, "c-42")
     bad_last = _batch("transaction", [good, b"not json"], "transactions")
     bad_first = _batch("transaction", [b"[]", good], "transactions")
     for batch in (bad_last, bad_first):
