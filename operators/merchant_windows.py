@@ -160,10 +160,7 @@ class MerchantWindowEngine:
                     dead.append(self._dead_letter(item, f"window {window} already closed"))
                 else:
                     bump(item_key, item.cb.merchant_id, start, 0, 0.0, 1)
-        if self._cache_max <= 0:
-            self._write_dirty(changes)
-            self._cache.clear()
-        elif len(self._cache) > self._cache_max:
+        if len(self._cache) > self._cache_max:  # always, without a cache (0)
             self._write_dirty(changes)
             self._cache.clear()  # cheap to refill: a merchant's windows are few and hot
         self._store.write(changes)

@@ -120,10 +120,7 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     stage_keys = card_keys if batch.kind == "transaction" else merchant_keys
     targets: tuple[str, ...] = stage_keys if batch.broadcast else ()
     routed = dict.fromkeys([*by_card, *by_merchant, *targets])
-    carrier = next(iter(routed), None)
-    if batch.dead and carrier is None:
-        carrier = shard_of(stage_keys, batch.source)
-        routed[carrier] = None
+    carrier = _carrier(routed, batch.dead, stage_keys, batch.source)
     return [
         (
             key,
@@ -139,6 +136,21 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
         )
         for key in routed
     ]
+
+
+def _carrier(
+    routed: dict[str, None], dead: list[OutMessage], keys: tuple[str, ...], sender: str
+) -> str | None:
+    """The routed shard whose input carries ``dead`` on to the next stage.
+
+    The first one routed; with none routed but dead letters to hand on, the
+    sender's shard of ``keys``, added to ``routed``. None when nothing is routed.
+    """
+    carrier = next(iter(routed), None)
+    if dead and carrier is None:
+        carrier = shard_of(keys, sender)
+        routed[carrier] = None
+    return carrier
 
 
 class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
@@ -202,12 +214,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         idle = self._wm.all_idle()
         origin = self._shard
         routed = dict.fromkeys([*per_merchant, *targets])
-        # Dead letters ride to the merchant stage with the first shard input (or one
-        # of their own), which hands them to the output.
-        carrier = next(iter(routed), None)
-        if dead and carrier is None:
-            carrier = shard_of(merchant_keys, origin)
-            routed[carrier] = None
+        carrier = _carrier(routed, dead, merchant_keys, origin)
         out = [
             (
                 key,
@@ -286,8 +293,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         engine = self._engine_for(values)
         featured, dead = engine.process_from(records, self._wm)
         for shard_input in values:
-            dead.extend(shard_input.dead)
-        for shard_input in values:
+            dead.extend(shard_input.dead)  # handed on from the sources and card shards
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
         aggregates = engine.advance(wm)
