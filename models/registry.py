@@ -4,8 +4,10 @@ Three roles: ``active`` decides; ``shadow`` (optional) is scored beside it and
 never affects the decision; ``canary`` (optional) decides for a stable share
 of cards, chosen by crc32 of ``card_id``, so a card always meets the same
 model. Every ``reload_interval_s`` (injected monotonic clock) the registry
-looks at each role's ``manifest.json``; when it changed, it loads and verifies
-the new version. A version that fails to load (wrong sha256, malformed ONNX,
+looks at each role's directory (every file's mtime and size, the manifest and
+the ONNX file included); when anything changed, it loads and verifies the new
+version. The check runs on the scoring path, so it happens when there is
+something to score. A version that fails to load (wrong sha256, malformed ONNX,
 wrong input shape) is refused: the previous one keeps serving, and a log line
 and ``streamscore_model_load_failures_total{reason}`` say why.
 """
@@ -72,7 +74,7 @@ class ModelRegistry:
         self._events = events or RegistryEvents()
         self._loader = loader
         self._models: dict[Role, OnnxModel | None] = dict.fromkeys(ROLES)
-        self._seen: dict[Role, tuple[int, int] | None] = dict.fromkeys(ROLES)
+        self._seen: dict[Role, _Stamp | None] = dict.fromkeys(ROLES)
         self._next_check = clock() + config.reload_interval_s
         for role in ROLES:
             path = self._path(role)
@@ -172,9 +174,20 @@ class ModelRegistry:
         return path
 
 
-def _stamp(model_dir: Path) -> tuple[int, int] | None:
+_Stamp = tuple[tuple[str, int, int], ...]
+
+
+def _stamp(model_dir: Path) -> _Stamp | None:
+    """Name, mtime and size of every file of a model directory; None without a manifest.
+
+    Any file counts, not only the manifest: an ONNX file replaced under an
+    unchanged manifest is a change too (and is refused when its sha256 no
+    longer matches).
+    """
     try:
-        st = (model_dir / MANIFEST_FILE).stat()
+        if not (model_dir / MANIFEST_FILE).is_file():
+            return None
+        stats = [(p.name, p.stat()) for p in model_dir.iterdir() if p.is_file()]
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return tuple(sorted((name, st.st_mtime_ns, st.st_size) for name, st in stats))

@@ -96,6 +96,16 @@ def test_a_bad_model_at_startup_is_fatal(tmp_path: Path) -> None:
         ModelRegistry(DeploymentConfig(active=active), clock=Clock())
 
 
+def test_an_onnx_file_replaced_under_the_same_manifest_is_noticed(tmp_path: Path) -> None:
+    active = _copy(tmp_path, "active")
+    events = Recorder()
+    registry = ModelRegistry(DeploymentConfig(active=active), clock=Clock(), events=events)
+    (active / "model.onnx").write_bytes((active / "model.onnx").read_bytes() + b"\0")
+    assert registry.reload("active") is False  # its sha256 no longer matches the manifest
+    assert registry.active.manifest.model_version == "fraud-gbt-1"
+    assert events.refusals == [("active", "sha256")]
+
+
 def test_unchanged_manifest_is_not_reloaded(tmp_path: Path) -> None:
     active = _copy(tmp_path, "active")
     registry = ModelRegistry(DeploymentConfig(active=active), clock=Clock())
