@@ -35,9 +35,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from benchmarks.kafka_load import preload_sim
-from flows.dataflow import DecoderFactory, build_flow
+from flows.dataflow import build_flow
 from models.simulator import simulate
 from operators.decode import PartitionDecoder
+from operators.kafka_io import DecoderFactory
 from operators.messages import OutMessage, PartitionBatch, RawRecord
 
 if TYPE_CHECKING:

@@ -77,15 +77,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     flow = start_service(
         settings, process_id=process_id, workers=workers, stop_at_eof=args.until_eof
     )
-    cli_main(  # type: ignore[no-untyped-call]
-        flow,
-        workers_per_process=args.workers_per_process,
-        process_id=args.process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=args.epoch_interval),
-        recovery_config=recovery,
-    )
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=args.workers_per_process,
+            process_id=args.process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=args.epoch_interval),
+            recovery_config=recovery,
+        )
+    except Exception as exc:
+        return _flow_failed(exc, settings)
     return 0
+
+
+def _flow_failed(exc: Exception, settings: Settings) -> int:
+    """Report why the running flow stopped; exit status 1 (an orchestrator restarts it).
+
+    bytewax wraps what a step raised; StreamScore's own errors say what to do
+    in one line. A record that made a step raise (a bug) is counted in the
+    quarantine ledger, with the traceback, and skipped once it has crashed
+    ``quarantine_after`` starts. Anything else is re-raised as it is.
+    """
+    from operators.quarantine import PoisonRecordError, record_crash
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, StreamScoreError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        raise exc
+    if isinstance(cause, PoisonRecordError):
+        crashes = record_crash(settings.state_dir, cause)
+        after = settings.quarantine_after
+        log.error(
+            "%s (crash %d; skipped as a 'quarantined' dead letter from crash %d on). "
+            "This is a bug: please report it with this traceback",
+            cause,
+            crashes,
+            after,
+            exc_info=cause,
+        )
+        return 1
+    print(f"streamscore: {cause}", file=sys.stderr)
+    return 1
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:

@@ -24,9 +24,10 @@ from bytewax.outputs import Sink
 from models.registry import ModelRegistry
 from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
-from operators.decode import DecodeConfig, Kind, PartitionDecoder
+from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder, dead_letter_limit
 from operators.drift import DriftConfig, DriftSample, DriftStat, drift
 from operators.kafka_io import (
+    DecoderFactory,
     KafkaBatchSink,
     KafkaBatchSource,
     ProducerPool,
@@ -37,14 +38,12 @@ from operators.merchant_windows import MerchantConfig
 from operators.messages import Featured, OutMessage
 from operators.metrics import ServiceMetrics
 from operators.quality import QualityConfig, QualityInput, QualityRecord, quality
+from operators.quarantine import quarantined
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
-from operators.watermarks import TimeConfig
+from operators.watermarks import TimeConfig, WatermarkState
 from operators.windows import AGGREGATES, SCORE, Routed, WindowsConfig, windows
 from schemas.settings import Settings
 from state.store import StateStore
-
-# Builds the decoder of one input partition: (partition, topic, resume offset).
-DecoderFactory = Callable[[str, str, "int | None"], PartitionDecoder]
 
 
 def wall_clock_ms() -> int:
@@ -84,6 +83,7 @@ def build_flow(
         allowed_lateness_ms=settings.allowed_lateness_ms,
         max_future_ms=settings.max_future_ms,
         idle_timeout_ms=settings.idle_timeout_ms,
+        watermark_agreement=settings.watermark_agreement,
     )
     decode_config = DecodeConfig(
         dead_letter_topic=topics.dead_letters,
@@ -91,14 +91,29 @@ def build_flow(
         time=time_config,
     )
 
-    def decoder(source: str, topic: str, resume: int | None) -> PartitionDecoder:
+    dead_letters = DeadLetters(
+        topics.dead_letters,
+        max_bytes=dead_letter_limit(settings.producer_config),
+        now_ms=clock,
+        on_dead=lambda reason: metrics.dead_letters.labels(reason).inc(),
+    )
+
+    skipped = quarantined(settings.state_dir, settings.quarantine_after)
+
+    def decoder(source: str, topic: str, resume: WatermarkState) -> PartitionDecoder:
+        partition = int(source.rpartition("#")[2])
         return PartitionDecoder(
             decode_config,
             source=source,
             kind=kinds[topic],
             resume=resume,
-            now_ms=clock,
-            on_dead=lambda reason: metrics.dead_letters.labels(reason).inc(),
+            dead_letters=dead_letters,
+            wall_clock=clock,
+            quarantined={
+                offset: f"crashed step {e.step!r} {e.crashes} times ({e.error}); skipped"
+                for (t, p, offset), e in skipped.items()
+                if (t, p) == (topic, partition)
+            },
         )
 
     source = (
@@ -142,7 +157,6 @@ def build_flow(
             aggregates_topic=topics.window_aggregates,
             cache_windows=-(-settings.merchant_cache // shards),
         ),
-        dead_letter_topic=topics.dead_letters,
         undo_keep=settings.state_undo_epochs,
         versioned=settings.recovery_dir is not None,
         workers=workers,
@@ -152,8 +166,10 @@ def build_flow(
         batches,
         config=windows_config,
         store=store,
+        dead_letters=dead_letters,
         on_state_size=metrics.state_keys.set,
         on_input=count_in,
+        on_chargebacks=metrics.chargebacks.inc,
     )
     scoring = ScoringConfig(
         scores_topic=topics.scores,

@@ -29,8 +29,9 @@ from flows.dataflow import build_flow
 from models.onnx_scorer import OnnxModel
 from models.registry import DeploymentConfig, ModelRegistry, RegistryEvents, Role
 from operators.metrics import ServiceMetrics
+from schemas.errors import ConfigError, DiskFullError, StateError
 from schemas.settings import Settings, load_settings
-from state.rocksdb import ProcessStore
+from state.rocksdb import ProcessStore, check_writable, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,36 @@ def process_metrics(registry: CollectorRegistry) -> None:
     tenured.set_function(gc.get_freeze_count)
 
 
+STATE_DIR_SETTING = "STREAMSCORE_STATE_DIR (--state-dir)"
+
+
+def open_state(settings: Settings, process_id: int) -> ProcessStore:
+    """The process's state store, opened and write-checked now rather than at the first record.
+
+    A state dir that cannot be used is a configuration error naming the setting;
+    a full disk is reported as such (:class:`~schemas.errors.DiskFullError`).
+    """
+    store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
+    try:
+        check_writable(settings.state_dir)
+        store()
+    except DiskFullError:
+        raise
+    except (OSError, StateError) as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(
+                f"no space left on the device holding the state dir {settings.state_dir}: "
+                "free space there and start again"
+            ) from None
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            STATE_DIR_SETTING,
+            f"cannot write RocksDB state under {settings.state_dir} ({cause}); "
+            "point it at a writable directory",
+        ) from None
+    return store
+
+
 def start_service(
     settings: Settings, *, process_id: int = 0, workers: int = 1, stop_at_eof: bool = False
 ) -> Dataflow:
@@ -176,7 +207,7 @@ def start_service(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
+    store = open_state(settings, process_id)
     return build_flow(
         settings,
         models=models,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 
-from operators.messages import Featured, OutMessage, Tick, TxnEnvelope
+from operators.messages import Featured, OutMessage, RawRecord, Tick, TxnEnvelope
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
@@ -95,6 +95,8 @@ class CardFeatureEngine:
         # Decoded cards, least recently used first; ``_dirty`` ones differ from the store.
         self._cache: dict[str, _Card] = {}
         self._dirty: set[str] = set()
+        # The record being processed: the one to blame if processing raises.
+        self.at: RawRecord | None = None
 
     def process(
         self, batch: Iterable[TxnEnvelope], watermarks: MinWatermark
@@ -112,6 +114,7 @@ class CardFeatureEngine:
         update, current = watermarks.update, watermarks.current
         lateness, gap, features = self._lateness, self._gap, self._features
         for env in batch:
+            self.at = env.raw
             update(env.raw.source, env.watermark)
             wm = current()
             txn = env.txn

@@ -1,33 +1,43 @@
 """Decode, validate and time-judge raw Kafka records of one input partition.
 
 Every rejected record becomes a dead letter: ``oversize`` (value longer than
-the limit), ``json`` (missing value, not UTF-8, not JSON), ``schema`` (JSON that
-breaks the contract) and ``timestamp`` (far ahead of the partition's
-watermark; see :mod:`operators.watermarks`). Time rules: the partition's
-watermark advances with accepted records; a transaction behind it by more than
-the allowed lateness is marked late. State: the partition's largest accepted
-event time, snapshotted with the source offset. ``received_at`` comes from the
-injected clock. Payloads are kept verbatim (UTF-8 text, or base64 when not
-UTF-8), except an oversize payload, cut to the size limit so the dead letter
-stays producible; its topic, partition and offset still point at the original.
+the limit), ``json`` (missing value, not UTF-8, not JSON, a key named twice),
+``schema`` (JSON that breaks the contract), ``timestamp`` (far ahead of the
+partition's watermark and of its own Kafka timestamp, or of the wall clock;
+see :mod:`operators.watermarks`) and ``quarantined`` (a record that crashed a
+step before, see :mod:`operators.quarantine`, or that made decoding itself
+raise). Time rules: the partition's watermark
+advances when accepted records agree; a transaction behind it by more than the
+allowed lateness is marked late. State: the partition's two largest accepted
+event times, snapshotted with the source offset.
+
+Dead letters (:class:`DeadLetters`, used by every stage that rejects records)
+are counted once where they are born and stamped with the injected clock.
+Payloads and keys are kept verbatim (UTF-8 text, or base64 when not UTF-8,
+which ``payload_encoding`` and ``key_encoding`` say). An oversize payload is
+cut to the size limit, and a dead letter that would not fit the producer's
+message limit is cut, key included, and marked ``truncated``; its topic,
+partition and offset still point at the original.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import ValidationError
 
 from operators.messages import CbEnvelope, OutMessage, PartitionBatch, RawRecord, TxnEnvelope
-from operators.watermarks import PartitionWatermark, TimeConfig
+from operators.watermarks import PartitionWatermark, TimeConfig, WatermarkState
 from schemas.records import Chargeback, DeadLetterReason, Transaction
 from schemas.timefmt import format_ms
 
 Kind = Literal["transaction", "chargeback"]
+log = logging.getLogger(__name__)
 BROADCAST_EVERY_MS = 1_000
 
 
@@ -49,21 +59,24 @@ class PartitionDecoder:
         *,
         source: str,
         kind: Kind,
-        resume: int | None,
-        now_ms: Callable[[], int],
-        on_dead: Callable[[DeadLetterReason], None] = lambda _r: None,
+        resume: WatermarkState,
+        dead_letters: DeadLetters,
+        wall_clock: Callable[[], int] | None,
+        quarantined: Mapping[int, str] | None = None,
     ) -> None:
         self._config = config
+        # Offsets of this partition to skip (the reason for each): see operators.quarantine.
+        self._skip = dict(quarantined or {})
         self._source = source
         self._kind = kind
         self._wm = PartitionWatermark(config.time, resume)
-        self._now_ms = now_ms
-        self._on_dead = on_dead
+        self._dead = dead_letters
+        self._wall_clock = wall_clock
         self._broadcast_wm: int | None = None
         self._idle = False
 
-    def snapshot(self) -> int | None:
-        """Resume state: the partition's largest accepted event time."""
+    def snapshot(self) -> WatermarkState:
+        """Resume state: the partition's two largest accepted event times."""
         return self._wm.snapshot()
 
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
@@ -71,19 +84,36 @@ class PartitionDecoder:
         txns: list[TxnEnvelope] = []
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
-        parse, observe = self._parse, self._wm.observe
+        parse, observe, to_dead = self._parse, self._wm.observe, self._dead
+        now = None if self._wall_clock is None else self._wall_clock()
+        skip = self._skip
         for rec in batch:
-            parsed = parse(rec)
-            if isinstance(parsed, tuple):
-                dead.append(self._dead(rec, *parsed))
+            if skip and rec.offset in skip:
+                dead.append(to_dead(rec, "quarantined", skip[rec.offset]))
                 continue
-            verdict = observe(parsed.event_time, rec.timestamp_ms)
+            try:
+                parsed = parse(rec)
+            except Exception as exc:
+                # Every failure a record can cause on purpose is classified above; this
+                # one is a bug. Nothing was changed yet, so the record is skipped now.
+                log.exception("decoding %s#%s@%s raised", rec.topic, rec.partition, rec.offset)
+                error = f"decoding raised {type(exc).__name__}: {exc}; skipped"
+                dead.append(to_dead(rec, "quarantined", error))
+                continue
+            if isinstance(parsed, tuple):
+                reason, error = parsed
+                if reason == "oversize":
+                    rec = _cut(rec, self._config.max_message_bytes)
+                dead.append(to_dead(rec, reason, error))
+                continue
+            verdict = observe(parsed.event_time, rec.timestamp_ms, now)
             if verdict == "future":
                 error = (
                     f"event_time {format_ms(parsed.event_time)} is more than "
-                    f"{self._config.time.max_future_ms} ms ahead of the partition's watermark"
+                    f"{self._config.time.max_future_ms} ms ahead of the partition's watermark "
+                    "and of the record's Kafka timestamp, or of the wall clock"
                 )
-                dead.append(self._dead(rec, "timestamp", error))
+                dead.append(to_dead(rec, "timestamp", error))
             elif isinstance(parsed, Transaction):
                 txns.append(TxnEnvelope(parsed, rec, verdict == "late", self._wm.watermark))
             else:
@@ -114,34 +144,157 @@ class PartitionDecoder:
             )
         model = Transaction if self._kind == "transaction" else Chargeback
         try:
-            return model.model_validate_json(value)
+            record = model.model_validate_json(value)
         except ValidationError as exc:
             return _classify(exc)
+        duplicate = _duplicate_key(value, len(record.model_fields_set))
+        if duplicate is not None:
+            return "json", f"duplicate key {duplicate!r}: a record names each field once"
+        return record
 
-    def _dead(self, rec: RawRecord, reason: DeadLetterReason, error: str) -> OutMessage:
+
+def _duplicate_key(value: bytes, fields_present: int) -> str | None:
+    """A key named twice at the top level of a JSON object pydantic accepted, or None.
+
+    Fast path: when no key is followed by white space before its colon, every key
+    makes one ``":``; as many of them as distinct contract fields pydantic read
+    means no key is repeated (and there are no unknown keys). Otherwise the
+    object's pairs are read in order.
+    """
+    if (
+        value.count(b'":') == fields_present
+        and b" :" not in value
+        and b"\t:" not in value
+        and b"\n:" not in value
+        and b"\r:" not in value
+    ):
+        return None
+    try:
+        pairs = json.loads(value, object_pairs_hook=lambda kv: kv)
+    except ValueError:
+        return None  # pydantic's parser accepted it; leave the verdict to pydantic
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return str(name)
+        seen.add(name)
+    return None
+
+
+# librdkafka's default ``message.max.bytes``: what the producer accepts, key and value
+# together, unless the producer settings raise or lower it.
+PRODUCER_MAX_BYTES = 1_000_000
+# Room for the record batch's own headers under that limit.
+_HEADROOM = 512
+# A dead letter's key (and its ``key`` field) is cut to this when the whole would not fit.
+KEY_KEEP_BYTES = 1024
+
+
+def dead_letter_limit(producer_config: dict[str, str]) -> int:
+    """The bytes a dead letter (key plus value) may take under the producer's limit."""
+    return int(producer_config.get("message.max.bytes", PRODUCER_MAX_BYTES)) - _HEADROOM
+
+
+class DeadLetters:
+    """Builds the contract's dead letters: each one counted, stamped and cut to fit.
+
+    ``now_ms`` stamps ``received_at``; ``on_dead`` is told each reason once (the
+    dead-letter counter). A dead letter whose key and value together exceed
+    ``max_bytes`` is cut, key included, and marked ``truncated``; its topic,
+    partition and offset still point at the original.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        max_bytes: int = PRODUCER_MAX_BYTES - _HEADROOM,
+        now_ms: Callable[[], int] = lambda: 0,
+        on_dead: Callable[[DeadLetterReason], None] = lambda _r: None,
+    ) -> None:
+        self.topic = topic
+        self._max_bytes = max_bytes
+        self._now_ms = now_ms
+        self._on_dead = on_dead
+
+    def __call__(self, rec: RawRecord, reason: DeadLetterReason, error: str) -> OutMessage:
+        """The dead letter of ``rec``, counted under ``reason``."""
         self._on_dead(reason)
-        if reason == "oversize":
-            rec = _cut(rec, self._config.max_message_bytes)
-        return dead_letter(self._config.dead_letter_topic, rec, reason, error, self._now_ms())
+        return dead_letter(
+            self.topic, rec, reason, error, self._now_ms(), max_bytes=self._max_bytes
+        )
 
 
 def dead_letter(
-    topic: str, rec: RawRecord, reason: DeadLetterReason, error: str, received_ms: int
+    topic: str,
+    rec: RawRecord,
+    reason: DeadLetterReason,
+    error: str,
+    received_ms: int,
+    *,
+    max_bytes: int = PRODUCER_MAX_BYTES - _HEADROOM,
 ) -> OutMessage:
-    """The contract's DeadLetter for a raw record, keyed by the record's original key."""
-    payload, encoding = _payload_text(rec.value or b"")
+    """The contract's DeadLetter for a raw record, keyed by the record's original key.
+
+    When key and value would exceed ``max_bytes``, the key is cut to
+    ``KEY_KEEP_BYTES`` and the payload to what fits, and ``truncated`` is set.
+    """
+    key, value = rec.key, rec.value or b""
+    msg = _dead_letter(topic, rec, key, value, reason, error, received_ms, truncated=False)
+    if _size(msg) <= max_bytes:
+        return msg
+    # The key is written twice (message key and ``key`` field): a quarter of the room at most.
+    cut_key = None if key is None else key[: min(KEY_KEEP_BYTES, max_bytes // 4)]
+    note = (
+        f"{error}; dead letter cut to fit {max_bytes} bytes "
+        f"(key {len(key or b'')} bytes, payload {len(value)} bytes as received)"
+    )
+    empty = _dead_letter(topic, rec, cut_key, b"", reason, note, received_ms, truncated=True)
+    room = max_bytes - _size(empty)
+    # JSON escapes (or base64) make the payload longer than its bytes: scale the cut by
+    # how much longer, until it fits.
+    keep = min(len(value), max(room, 0))
+    while True:
+        msg = _dead_letter(
+            topic, rec, cut_key, value[:keep], reason, note, received_ms, truncated=True
+        )
+        if _size(msg) <= max_bytes or keep == 0:
+            return msg
+        written = _size(msg) - _size(empty)  # what the kept payload takes in the JSON
+        keep = max(0, min(keep - 1, keep * room // written - 4))
+
+
+def _size(msg: OutMessage) -> int:
+    return len(msg.value) + (0 if msg.key is None else len(msg.key))
+
+
+def _dead_letter(
+    topic: str,
+    rec: RawRecord,
+    key: bytes | None,
+    value: bytes,
+    reason: DeadLetterReason,
+    error: str,
+    received_ms: int,
+    *,
+    truncated: bool,
+) -> OutMessage:
+    payload, encoding = _payload_text(value, cut=truncated)
+    key_text, key_encoding = (None, None) if key is None else _payload_text(key, cut=truncated)
     body = {
         "reason": reason,
         "error": error,
         "topic": rec.topic,
         "partition": rec.partition,
         "offset": rec.offset,
-        "key": None if rec.key is None else _payload_text(rec.key)[0],
+        "key": key_text,
+        "key_encoding": key_encoding,
         "payload": payload,
         "payload_encoding": encoding,
         "received_at": format_ms(received_ms),
+        "truncated": truncated,
     }
-    return OutMessage(topic, rec.key, json.dumps(body).encode())
+    return OutMessage(topic, key, json.dumps(body).encode())
 
 
 def _cut(rec: RawRecord, size: int) -> RawRecord:
@@ -160,8 +313,11 @@ def _classify(exc: ValidationError) -> tuple[DeadLetterReason, str]:
     return "schema", "; ".join(parts)
 
 
-def _payload_text(raw: bytes) -> tuple[str, str]:
+def _payload_text(raw: bytes, *, cut: bool = False) -> tuple[str, str]:
+    """Text of raw bytes: UTF-8 when they are, else base64; ``cut`` bytes may end mid-character."""
     try:
         return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data":
+            return raw[: exc.start].decode("utf-8"), "utf-8"
         return base64.b64encode(raw).decode("ascii"), "base64"

@@ -44,6 +44,7 @@ from confluent_kafka.admin import AdminClient
 
 from operators.decode import PartitionDecoder
 from operators.messages import OutMessage, PartitionBatch, RawRecord
+from operators.watermarks import WatermarkState
 from schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ class SourceConfig:
 
 
 # (topic#partition, topic, resume state of the decoder) -> the partition's decoder
-DecoderFactory = Callable[[str, str, int | None], PartitionDecoder]
+DecoderFactory = Callable[[str, str, WatermarkState], PartitionDecoder]
 # (topic, partition, records not yet read) -> None; called about once a second
 LagReporter = Callable[[str, int, int], None]
 LAG_EVERY_S = 1.0
-_Resume = tuple[int, int | None]
+_Resume = tuple[int, WatermarkState]
 
 
 class _MissingTopicError(Exception):

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from operators.messages import CbEnvelope, Featured, OutMessage, Tick
+from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.timefmt import format_ms
 from state import keys
@@ -75,6 +75,8 @@ class MerchantWindowEngine:
         # ones differ from the store.
         self._cache: dict[bytes, tuple[int, float, int] | None] = {}
         self._dirty: set[bytes] = set()
+        # The record being processed: the one to blame if processing raises.
+        self.at: RawRecord | None = None
 
     def process(
         self,
@@ -96,19 +98,22 @@ class MerchantWindowEngine:
         """Like :meth:`process`, with each item's upstream operator named beside it."""
         pairs = list(pairs)
         # Window keys of each transaction (previous, own) and chargeback (own), built once.
-        item_keys: list[tuple[bytes, bytes] | bytes | None] = []
+        item_keys: list[tuple[bytes | None, bytes] | bytes | None] = []
         wanted: set[bytes] = set()
         for item, _ in pairs:
             if isinstance(item, Featured):
+                self.at = item.env.raw
                 txn = item.env.txn
                 start = _window_start(txn.event_time)
-                pair = (
-                    keys.window_key(txn.merchant_id, start - WINDOW_MS),
-                    keys.window_key(txn.merchant_id, start),
-                )
-                wanted.update(pair)
-                item_keys.append(pair)
+                own = keys.window_key(txn.merchant_id, start)
+                # Event times start at the epoch: the first window has no previous one.
+                before = keys.window_key(txn.merchant_id, start - WINDOW_MS) if start else None
+                wanted.add(own)
+                if before is not None:
+                    wanted.add(before)
+                item_keys.append((before, own))
             elif isinstance(item, CbEnvelope):
+                self.at = item.raw
                 key = keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time))
                 wanted.add(key)
                 item_keys.append(key)
@@ -133,11 +138,12 @@ class MerchantWindowEngine:
             if isinstance(item, Featured):
                 update(origin, item.watermark)
                 env = item.env
+                self.at = env.raw
                 txn = env.txn
                 start = _window_start(txn.event_time)
                 assert isinstance(item_key, tuple)
                 prev_key, own_key = item_key
-                prev = windows.get(prev_key)
+                prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is not None and self._purged(start, watermarks.current()):
                     prev = None  # as of this record the previous window is gone
                 count, _, cbs = prev if prev is not None else (0, 0.0, 0)
@@ -152,6 +158,7 @@ class MerchantWindowEngine:
                 update(origin, item.watermark)
             else:
                 assert isinstance(item_key, bytes)
+                self.at = item.raw
                 update(item.raw.source, item.watermark)
                 wm = watermarks.current()
                 start = _window_start(item.cb.event_time)

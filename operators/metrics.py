@@ -25,6 +25,7 @@ class ServiceMetrics:
     events_in: Counter
     scored: Counter
     dead_letters: Counter
+    chargebacks: Counter
     late: Counter
     fallback: Counter
     window_aggregates: Counter
@@ -59,6 +60,10 @@ class ServiceMetrics:
             events_in=counter("streamscore_events_in", "Records consumed", ("topic",)),
             scored=counter("streamscore_scored", "Transactions scored", ("model_version",)),
             dead_letters=counter("streamscore_dead_letters", "Records rejected", ("reason",)),
+            chargebacks=counter(
+                "streamscore_chargebacks",
+                "Chargebacks counted in merchant windows (the others are dead letters)",
+            ),
             late=counter("streamscore_late", "Late transactions (scored, state unchanged)"),
             fallback=counter("streamscore_fallback", "Transactions scored by the rules fallback"),
             window_aggregates=counter(

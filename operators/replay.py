@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from operators.card_features import CardConfig, CardFeatureEngine
-from operators.decode import DecodeConfig, PartitionDecoder, dead_letter
+from operators.decode import DeadLetters, DecodeConfig, PartitionDecoder
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
 from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick, TxnEnvelope
 from operators.watermarks import MinWatermark, TimeConfig
@@ -73,6 +73,8 @@ class _Pipeline:
             dead_letter_topic="dead-letters", max_message_bytes=65536, time=time
         )
         self._decoders: dict[str, PartitionDecoder] = {}
+        # An offline replay stamps dead letters with time 0: its outputs depend on the log alone.
+        self._dead_letters = DeadLetters(self._decode.dead_letter_topic)
         self._cards = CardFeatureEngine(
             CardConfig(time=time, cache_cards=card_cache), store, self._txn_dead
         )
@@ -125,16 +127,21 @@ class _Pipeline:
         dec = self._decoders.get(raw.source)
         if dec is None:
             dec = PartitionDecoder(
-                self._decode, source=raw.source, kind=kind, resume=None, now_ms=lambda: 0
+                self._decode,
+                source=raw.source,
+                kind=kind,
+                resume=None,
+                dead_letters=self._dead_letters,
+                wall_clock=None,
             )
             self._decoders[raw.source] = dec
         return dec
 
     def _txn_dead(self, env: TxnEnvelope, error: str) -> OutMessage:
-        return dead_letter(self._decode.dead_letter_topic, env.raw, "duplicate", error, 0)
+        return self._dead_letters(env.raw, "duplicate", error)
 
     def _cb_dead(self, env: CbEnvelope, error: str) -> OutMessage:
-        return dead_letter(self._decode.dead_letter_topic, env.raw, "timestamp", error, 0)
+        return self._dead_letters(env.raw, "timestamp", error)
 
 
 def replay(

@@ -1,11 +1,17 @@
 """Per-partition event-time watermarks, far-future rejection and lateness.
 
-Time rules (``docs/semantics.md``): a partition's watermark is the largest
-accepted event time minus the out-of-orderness bound. A record more than
-``max_future_ms`` ahead of the watermark (or, for a partition's first record,
-of its Kafka timestamp) is rejected and changes nothing, so it never makes the
-following good records late. A transaction older than watermark minus allowed
-lateness is late. State: one integer per partition, snapshotted with the
+Time rules (``docs/semantics.md``): a partition's watermark is the *second*
+largest accepted event time minus the out-of-orderness bound, so it moves only
+when two records agree: a single outlier, first in the partition or mid-stream,
+can never make the following good records late (``watermark_agreement=1``
+makes it the largest, for sources whose every record is trusted). A record is rejected as far
+future when its event time is more than ``max_future_ms`` ahead of the
+partition's watermark *and* of its own Kafka timestamp, or ahead of the wall
+clock by that much (when a wall clock is given): a stale first record cannot
+make live records "future", and a record stamped decades ahead cannot be
+trusted even when its Kafka timestamp agrees. A rejected record changes
+nothing. A transaction older than watermark minus allowed lateness is late.
+State: the partition's two largest accepted event times, snapshotted with the
 partition's offset, so a replay decides exactly as the first run did.
 """
 
@@ -25,86 +31,133 @@ class TimeConfig:
     allowed_lateness_ms: int = 60_000
     max_future_ms: int = 3_600_000
     idle_timeout_ms: int = 10_000
+    # Accepted records that must reach a time before the partition's watermark
+    # follows: 2 (the second largest time counts) or 1 (the largest counts).
+    watermark_agreement: int = 2
 
     def __post_init__(self) -> None:
         for name in ("out_of_orderness_ms", "allowed_lateness_ms", "max_future_ms"):
             if getattr(self, name) < 0:
                 msg = f"{name} must not be negative"
                 raise ValueError(msg)
+        if self.watermark_agreement not in (1, 2):
+            msg = "watermark_agreement must be 1 or 2"
+            raise ValueError(msg)
 
 
 Verdict = Literal["ok", "late", "future"]
+# The snapshot: the two largest accepted event times (None before any), or one
+# integer from a snapshot that kept only the largest.
+WatermarkState = tuple[int | None, int | None] | int | None
 
 
 class PartitionWatermark:
     """The watermark of one input partition.
 
     >>> wm = PartitionWatermark(TimeConfig(), None)
-    >>> wm.observe(100_000, 100_000), wm.watermark
+    >>> wm.observe(100_000, 100_000), wm.watermark == NO_WATERMARK
+    ('ok', True)
+    >>> wm.observe(101_000, 101_000), wm.watermark
     ('ok', 95000)
     >>> wm.observe(30_000, 0)
     'late'
-    >>> wm.observe(100_000 + 3_600_000, 0), wm.watermark
-    ('future', 95000)
+
+    One record far ahead (but within the bound of its Kafka timestamp) moves nothing:
+
+    >>> wm.observe(101_000 + 3_000_000, 0), wm.watermark
+    ('ok', 96000)
+    >>> wm.observe(100_000 + 3_700_000, 0), wm.watermark
+    ('future', 96000)
     """
 
-    __slots__ = ("_bound", "_future", "_lateness", "_max")
+    __slots__ = ("_bound", "_future", "_lateness", "_second", "_single", "_top")
 
-    def __init__(self, config: TimeConfig, max_event_time: int | None) -> None:
+    def __init__(self, config: TimeConfig, state: WatermarkState) -> None:
         self._bound = config.out_of_orderness_ms
         self._lateness = config.allowed_lateness_ms
         self._future = config.max_future_ms
-        self._max = max_event_time
+        self._single = config.watermark_agreement == 1
+        if isinstance(state, int):
+            self._top: int | None = state
+            self._second: int | None = state
+        elif state is None:
+            self._top = self._second = None
+        else:
+            self._top, self._second = state
 
     @property
     def watermark(self) -> int:
-        """Current watermark; ``NO_WATERMARK`` before the first accepted record."""
-        return NO_WATERMARK if self._max is None else self._max - self._bound
+        """Current watermark; ``NO_WATERMARK`` before two records were accepted."""
+        return NO_WATERMARK if self._second is None else self._second - self._bound
 
-    def snapshot(self) -> int | None:
-        """The state to resume from: the largest accepted event time."""
-        return self._max
+    def snapshot(self) -> tuple[int | None, int | None]:
+        """The state to resume from: the two largest accepted event times."""
+        return (self._top, self._second)
 
-    def observe(self, event_time: int, kafka_ts: int) -> Verdict:
-        """Judge one record and advance the watermark when it is accepted."""
-        if self._max is None:
-            if event_time > kafka_ts + self._future:
-                return "future"
-            self._max = event_time
-        elif event_time > self._max - self._bound + self._future:
+    def observe(self, event_time: int, kafka_ts: int, now_ms: int | None = None) -> Verdict:
+        """Judge one record and move the watermark when it is accepted.
+
+        ``now_ms`` is the wall clock, for the absolute far-future bound; None
+        (offline replay of a log) leaves that bound out.
+        """
+        second = self._second
+        limit = max(kafka_ts, NO_WATERMARK if second is None else second - self._bound)
+        if event_time > limit + self._future or (
+            now_ms is not None and event_time > now_ms + self._future
+        ):
             return "future"
-        elif event_time > self._max:
-            self._max = event_time
-        if event_time < self._max - self._bound - self._lateness:
+        top = self._top
+        if top is None:
+            self._top = event_time
+        elif event_time > top:
+            self._second, self._top = top, event_time
+        elif second is None or event_time > second:
+            self._second = event_time
+        if self._single:
+            self._second = self._top
+        second = self._second
+        if second is not None and event_time < second - self._bound - self._lateness:
             return "late"
         return "ok"
 
 
 class MinWatermark:
-    """An operator's watermark: the minimum over its inputs' watermarks.
+    """An operator's watermark: the minimum over its inputs' watermarks, never decreasing.
 
     Idle inputs are left out, so an idle partition never stalls the others;
-    when every input is idle the watermark stays at the largest one seen.
+    when every input is idle the watermark stays at the largest one seen. An
+    input that joins late or turns active again below the others holds the
+    watermark where it is rather than moving it back: windows closed and state
+    purged at a watermark stay so.
 
-    >>> m = MinWatermark()
+    >>> m = MinWatermark(("a", "b"))
     >>> m.update("a", 10); m.update("b", 5); m.current()
     5
     >>> m.update("b", 5, idle=True); m.current()
     10
+    >>> m.update("c", 3); m.current()
+    10
+    >>> m.update("a", 20); m.update("c", 20); m.update("b", 30); m.update("d", 0); m.current()
+    20
     """
 
-    __slots__ = ("_idle", "_min", "_wms")
+    __slots__ = ("_idle", "_min", "_reached", "_wms")
 
     def __init__(
         self,
         expected: tuple[str, ...] = (),
-        resume: tuple[dict[str, int], set[str]] | None = None,
+        resume: tuple[dict[str, int], set[str]]
+        | tuple[dict[str, int], set[str], int]
+        | None = None,
     ) -> None:
         self._wms: dict[str, int] = dict.fromkeys(expected, NO_WATERMARK)
         self._idle: set[str] = set()
+        self._reached = NO_WATERMARK
         if resume:
             self._wms.update(resume[0])
             self._idle = set(resume[1])
+            if len(resume) > 2:
+                self._reached = resume[2]
         # current(), cached: operators ask once per record, and it moves only when the
         # slowest active input moves or an input turns idle or active.
         self._min: int | None = None
@@ -114,6 +167,8 @@ class MinWatermark:
         wms = self._wms
         old = wms.get(origin)
         if old is None:
+            if wms:
+                self.current()  # what the others reached stands: a newcomer cannot lower it
             wms[origin] = max(watermark, NO_WATERMARK)
             self._min = None
         elif watermark > old:
@@ -126,23 +181,28 @@ class MinWatermark:
                 self._idle.add(origin)
                 self._min = None
         elif origin in self._idle:
+            self.current()  # likewise an input that turns active again
             self._idle.discard(origin)
             self._min = None
 
     def current(self) -> int:
-        """Minimum over the active inputs; ``NO_WATERMARK`` before any input."""
+        """Largest minimum over the active inputs so far; ``NO_WATERMARK`` before any.
+
+        "So far" is over every update: an input that joins or turns active
+        again below the others is folded in after what they had reached.
+        """
         if self._min is not None:
             return self._min
         live = [w for o, w in self._wms.items() if o not in self._idle]
-        if not live:
-            return max(self._wms.values(), default=NO_WATERMARK)
-        self._min = min(live)
+        lowest = min(live) if live else max(self._wms.values(), default=NO_WATERMARK)
+        self._reached = max(self._reached, lowest)
+        self._min = self._reached
         return self._min
 
     def all_idle(self) -> bool:
         """Whether every known input is idle."""
         return bool(self._wms) and self._idle >= set(self._wms)
 
-    def snapshot(self) -> tuple[dict[str, int], set[str]]:
+    def snapshot(self) -> tuple[dict[str, int], set[str], int]:
         """Copy of the state, for bytewax snapshots."""
-        return dict(self._wms), set(self._idle)
+        return dict(self._wms), set(self._idle), self._reached

@@ -21,7 +21,8 @@ exactly the point its inputs resume from.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from operators.card_features import CardConfig, CardFeatureEngine
-from operators.decode import dead_letter
+from operators.decode import DeadLetters
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
 from operators.messages import (
     CbEnvelope,
@@ -42,7 +43,9 @@ from operators.messages import (
 )
 from operators.placement import shard_keys
 from operators.quality import LABELS, WATERMARK
+from operators.quarantine import PoisonRecordError
 from operators.watermarks import NO_WATERMARK, MinWatermark
+from schemas.errors import StreamScoreError
 from state.epochs import DEFAULT_KEEP, EpochStore
 from state.store import StateStore
 
@@ -63,7 +66,6 @@ class WindowsConfig:
     cb_sources: tuple[str, ...]
     card: CardConfig
     merchant: MerchantConfig
-    dead_letter_topic: str
     undo_keep: int = DEFAULT_KEEP
     # Recovery on: shard state is committed at snapshots and rolled back on resume.
     versioned: bool = True
@@ -160,8 +162,10 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         store: StateStore,
         resume: tuple[Any, ...] | None,
         on_state_size: Callable[[int], None],
+        dead_letters: DeadLetters,
     ) -> None:
         self._config = config
+        self._dead_letters = dead_letters
         self._base = store
         self._on_state_size = on_state_size
         self._wm = MinWatermark(config.txn_sources, resume[0] if resume else None)
@@ -182,7 +186,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return self._engine or self._open(values[0].target, None)
 
     def _dead(self, env: TxnEnvelope, error: str) -> OutMessage:
-        return dead_letter(self._config.dead_letter_topic, env.raw, "duplicate", error, 0)
+        return self._dead_letters(env.raw, "duplicate", error)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         merchant_keys = self._config.merchant_keys
@@ -193,7 +197,8 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             (env for shard_input in values for env in shard_input.txns), key=_ingest_order
         )
         if txns:
-            items, dups = engine.process(txns, self._wm)
+            with _blame(f"{self._shard} cards", engine):
+                items, dups = engine.process(txns, self._wm)
             dead.extend(dups)
             for item in items:
                 if isinstance(item, Featured):
@@ -251,10 +256,17 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
 
 class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def __init__(
-        self, config: WindowsConfig, store: StateStore, resume: tuple[Any, ...] | None
+        self,
+        config: WindowsConfig,
+        store: StateStore,
+        resume: tuple[Any, ...] | None,
+        dead_letters: DeadLetters,
+        on_chargebacks: Callable[[int], None],
     ) -> None:
         expected = (*config.card_keys, *config.cb_sources)
         self._config = config
+        self._dead_letters = dead_letters
+        self._on_chargebacks = on_chargebacks
         self._base = store
         self._wm = MinWatermark(expected, resume[0] if resume else None)
         self._state: EpochStore | None = None
@@ -274,7 +286,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return self._engine or self._open(values[0].target, None)
 
     def _dead(self, env: CbEnvelope, error: str) -> OutMessage:
-        return dead_letter(self._config.dead_letter_topic, env.raw, "timestamp", error, 0)
+        return self._dead_letters(env.raw, "timestamp", error)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         for shard_input in values:
@@ -291,7 +303,11 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             key=lambda pair: _ingest_order(pair[0]),
         )
         engine = self._engine_for(values)
-        featured, dead = engine.process_from(records, self._wm)
+        with _blame(f"{values[0].target} merchants", engine):
+            featured, dead = engine.process_from(records, self._wm)
+        labels = [item.cb.txn_event_id for item, _ in records if isinstance(item, CbEnvelope)]
+        if labels:
+            self._on_chargebacks(len(labels) - len(dead))  # the others were dead letters
         for shard_input in values:
             dead.extend(shard_input.dead)  # handed on from the sources and card shards
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
@@ -299,7 +315,6 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         aggregates = engine.advance(wm)
         shard = self._state.shard if self._state else ""
         out: list[Routed] = []
-        labels = [item.cb.txn_event_id for item, _ in records if isinstance(item, CbEnvelope)]
         if labels:
             out.append((LABELS, (LABELS, shard, labels)))
         if wm != self._reported_wm:
@@ -327,6 +342,24 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return (self._wm.snapshot(), state.shard, state.commit())
 
 
+@contextmanager
+def _blame(step: str, engine: CardFeatureEngine | MerchantWindowEngine) -> Iterator[None]:
+    """Turn a bug a record triggers in ``engine`` into a PoisonRecordError naming the record.
+
+    StreamScore's own errors (damaged state, a full disk) are not the record's
+    doing and pass through as they are.
+    """
+    engine.at = None
+    try:
+        yield
+    except StreamScoreError:
+        raise
+    except Exception as exc:
+        if engine.at is None:
+            raise
+        raise PoisonRecordError(step, engine.at, exc) from exc
+
+
 def _shard_state(
     base: StateStore, shard: str, version: int | None, config: WindowsConfig
 ) -> EpochStore:
@@ -348,8 +381,10 @@ def windows(
     *,
     config: WindowsConfig,
     store: Callable[[], StateStore],
+    dead_letters: DeadLetters,
     on_state_size: Callable[[int], None] = lambda _n: None,
     on_input: Callable[[PartitionBatch], None] = lambda _b: None,
+    on_chargebacks: Callable[[int], None] = lambda _n: None,
 ) -> Stream[tuple[str, Routed]]:
     """Source batches -> ``(merchant shard, (kind, payload))``.
 
@@ -357,7 +392,8 @@ def windows(
     ``"aggregates"`` with lists of :class:`OutMessage`, and the merchant shards'
     chargeback labels and watermarks for :mod:`operators.quality`. The shard
     key spreads output over the sink's partitions. ``on_input`` sees each
-    source batch first (the input counters).
+    source batch first (the input counters); ``on_chargebacks`` is told how many
+    chargebacks were counted in windows.
 
     Everything, dead letters included, leaves through the merchant stage, and
     the only steps besides the two stateful ones are the routing, a split and
@@ -374,12 +410,12 @@ def windows(
     cards = op.stateful_batch(
         f"{step_id}-cards",
         split.trues,
-        lambda resume: _CardLogic(config, store(), resume, on_state_size),
+        lambda resume: _CardLogic(config, store(), resume, on_state_size, dead_letters),
     )
     # A card shard's output is keyed by the card shard: re-key it to its target.
     card_out = op.map(f"{step_id}-card-out", cards, lambda kv: kv[1])
     return op.stateful_batch(
         f"{step_id}-merchants",
         op.merge(f"{step_id}-merchant-in", card_out, split.falses),
-        lambda resume: _MerchantLogic(config, store(), resume),
+        lambda resume: _MerchantLogic(config, store(), resume, dead_letters, on_chargebacks),
     )

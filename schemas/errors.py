@@ -7,6 +7,7 @@
     ├── ModelError           a model artifact cannot be loaded or trusted
     │   └── ModelIntegrityError   sha256 of the ONNX file differs from its manifest
     └── StateError           the state store is unusable (damaged, wrong layout)
+        └── DiskFullError    its device is out of space; the state itself is intact
 
 Bad input records are not errors: they are data, routed to the dead-letter topic.
 """
@@ -45,3 +46,7 @@ REBUILD_HINT = (
 
 class StateError(StreamScoreError):
     """The state store cannot be opened or trusted."""
+
+
+class DiskFullError(StateError):
+    """The state's device is out of space: free space and restart; nothing is damaged."""

@@ -109,7 +109,7 @@ class Drift(_Output):
     drift: bool
 
 
-DeadLetterReason = Literal["json", "schema", "timestamp", "oversize", "duplicate"]
+DeadLetterReason = Literal["json", "schema", "timestamp", "oversize", "duplicate", "quarantined"]
 
 
 class DeadLetter(_Output):
@@ -121,9 +121,13 @@ class DeadLetter(_Output):
     partition: int
     offset: int
     key: str | None
+    # How ``key`` is written: ``utf-8`` text, or ``base64`` for bytes that are not UTF-8.
+    key_encoding: Literal["utf-8", "base64"] | None = None
     payload: str
     payload_encoding: Literal["utf-8", "base64"]
     received_at: str
+    # The dead letter was cut to fit the producer's message limit, key included.
+    truncated: bool = False
 
 
 WIRE_MODELS: dict[str, type[BaseModel]] = {

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
 
@@ -89,8 +89,14 @@ class Settings(BaseSettings):
     out_of_orderness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 5_000
     allowed_lateness_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 60_000
     max_future_ms: Annotated[int, Field(ge=1_000, le=7 * 86_400_000)] = 3_600_000
+    # Accepted records of a partition that must reach a time before its watermark
+    # does: 2 keeps one outlier from moving it; 1 trusts every record.
+    watermark_agreement: Annotated[int, Field(ge=1, le=2)] = 2
     idle_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
     session_gap_ms: Annotated[int, Field(ge=1_000, le=86_400_000)] = 1_800_000
+    # Crashes of one record (a bug it triggers in a step) before it is skipped as a
+    # ``quarantined`` dead letter.
+    quarantine_after: Annotated[int, Field(ge=1, le=100)] = 2
     consumer_config: dict[str, str] = {}
     producer_config: dict[str, str] = {}
 
@@ -134,6 +140,19 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = [(_setting_name(e["loc"]), e["msg"]) for e in exc.errors()]
         raise ConfigError(*problems[0], *problems[1:]) from None
+    except SettingsError as exc:
+        # An environment value that must be JSON (a dict or nested model) is not.
+        field = _unparsed_field(str(exc))
+        name = _setting_name((field,)) if field else f"a {ENV_PREFIX}* variable"
+        raise ConfigError(
+            name, 'is not valid JSON; write it as a JSON object, e.g. {"fetch.min.bytes": "1"}'
+        ) from None
+
+
+def _unparsed_field(message: str) -> str | None:
+    """The field pydantic-settings names in ``error parsing value for field "x" ...``."""
+    _, quote, rest = message.partition('field "')
+    return rest.partition('"')[0] or None if quote else None
 
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:

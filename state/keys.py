@@ -30,7 +30,7 @@ def card_key(card_id: str) -> bytes:
 
 
 def window_key(merchant_id: str, start_ms: int) -> bytes:
-    """Key of a merchant's tumbling window starting at ``start_ms``."""
+    """Key of a merchant's tumbling window starting at ``start_ms`` (at or after the epoch)."""
     raw = merchant_id.encode()
     return WINDOW + _U16.pack(len(raw)) + raw + _U64.pack(start_ms)
 
@@ -41,8 +41,15 @@ def timer_key(namespace: bytes, at_ms: int, entity: str) -> bytes:
 
 
 def timer_range_end(namespace: bytes, up_to_ms: int) -> bytes:
-    """Exclusive end of a scan over timers due at or before ``up_to_ms``."""
-    return namespace + _U64.pack(up_to_ms + 1)
+    """Exclusive end of a scan over timers due at or before ``up_to_ms``.
+
+    Timers are never due before the epoch, so a negative ``up_to_ms`` (a
+    watermark just after 1970) gives an empty range rather than an error.
+
+    >>> timer_range_end(b"T", -5_000) == timer_range_end(b"T", -1)
+    True
+    """
+    return namespace + _U64.pack(max(up_to_ms + 1, 0))
 
 
 def parse_timer_key(key: bytes, namespace_len: int = 1) -> tuple[int, str]:

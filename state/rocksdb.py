@@ -30,7 +30,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from schemas.errors import REBUILD_HINT, StateError
+from schemas.errors import REBUILD_HINT, DiskFullError, StateError
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -60,6 +60,8 @@ class RocksStore:
         try:
             self._db = Rdict(str(path), _options())
         except Exception as exc:  # rocksdict raises plain Exception for RocksDB errors
+            if is_disk_full(exc):
+                raise DiskFullError(_disk_full_message(path, exc)) from None
             raise StateError(f"cannot open RocksDB state at {path}: {exc}") from None
         self._path = path
         self._closed = False
@@ -139,6 +141,8 @@ class RocksStore:
             self._db.close()
 
     def _damaged(self, exc: Exception) -> StateError:
+        if is_disk_full(exc):
+            return DiskFullError(_disk_full_message(self._path, exc))
         return StateError(
             f"the RocksDB state at {self._path} is damaged ({exc}); it is not served. "
             + REBUILD_HINT
@@ -147,6 +151,30 @@ class RocksStore:
     def _check(self) -> None:
         if self._closed:
             raise StateError(f"the RocksDB store at {self._path} is closed")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a RocksDB or OS error says the device is out of space."""
+    text = str(exc).lower()
+    return "no space left" in text or "enospc" in text or "disk full" in text
+
+
+def _disk_full_message(path: Path, exc: Exception) -> str:
+    return (
+        f"no space left on the device holding the RocksDB state at {path} ({exc}). "
+        "The state is not damaged: free space on that device and start again; "
+        "the flow resumes from its last snapshot and nothing needs rebuilding"
+    )
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and prove a file can be written in it (OSError if not)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / ".streamscore-write-check"
+    try:
+        probe.write_bytes(b"ok")
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def process_state_path(state_dir: Path, process_id: int) -> Path:

@@ -58,7 +58,7 @@ def read_all(
             for batch in consumer.poll(timeout_ms=200).values():
                 for m in batch:
                     value = json.loads(m.value)
-                    value["_key"] = None if m.key is None else m.key.decode()
+                    value["_key"] = None if m.key is None else m.key.decode(errors="replace")
                     out.append(value)
             at_end = all(consumer.position(p) >= end[p] for p in parts)
             if at_end and (expect is None or len(out) >= expect):

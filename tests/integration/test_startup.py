@@ -93,3 +93,31 @@ def test_flow_waits_for_a_broker_that_starts_later(tmp_path: Path, settings: Set
             flow.kill()
             flow.wait()
         subprocess.run([str(ROOT / "scripts" / "kafka"), "stop"], env=kafka_env, check=False)
+
+
+@pytest.mark.parametrize("problem", ["a file", "under a file"])
+def test_unusable_state_dir_fails_at_startup_naming_the_setting(
+    tmp_path: Path, settings: Settings, problem: str
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    state_dir = blocker if problem == "a file" else blocker / "state"
+    done = _run(
+        {
+            "STREAMSCORE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "STREAMSCORE_STATE_DIR": str(state_dir),
+        }
+    )
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "Traceback" not in err
+    assert "STREAMSCORE_STATE_DIR (--state-dir)" in err and str(state_dir) in err
+    assert "writable directory" in err
+
+
+def test_consumer_config_that_is_not_json_fails_naming_the_setting() -> None:
+    done = _run({"STREAMSCORE_CONSUMER_CONFIG": '{"fetch.min.bytes": 1'})
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "Traceback" not in err
+    assert "STREAMSCORE_CONSUMER_CONFIG" in err and "not valid JSON" in err

@@ -53,6 +53,8 @@ def _log() -> list[tuple[str, dict[str, object]]]:
         ("transactions", _txn(4, "c-1", "m-1", 30.0, T0 + 6 * MIN)),
         ("transactions", _txn(2, "c-1", "m-2", 20.0, T0 + 40_000)),  # duplicate of tx-2
         ("transactions", _txn(5, "c-1", "m-1", 1.0, T0 + 40 * MIN)),  # new session
+        # A second record at 40:00: the partition's watermark follows when two agree.
+        ("transactions", _txn(7, "c-3", "m-3", 4.0, T0 + 40 * MIN)),
         ("transactions", _txn(6, "c-1", "m-1", 2.0, T0 + 5 * MIN)),  # late: wm is 39:55
     ]
 
@@ -77,12 +79,12 @@ def test_features_and_window_aggregates_through_kafka(settings: Settings) -> Non
 
     scores = {
         s["event_id"]: s
-        for s in read_all(settings.bootstrap_servers, settings.topics.scores, expect=6)
+        for s in read_all(settings.bootstrap_servers, settings.topics.scores, expect=7)
     }
     dead = read_all(settings.bootstrap_servers, settings.topics.dead_letters, expect=1)
     aggregates = read_all(settings.bootstrap_servers, settings.topics.window_aggregates, expect=3)
 
-    assert sorted(scores) == ["tx-1", "tx-2", "tx-3", "tx-4", "tx-5", "tx-6"]
+    assert sorted(scores) == ["tx-1", "tx-2", "tx-3", "tx-4", "tx-5", "tx-6", "tx-7"]
     assert [(d["reason"], d["offset"]) for d in dead] == [("duplicate", 4)]
 
     # Parity with the offline replay through the same operators. The chargeback

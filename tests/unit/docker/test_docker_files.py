@@ -33,6 +33,7 @@ COUNTERS = {
     "streamscore_events_in_total",
     "streamscore_scored_total",
     "streamscore_dead_letters_total",
+    "streamscore_chargebacks_total",
     "streamscore_late_total",
     "streamscore_fallback_total",
     "streamscore_window_aggregates_total",

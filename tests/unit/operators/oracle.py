@@ -10,9 +10,12 @@ Scope (where the texts are unambiguous; the generators in the tests respect it):
 * Partition identity is ``(kind, partition)``; the merchant watermark is the
   minimum over every partition that has a watermark (transactions and
   chargebacks), the card watermark the minimum over transaction partitions.
-  A partition takes part in a minimum once it has a ``max`` (its first record
-  that passed the far-future check). Retention and closing are irreversible,
-  so both use the largest such minimum reached so far.
+  A partition's watermark is its ``watermark_agreement``-th largest accepted
+  event time minus the bound (that many records must agree); it takes part
+  in a minimum from its first accepted record on, with no watermark (below
+  every time) until then.
+  Retention and closing are irreversible, so both use the largest such
+  minimum reached so far.
 * The first record of the whole sequence is expected to be a transaction that
   passes the far-future check, so no window can close before the transaction
   partition exists (otherwise a first transaction could land in a window the
@@ -46,6 +49,7 @@ from typing import Literal, Protocol
 from operators.watermarks import TimeConfig
 
 SECOND = 1_000
+NEG = -(2**62)  # no watermark yet: below every event time
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
@@ -191,14 +195,20 @@ def oracle(records: Sequence[RecordLike], time: TimeConfig) -> OracleResult:
     lateness = time.allowed_lateness_ms
     future = time.max_future_ms
 
-    part_max: dict[tuple[Kind, int], int] = {}
-    merchant_wm_reached: int | None = None  # largest merchant watermark so far
-    card_wm_reached: int | None = None  # largest card watermark so far
+    # Per partition, its largest accepted event times (as many as must agree), descending.
+    agree = time.watermark_agreement
+    part_top: dict[tuple[Kind, int], list[int]] = {}
+    merchant_wm_reached = NEG  # largest merchant watermark so far
+    card_wm_reached = NEG  # largest card watermark so far
     accepted: list[_Txn] = []  # every accepted transaction, in processing order
     counted_cbs: list[_Chargeback] = []  # every chargeback counted in a window
 
     rows: list[OracleRow] = []
     dead: list[OracleDeadLetter] = []
+
+    def wm_of(top: list[int]) -> int:
+        """A partition's watermark: the time ``agree`` records reached, minus the bound."""
+        return NEG if len(top) < agree else top[agree - 1] - b
 
     for rec in records:
         payload = json.loads(rec.value)
@@ -206,26 +216,23 @@ def oracle(records: Sequence[RecordLike], time: TimeConfig) -> OracleResult:
         event_id = str(payload["event_id"])
         pid = (rec.kind, rec.partition)
 
-        # 1. far future (against the partition's own max, or the Kafka timestamp)
-        mx = part_max.get(pid)
-        if (mx is not None and t > mx - b + future) or (
-            mx is None and t > rec.timestamp_ms + future
-        ):
+        # 1. far future: ahead of both the partition's watermark and the record's Kafka
+        # timestamp (no wall clock here: the implementation replays without one)
+        top = part_top.get(pid, [])
+        if t > max(rec.timestamp_ms, wm_of(top)) + future:
             dead.append(
                 OracleDeadLetter(rec.kind, rec.partition, rec.offset, event_id, "timestamp")
             )
             continue
-        # 2. advance the partition watermark
-        part_max[pid] = t if mx is None else max(mx, t)
-        wm_partition = part_max[pid] - b
-        merchant_wm = min(m - b for m in part_max.values())
-        merchant_wm_reached = (
-            merchant_wm if merchant_wm_reached is None else max(merchant_wm_reached, merchant_wm)
-        )
-        txn_maxes = [m for (kind, _), m in part_max.items() if kind == "transaction"]
-        if txn_maxes:
-            card_wm = min(txn_maxes) - b
-            card_wm_reached = card_wm if card_wm_reached is None else max(card_wm_reached, card_wm)
+        # 2. advance the partition's largest times
+        part_top[pid] = sorted([*top, t], reverse=True)[:agree]
+        wm_partition = wm_of(part_top[pid])
+        # A partition takes part in a minimum from its first accepted record on.
+        merchant_wm = min(wm_of(x) for x in part_top.values())
+        merchant_wm_reached = max(merchant_wm_reached, merchant_wm)
+        txn_wms = [wm_of(x) for (kind, _), x in part_top.items() if kind == "transaction"]
+        if txn_wms:
+            card_wm_reached = max(card_wm_reached, min(txn_wms))
 
         if rec.kind == "chargeback":
             merchant_id = str(payload["merchant_id"])
@@ -238,7 +245,6 @@ def oracle(records: Sequence[RecordLike], time: TimeConfig) -> OracleResult:
                 counted_cbs.append(_Chargeback(merchant_id, t))
             continue
 
-        assert card_wm_reached is not None
         card_id = str(payload["card_id"])
         merchant_id = str(payload["merchant_id"])
         amount = float(payload["amount"])

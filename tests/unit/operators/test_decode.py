@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from operators.decode import DecodeConfig, PartitionDecoder
+from operators.decode import DeadLetters, DecodeConfig, PartitionDecoder, dead_letter
 from operators.messages import OutMessage, PartitionBatch, RawRecord
-from schemas.records import DeadLetter, DeadLetterReason
+from schemas.records import DeadLetter, DeadLetterReason, Transaction
 from schemas.settings import Settings
 from schemas.timefmt import format_ms
 
@@ -55,8 +55,8 @@ def _decoder(clock: _Clock, reasons: list[DeadLetterReason] | None = None) -> Pa
         source=f"{TOPIC}#3",
         kind="transaction",
         resume=None,
-        now_ms=clock,
-        on_dead=sink.append,
+        dead_letters=DeadLetters(DEAD_TOPIC, now_ms=clock, on_dead=sink.append),
+        wall_clock=lambda: NOW_MS,
     )
 
 
@@ -290,7 +290,7 @@ def test_far_future_record_is_a_timestamp_dead_letter_and_changes_nothing() -> N
     assert (dl.reason, dl.offset) == ("timestamp", 101)
     # The rejected record did not move the watermark: the next good one is on time.
     assert [(env.txn.event_id, env.late) for env in out.txns] == [("tx-0", False), ("tx-2", False)]
-    assert decoder.snapshot() == EXAMPLE_MS
+    assert decoder.snapshot() == (EXAMPLE_MS, EXAMPLE_MS - 1_000)
 
 
 def test_first_record_far_ahead_of_its_kafka_timestamp_is_rejected() -> None:
@@ -301,22 +301,23 @@ def test_first_record_far_ahead_of_its_kafka_timestamp_is_rejected() -> None:
 
 
 def test_lateness_is_judged_against_watermark_minus_allowed_lateness() -> None:
-    # Defaults: out-of-orderness 5 s, allowed lateness 60 s.
+    # Defaults: out-of-orderness 5 s, allowed lateness 60 s; two records agree on the time.
     edge = EXAMPLE_MS - 5_000 - 60_000
-    out = _times(_decoder(_Clock(NOW_MS)), [EXAMPLE_MS, edge, edge - 1])
-    assert [env.late for env in out.txns] == [False, False, True]
+    out = _times(_decoder(_Clock(NOW_MS)), [EXAMPLE_MS, EXAMPLE_MS, edge, edge - 1])
+    assert [env.late for env in out.txns] == [False, False, False, True]
     assert out.dead == []
 
 
 def test_resumed_decoder_remembers_its_watermark() -> None:
     first = _decoder(_Clock(NOW_MS))
-    _times(first, [EXAMPLE_MS])
+    _times(first, [EXAMPLE_MS, EXAMPLE_MS])
     resumed = PartitionDecoder(
         DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=LIMIT),
         source=f"{TOPIC}#3",
         kind="transaction",
         resume=first.snapshot(),
-        now_ms=_Clock(NOW_MS),
+        dead_letters=DeadLetters(DEAD_TOPIC, now_ms=_Clock(NOW_MS)),
+        wall_clock=lambda: NOW_MS,
     )
     out = _times(resumed, [EXAMPLE_MS - 66_000])
     assert [env.late for env in out.txns] == [True]
@@ -331,7 +332,8 @@ def test_dead_letter_at_the_largest_limit_stays_under_one_megabyte(payload_byte:
         source=f"{TOPIC}#3",
         kind="transaction",
         resume=None,
-        now_ms=_Clock(NOW_MS),
+        dead_letters=DeadLetters(DEAD_TOPIC, now_ms=_Clock(NOW_MS)),
+        wall_clock=lambda: NOW_MS,
     )
     out = decoder.decode(
         _records([(b"k", payload_byte * (limit + 1)), (b"k", payload_byte * limit)])
@@ -340,3 +342,112 @@ def test_dead_letter_at_the_largest_limit_stays_under_one_megabyte(payload_byte:
     assert _dead_letter(oversize).reason == "oversize"
     for msg in (oversize, in_limit):
         assert len(msg.value) < 1_000_000
+
+
+# ------------------------------------------------------------ poison input (issue 22)
+
+
+def test_non_utf8_key_says_it_is_base64() -> None:
+    dl, _ = _decode_one(BAD_JSON, key=b"\xff\xfe")
+    assert (dl.key, dl.key_encoding) == (base64.b64encode(b"\xff\xfe").decode(), "base64")
+    dl, _ = _decode_one(BAD_JSON, key=b"c-42")
+    assert (dl.key, dl.key_encoding) == ("c-42", "utf-8")
+    dl, _ = _decode_one(BAD_JSON, key=None)
+    assert (dl.key, dl.key_encoding) == (None, None)
+
+
+@pytest.mark.parametrize("key_byte", [b"k", b"\x01", b"\xff"])
+def test_dead_letter_with_a_huge_key_is_cut_to_fit_and_marked(key_byte: bytes) -> None:
+    key = key_byte * 600_000  # the broker takes it; the dead letter would repeat it
+    dl, msg = _decode_one(BAD_JSON, key=key)
+    assert len(msg.value) + len(msg.key or b"") <= 1_000_000 - 512
+    assert dl.truncated
+    assert msg.key == key[:1024]
+    assert "600000 bytes" in dl.error and "cut to fit" in dl.error
+    assert (dl.reason, dl.topic, dl.partition, dl.offset) == ("json", TOPIC, 3, 100)
+
+
+def test_dead_letter_cut_to_a_small_limit_keeps_its_coordinates_and_fits() -> None:
+    for payload in (b"\x00" * 9_000, "é".encode() * 5_000, b"\xff" * 9_000, b"a" * 9_000):
+        rec = RawRecord(TOPIC, 1, 7, b"k" * 3_000, payload, EXAMPLE_MS)
+        msg = dead_letter(DEAD_TOPIC, rec, "json", "bad", NOW_MS, max_bytes=8_000)
+        assert len(msg.value) + len(msg.key or b"") <= 8_000
+        dl = _dead_letter(msg)
+        assert dl.truncated and (dl.partition, dl.offset) == (1, 7)
+        assert len(dl.key or "") == 1024
+        assert dl.payload  # something of the payload is kept
+    small = dead_letter(
+        DEAD_TOPIC, RawRecord(TOPIC, 1, 7, b"k", b"x", 0), "json", "bad", 0, max_bytes=8_000
+    )
+    assert not _dead_letter(small).truncated
+
+
+def test_a_key_named_twice_is_a_json_dead_letter() -> None:
+    twice = b'{"event_id": "a", "card_id": "c", "merchant_id": "m", "amount": 1, '
+    twice += b'"currency": "EUR", "event_time": 1795428000123, "amount": 2}'
+    dl, _ = _decode_one(twice)
+    assert dl.reason == "json" and "'amount'" in dl.error
+    escaped = twice.replace(b'"amount": 2', b'"amoun\\u0074": 2')
+    assert _decode_one(escaped)[0].reason == "json"
+    spaced = twice.replace(b'"amount": 2', b'"amount" : 2')
+    assert _decode_one(spaced)[0].reason == "json"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # unknown fields, colons in strings, white space before colons: all still one key each
+        _txn("tx-1", note='a": b', extra={"amount": 1, "x": 2}),
+        b'{"event_id" : "tx-1", "card_id":"c-42", "merchant_id":"m-7", "amount" :1.5,'
+        b' "currency":"EUR", "event_time":"2026-11-23T10:00:00.123Z"}',
+    ],
+)
+def test_records_naming_each_key_once_are_accepted(value: bytes) -> None:
+    out = _decoder(_Clock(NOW_MS)).decode(_records([(b"c-42", value)]))
+    assert out.dead == [] and len(out.txns) == 1
+
+
+def test_event_times_near_the_epoch_are_accepted() -> None:
+    out = _times(_decoder(_Clock(NOW_MS)), [0, 1, 299_999, 300_000])
+    assert out.dead == [] and len(out.txns) == 4
+
+
+def test_record_far_ahead_of_the_wall_clock_is_rejected_even_when_its_kafka_timestamp_agrees() -> (
+    None
+):
+    year_2099 = 4_070_908_800_000
+    decoder = _decoder(_Clock(NOW_MS))
+    out = decoder.decode(
+        [RawRecord(TOPIC, 3, 100, b"c", _txn("tx-f", event_time=year_2099), year_2099)]
+    )
+    assert [_dead_letter(m).reason for m in out.dead] == ["timestamp"]
+    # The following live records are neither dead letters nor late.
+    live = _times(decoder, [NOW_MS - 1_000, NOW_MS - 500, NOW_MS])
+    assert live.dead == [] and [env.late for env in live.txns] == [False, False, False]
+
+
+def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
+    decoder = PartitionDecoder(
+        DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=LIMIT),
+        source=f"{TOPIC}#3",
+        kind="transaction",
+        resume=None,
+        dead_letters=DeadLetters(DEAD_TOPIC),
+        wall_clock=lambda: NOW_MS,
+        quarantined={101: "crashed step 'c0 cards' 2 times (ValueError: x); skipped"},
+    )
+    out = decoder.decode(_records([(b"c", _txn(f"tx-{i}")) for i in range(3)]))
+    assert [env.raw.offset for env in out.txns] == [100, 102]
+    (dl,) = [_dead_letter(m) for m in out.dead]
+    assert (dl.reason, dl.offset) == ("quarantined", 101) and "crashed step" in dl.error
+
+
+def test_a_decoding_bug_is_a_quarantined_dead_letter_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(_value: bytes) -> Transaction:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Transaction, "model_validate_json", broken)
+    dl, _ = _decode_one(_txn("tx-1"))
+    assert dl.reason == "quarantined" and "RuntimeError: bug" in dl.error

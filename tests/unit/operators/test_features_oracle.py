@@ -46,8 +46,10 @@ from tests.unit.operators.oracle import (
 )
 
 BASE = 1_795_428_000_000  # 2026-11-23T10:00:00Z, a multiple of 5 min
-DEFAULT = TimeConfig()
-WIDE = TimeConfig(max_future_ms=10 * DAY)  # lets hand-written examples jump days
+# Hand-written examples move the watermark with single records (agreement 1); the
+# generated scenarios also run with the default agreement of two records.
+DEFAULT = TimeConfig(watermark_agreement=1)
+WIDE = TimeConfig(max_future_ms=10 * DAY, watermark_agreement=1)  # lets examples jump days
 TOPIC: dict[Kind, str] = {"transaction": "transactions", "chargeback": "chargebacks"}
 
 
@@ -268,15 +270,18 @@ def test_oracle_lateness_boundary() -> None:
 
 
 def test_oracle_far_future() -> None:
+    # A record is far future when it is more than F ahead of both its partition's
+    # watermark and its own Kafka timestamp (stamped BASE here: the producer's clock).
     b = _Builder()
-    b.txn("a", BASE)  # max = BASE; limit = BASE - 5 s + 1 h
-    b.txn("future", BASE + 3_595_001)  # rejected
-    b.txn("ok-old", BASE - 65_000)  # not late: the future one moved nothing
-    b.txn("boundary", BASE + 3_595_000)  # exactly at the limit: accepted
-    # first chargeback: checked against its Kafka timestamp
+    b.txn("a", BASE)  # watermark BASE - 5 s; limit = max(ts, watermark) + 1 h
+    b.txn("future", BASE + HOUR + 1, ts=BASE)  # rejected
+    b.txn("ok-old", BASE - 65_000, ts=BASE)  # not late: the future one moved nothing
+    b.txn("boundary", BASE + HOUR, ts=BASE)  # exactly at the limit: accepted
+    # first chargeback: only its Kafka timestamp to go by
     b.cb("cb-future", BASE + 4_000_000, ts=BASE + 4_000_000 - HOUR - 1)
     b.cb("cb-ok", BASE + 4_000_000, ts=BASE + 4_000_000 - HOUR)
-    b.cb("cb-future2", BASE + 4_000_000 - 5_000 + HOUR + 1)
+    # ahead of the partition's watermark, and of a Kafka timestamp at that watermark
+    b.cb("cb-future2", BASE + 4_000_000 - 5_000 + HOUR + 1, ts=BASE + 4_000_000 - 5_000)
     res = oracle(b.records, DEFAULT)
     assert [(r.event_id, r.late) for r in res.rows] == [
         ("a", False),
@@ -458,8 +463,12 @@ class Scenario:
 
 CONFIGS = (
     DEFAULT,
+    TimeConfig(),
     TimeConfig(max_future_ms=3 * DAY),
     TimeConfig(out_of_orderness_ms=0, allowed_lateness_ms=0, max_future_ms=2 * DAY),
+    TimeConfig(
+        out_of_orderness_ms=0, allowed_lateness_ms=0, max_future_ms=2 * DAY, watermark_agreement=1
+    ),
     TimeConfig(out_of_orderness_ms=1_000, allowed_lateness_ms=HOUR, max_future_ms=2 * DAY),
 )
 AMOUNTS = (0.0, 1.0, 12.5, 12.5, 0.1, 0.2, 99.99, 1_000.0, 3.0, 7.25)
@@ -587,7 +596,8 @@ def _describe(s: Scenario) -> str:
     """A compact listing of a scenario, times relative to BASE (ms)."""
     c = s.time
     lines = [
-        f"TimeConfig(B={c.out_of_orderness_ms}, L={c.allowed_lateness_ms}, F={c.max_future_ms})"
+        f"TimeConfig(B={c.out_of_orderness_ms}, L={c.allowed_lateness_ms}, F={c.max_future_ms},"
+        f" K={c.watermark_agreement})"
     ]
     for i, r in enumerate(s.records):
         p = json.loads(r.value)
@@ -741,7 +751,7 @@ def test_replay_matches_hand_written_merchant_example(batch_size: int) -> None:
     b.txn("a5", w1 + 65_000, amount=3.0)
     b.cb("k3", w0 + 299_999)
     b.txn("a6", w0 + 2_000, amount=100.0)
-    got = replay(_to_replay(b.records), batch_size=batch_size)
+    got = replay(_to_replay(b.records), time=DEFAULT, batch_size=batch_size)
     assert_matches_oracle(got, oracle(b.records, DEFAULT))
 
 
@@ -822,7 +832,9 @@ def test_replay_window_is_deleted_once_the_watermark_passes(filler: bool, batch_
 def test_replay_window_deletion_does_not_depend_on_batch_size() -> None:
     # L = 0, B = 0: W0 = [BASE, BASE + 5 min) closes at tx-1 and passes its deletion
     # point (end + L + T = BASE + 10 min) at tx-2; batch_size must not matter.
-    cfg = TimeConfig(out_of_orderness_ms=0, allowed_lateness_ms=0, max_future_ms=2 * DAY)
+    cfg = TimeConfig(
+        out_of_orderness_ms=0, allowed_lateness_ms=0, max_future_ms=2 * DAY, watermark_agreement=1
+    )
     b = _Builder()
     b.txn("tx-0", BASE + 1)
     b.txn("tx-1", BASE + TUMBLING_MS)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.decode import DecodeConfig, Kind, PartitionDecoder
+from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder
 from operators.messages import CbEnvelope, PartitionBatch, RawRecord, ShardInput, TxnEnvelope
 from operators.placement import shard_keys
 from operators.windows import card_shard, merchant_shard, route_partition_batch
@@ -28,7 +28,8 @@ def _batch(kind: Kind, payloads: Sequence[dict[str, Any] | bytes], topic: str) -
         source=f"{topic}#0",
         kind=kind,
         resume=None,
-        now_ms=lambda: 0,
+        dead_letters=DeadLetters("dead-letters"),
+        wall_clock=None,
     )
     records = [
         RawRecord(
@@ -139,7 +140,8 @@ def test_without_broadcast_only_shards_with_records_get_a_batch() -> None:
         source="transactions#0",
         kind="transaction",
         resume=None,
-        now_ms=lambda: 0,
+        dead_letters=DeadLetters("dead-letters"),
+        wall_clock=None,
     )
     payload = {
         "event_id": "tx-1",
@@ -149,10 +151,14 @@ def test_without_broadcast_only_shards_with_records_get_a_batch() -> None:
         "currency": "EUR",
         "event_time": EXAMPLE_MS,
     }
-    first = [RawRecord("transactions", 0, 0, None, json.dumps(payload).encode(), EXAMPLE_MS)]
+    # Two records: the partition's watermark is set once two records agree.
+    first = [
+        RawRecord("transactions", 0, i, None, json.dumps(payload).encode(), EXAMPLE_MS)
+        for i in range(2)
+    ]
     assert decoder.decode(first).broadcast
     payload["event_id"] = "tx-2"
-    second = [RawRecord("transactions", 0, 1, None, json.dumps(payload).encode(), EXAMPLE_MS)]
+    second = [RawRecord("transactions", 0, 2, None, json.dumps(payload).encode(), EXAMPLE_MS)]
     batch = decoder.decode(second)
     assert not batch.broadcast
     inputs = _shard_inputs(route_partition_batch(batch, 16))

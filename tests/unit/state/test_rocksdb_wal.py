@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from schemas.errors import DiskFullError
 from state.rocksdb import ProcessStore, RocksStore, process_state_path
 
 
@@ -32,3 +33,13 @@ def test_recoverable_process_store_keeps_its_wal(tmp_path: Path) -> None:
     reopened = ProcessStore(tmp_path, 0, fresh=False)
     assert reopened().get_many([b"k19-49"]) == [b"v" * 64]
     reopened.close()
+
+
+def test_a_full_disk_is_told_apart_from_damage(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db")
+    full = store._damaged(Exception("IO error: No space left on device: While appending to file"))
+    assert isinstance(full, DiskFullError)
+    assert "not damaged" in str(full) and "--rebuild-state" not in str(full)
+    damaged = store._damaged(Exception("Corruption: block checksum mismatch"))
+    assert not isinstance(damaged, DiskFullError) and "damaged" in str(damaged)
+    store.close()
