@@ -28,6 +28,8 @@ OPERATIONS = REPO / "docs" / "operations.md"
 PAGES = sorted([REPO / "README.md", REPO / "docker" / "README.md", *(REPO / "docs").glob("*.md")])
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Labels Prometheus adds to every series it scrapes; a PromQL matcher may use them.
+_TARGET_LABELS = frozenset({"job", "instance"})
 _METRIC = re.compile(r"\bstreamscore_[a-z0-9_]+(?:\{[^}\n]*\})?")
 
 
@@ -136,6 +138,7 @@ def registry_metrics() -> dict[str, frozenset[str]]:
             served[family.name] = labels
         if family.type == "histogram":
             served.update({family.name + s: labels for s in _HISTOGRAM_SUFFIXES})
+            served[family.name + "_bucket"] = labels | {"le"}
     return served
 
 
@@ -159,17 +162,39 @@ def test_the_metrics_table_lists_every_metric_with_its_labels() -> None:
     assert documented == primary
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_metric_a_page_names_is_served(page: Path) -> None:
-    served = registry_metrics()
+def wrong_mentions(text: str, served: dict[str, frozenset[str]]) -> list[str]:
+    """Each ``streamscore_*`` mention in ``text`` that names no served metric or wrong labels."""
     wrong = []
-    for mention in _METRIC.findall(page.read_text()):
+    for mention in _METRIC.findall(text):
         name, labels, exact = _name_and_labels(mention)
         if name not in served:
             wrong.append(f"{mention}: no such metric")
-        elif (labels != served[name]) if exact and labels else not labels <= served[name]:
-            wrong.append(f"{mention}: labels are {sorted(served[name])}")
+        else:
+            # A label list names them all; PromQL matchers name some, maybe target labels.
+            listed_wrong = exact and labels and labels != served[name]
+            if listed_wrong or not labels <= served[name] | _TARGET_LABELS:
+                wrong.append(f"{mention}: labels are {sorted(served[name])}")
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_metric_a_page_names_is_served(page: Path) -> None:
+    wrong = wrong_mentions(page.read_text(), registry_metrics())
     assert not wrong, wrong
+
+
+def test_wrong_mentions() -> None:
+    served = registry_metrics()
+    fine = (
+        "`streamscore_breaker_open{role}` and "
+        'histogram_quantile(0.99, rate(streamscore_e2e_latency_seconds_bucket{le="0.05",'
+        ' job="streamscore"}[5m])) and streamscore_dead_letters_total{reason="json"}'
+    )
+    assert wrong_mentions(fine, served) == []
+    assert len(wrong_mentions("`streamscore_breaker_open{model}`", served)) == 1
+    assert len(wrong_mentions("`streamscore_breaker_open{role,model}`", served)) == 1
+    assert len(wrong_mentions('streamscore_late_total{reason="json"}', served)) == 1
+    assert len(wrong_mentions("`streamscore_scored`", served)) == 1  # a counter is _total
 
 
 def test_name_and_labels() -> None:
