@@ -5,9 +5,9 @@ Produces the same messages (600 B values, keys over 50,000 cards, batches of
 real broker, with the sink's producer settings, in two modes, alternating for
 ``--rounds`` rounds:
 
-- ``per-message``: a callback passed to every ``produce()``, which the sink did;
+- ``per-message``: a callback passed to every ``produce()``;
 - ``error-only``: one config-level ``on_delivery`` with
-  ``delivery.report.only.error``, which the sink does now.
+  ``delivery.report.only.error``, as the sink does.
 
 Prints each round's process CPU per message (librdkafka's threads included)
 and the ratio of the two medians, measured in the same run.

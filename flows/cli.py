@@ -1,8 +1,8 @@
 """The ``streamscore`` command: run the flow, manage topics, replay traffic, train, demo.
 
-Every subcommand reads the same settings (flags over ``STREAMSCORE_*`` env vars
-over defaults) and exits with status 2 and a message naming the setting when
-one is wrong.
+Subcommands read settings as flags over ``STREAMSCORE_*`` env vars over
+defaults, each offering flags only for the settings it uses, and exit with
+status 2 and a message naming the setting when one is wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from schemas.errors import StreamScoreError
 from schemas.settings import Settings, load_settings
@@ -21,19 +22,32 @@ from schemas.settings import Settings, load_settings
 log = logging.getLogger("streamscore")
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", help="Kafka host:port list")
-    parser.add_argument("--state-dir", type=Path, help="RocksDB state directory")
-    parser.add_argument(
-        "--recovery-dir", type=Path, help="bytewax recovery partitions (enables crash recovery)"
-    )
-    parser.add_argument("--model-dir", type=Path, help="model directory with manifest.json")
-    parser.add_argument("--shadow-model-dir", type=Path, help="shadow model (never decides)")
-    parser.add_argument("--canary-model-dir", type=Path, help="canary model for a share of cards")
-    parser.add_argument("--canary-share", type=float, help="share of cards for the canary")
-    parser.add_argument("--metrics-host", help="address the metrics endpoint binds to")
-    parser.add_argument("--metrics-port", type=int, help="metrics port (0: no endpoint)")
-    parser.add_argument("--topic-partitions", type=int, help="partitions of created topics")
+# Settings flags by what they configure; a subcommand offers only the groups it reads.
+FlagGroup = Literal["kafka", "topics", "state", "model", "deployment", "metrics"]
+
+
+def _settings_flags(parser: argparse.ArgumentParser, *groups: FlagGroup) -> None:
+    """Add the settings flags of ``groups`` to a subcommand's parser."""
+    if "kafka" in groups:
+        parser.add_argument("--bootstrap-servers", help="Kafka host:port list")
+    if "topics" in groups:
+        parser.add_argument("--topic-partitions", type=int, help="partitions of created topics")
+    if "state" in groups:
+        parser.add_argument("--state-dir", type=Path, help="RocksDB state directory")
+        parser.add_argument(
+            "--recovery-dir", type=Path, help="bytewax recovery partitions (enables crash recovery)"
+        )
+    if "model" in groups:
+        parser.add_argument("--model-dir", type=Path, help="model directory with manifest.json")
+    if "deployment" in groups:
+        parser.add_argument("--shadow-model-dir", type=Path, help="shadow model (never decides)")
+        parser.add_argument(
+            "--canary-model-dir", type=Path, help="canary model for a share of cards"
+        )
+        parser.add_argument("--canary-share", type=float, help="share of cards for the canary")
+    if "metrics" in groups:
+        parser.add_argument("--metrics-host", help="address the metrics endpoint binds to")
+        parser.add_argument("--metrics-port", type=int, help="metrics port (0: no endpoint)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -49,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "metrics_port",
         "topic_partitions",
     )
-    given = {k: getattr(args, k, None) for k in keys}
+    given = {k: getattr(args, k, None) for k in keys}  # flags a subcommand lacks are None
     return load_settings(**given)
 
 
@@ -199,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the scoring dataflow")
-    _settings_flags(run)
+    _settings_flags(run, "kafka", "state", "model", "deployment", "metrics")
     run.add_argument("-w", "--workers-per-process", type=int, default=1)
     run.add_argument("-i", "--process-id", type=int, default=None)
     run.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
@@ -213,12 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     topics = sub.add_parser("topics", help="create the contract's topics")
-    _settings_flags(topics)
+    _settings_flags(topics, "kafka", "topics")
     topics.add_argument("--recreate", action="store_true", help="delete and create them anew")
     topics.set_defaults(func=_cmd_topics)
 
     produce = sub.add_parser("produce", help="replay synthetic transactions into Kafka")
-    _settings_flags(produce)
+    _settings_flags(produce, "kafka")
     produce.add_argument("--count", type=int, default=10_000)
     produce.add_argument("--seed", type=int, default=7)
     produce.add_argument("--cards", type=int, default=2_000)
@@ -241,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.set_defaults(func=_cmd_schemas)
 
     demo = sub.add_parser("demo", help="end to end: topics, flow, replay, what came out")
-    _settings_flags(demo)
+    _settings_flags(demo, "kafka", "topics", "model", "metrics")
     demo.add_argument("--count", type=int, default=5_000)
     demo.add_argument("--invalid-share", type=float, default=0.01)
     demo.add_argument("--train", action="store_true", help="retrain the model first")
@@ -250,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.options import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="replay benchmark on the broker: throughput, latency, RSS")
-    bench.add_argument("--bootstrap-servers", help="Kafka host:port list")
+    _settings_flags(bench, "kafka")
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
     return parser

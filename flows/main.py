@@ -71,8 +71,8 @@ def load_models(settings: Settings, metrics: ServiceMetrics) -> ModelRegistry:
 
 # Python's default (700, 10, 10) collects generation 0 every 700 net allocations.
 # The flow allocates short-lived, acyclic objects by the million (records, feature
-# rows, unpickled card state) that reference counting frees anyway; measured on
-# 200,000 events: 3.2 s of a 25 s run in 3,107 collections, 0.08 s with these.
+# rows, unpickled card state) that reference counting frees anyway, so collections
+# that often would cost a noticeable share of its CPU and find nothing.
 GC_THRESHOLDS = (100_000, 50, 100)
 # How often :class:`Tenure` moves what survived out of the collector's reach.
 TENURE_EVERY_S = 0.1
@@ -92,9 +92,9 @@ class Tenure:
     all of it containers the collector tracks. A generation-0 collection walks
     every young object that survived since the last one, and updates of old
     state keep adding young objects without raising the allocation count that
-    triggers it, so its pauses grew with the card cache (12-123 ms at 10k
-    events/s, the tail of the latency benchmark), and collections of the older
-    generations would walk the whole state. ``gc.freeze()`` moves every tracked
+    triggers it, so its pauses would grow with the card cache (and show in the
+    latency tail), and collections of the older generations would walk the
+    whole state. ``gc.freeze()`` moves every tracked
     object to the permanent generation in constant time, so a collection only
     ever sees what the last ``every_s`` allocated. Frozen objects are still
     freed by reference counting; what is lost is the collection of reference

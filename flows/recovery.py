@@ -136,11 +136,11 @@ def _check_layout(store: RocksStore, settings: Settings, state_path: Path, worke
     shards = settings.shard_count(workers)
     stored, stored_workers = store.get_many([LAYOUT_KEY, WORKERS_KEY])
     if stored is None:
-        # Fresh state, or state kept before the count was recorded: it is this run's now.
+        # Fresh state, or state without a recorded count: this run's counts become its own.
         store.write({LAYOUT_KEY: _U32.pack(shards), WORKERS_KEY: _U32.pack(workers)})
         return
     # The worker count first: with the default shard count it decides that count too.
-    # State recorded before the worker count was named its shards as one worker does.
+    # State without a recorded worker count named its shards as one worker does.
     (built_workers,) = (1,) if stored_workers is None else _U32.unpack(stored_workers)
     if built_workers != workers:
         raise ConfigError(

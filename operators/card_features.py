@@ -373,7 +373,7 @@ def _load(blob: bytes | None) -> _Card:
     if blob is None:
         return _Card([], [], [], [], [], None)
     state = pickle.loads(blob)
-    if len(state) == 3:  # written before cards were kept as columns: (events, sessions, expiry)
+    if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
         return _Card(
             [e[0] for e in events],

@@ -3,8 +3,8 @@
 Items in the dataflow are *batches* (lists) of these, not single records:
 one bytewax item per Kafka poll keeps the engine's per-item cost off the hot path.
 They are slotted but not frozen: several are built per event, and a frozen
-dataclass sets each field through ``object.__setattr__`` (measured 1.17 vs
-0.25 us for six fields). Treat them as read-only all the same.
+dataclass sets each field through ``object.__setattr__``, several times the
+cost of a plain assignment. Treat them as read-only all the same.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ _T = TypeVar("_T")
 def _positional_pickle(cls: type[_T]) -> type[_T]:
     """Pickle as ``cls(*values)``: items cross processes in a bytewax cluster.
 
-    The default for these slotted dataclasses (when they were frozen) unpickled
-    through ``dataclasses._dataclass_setstate``, which looks up ``fields()`` per
-    object: measured 45 us to pickle and unpickle one :class:`Featured`.
+    A positional constructor call is the cheapest way back to a slotted
+    dataclass; the generic route sets fields one by one, by name.
     """
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
@@ -121,12 +120,9 @@ class ShardInput:
 
     It is what crosses processes in a cluster (bytewax pickles every item routed
     to another process), so it pickles its records as rows of plain values:
-    one Python call per batch instead of one per object. Measured round trips
-    over batches of 1000: object by object (``__reduce__`` per record,
-    pydantic's own pickling for the transaction) 27 us a transaction envelope
-    and 41 us a featured record; as rows 7.5 and 12 us, most of it rebuilding
-    the objects (``tests/unit/operators/test_messages.py`` checks the round
-    trip is exact).
+    one Python call per batch instead of one per object, and no pydantic
+    pickling per transaction. Most of the cost left is rebuilding the objects
+    (``tests/unit/operators/test_messages.py`` checks the round trip is exact).
     """
 
     origin: str  # source partition or upstream shard that sent it
@@ -179,7 +175,7 @@ def _envelope_row(env: TxnEnvelope) -> _EnvelopeRow:
 
 def _envelope(row: _EnvelopeRow) -> TxnEnvelope:
     # The transaction was validated where it was decoded: rebuild it through pydantic's
-    # unpickling hook, as its own pickling would (``model_construct`` costs 3x as much).
+    # unpickling hook, as its own pickling would (cheaper than ``model_construct``).
     txn = Transaction.__new__(Transaction)
     txn.__setstate__(
         {

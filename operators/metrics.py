@@ -119,7 +119,7 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     """``histogram.observe(a)`` for each amount, with one update per bucket hit.
 
     prometheus-client has no batch observe, and a per-event ``observe`` (lock,
-    linear bucket search) was a measurable share of the scoring step. This
+    linear bucket search) would add that cost to every scored event. This
     relies on the client's histogram internals (``_upper_bounds``,
     ``_buckets``, ``_sum``, as in the pinned 0.26); the unit test compares the
     exposition with per-amount ``observe``. The sum may differ from per-amount

@@ -3,10 +3,10 @@
 bytewax 0.21 sends a stateful step's key to worker ``hash(key) % workers``,
 where the hash is Rust's ``DefaultHasher``: SipHash-1-3 with zero keys over
 the key's UTF-8 bytes and a ``0xff`` terminator (``src/timely.rs``,
-``PartitionFn``; ``src/operators.rs``, ``stateful_batch``). With the default
-16 shards and two workers that hash put 10 and 6 card shards, and 5 and 11
-merchant shards, on the two processes, so one process did two thirds of the
-merchant windows, scoring and quality while the other waited.
+``PartitionFn``; ``src/operators.rs``, ``stateful_batch``). Plain names spread
+unevenly: ``c0``..``c15`` on two workers land 10 and 6, ``m0``..``m15`` 5 and
+11, so one worker would do two thirds of the merchant windows, scoring and
+quality while the other waited.
 
 :func:`shard_keys` names shard ``i`` so that it lands on worker ``i % workers``:
 ``c{i}`` when it does already (always, with one worker), otherwise ``c{i}.{n}``

@@ -1,4 +1,4 @@
-"""Wire models for every topic in the data contract (``shared/CONTRACT.md``).
+"""Wire models for every topic in the data contract (``docs/contract.md``).
 
 Inputs (:class:`Transaction`, :class:`Chargeback`) validate what producers send;
 outputs (:class:`Score`, :class:`WindowAggregate`, :class:`Drift`,

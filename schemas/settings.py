@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
     state_dir: Path = Path(".local/state")
-    # Bytewax recovery: snapshots at every epoch end, resume after a crash (README,
-    # "Crash consistency"). None: no recovery; a restart starts from scratch.
+    # Bytewax recovery: snapshots at every epoch end, resume after a crash
+    # (docs/operations.md). None: no recovery; a restart starts from scratch.
     recovery_dir: Path | None = None
     recovery_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
     # Undo records kept per shard: how many epochs RocksDB may run ahead of the

@@ -22,7 +22,7 @@ Undo records older than ``keep`` versions are dropped in the same batch that
 writes a new one, so the log stays bounded.
 
 Cost: a commit writes every key the shard changed in the epoch twice (the
-value and its undo), about 5 us a key, all at the epoch's end. Without
+value and its undo), all at the epoch's end. Without
 recovery there is nothing to resume, so ``versioned=False`` writes through
 at once (no overlay, no versions, no undo) and spreads that cost over the
 batches instead.

@@ -188,7 +188,7 @@ class ProcessStore:
     ``fresh`` deletes what a previous run left: without bytewax recovery the
     inputs are read again from the beginning, and old window state would count
     every event twice; such a store also writes no WAL, since nothing is ever
-    recovered from it (measured: see the commit). With recovery the state is
+    recovered from it and the WAL's writes would be pure cost. With recovery the state is
     kept and each shard rolls it to its resume point (:mod:`state.epochs`).
     """
 

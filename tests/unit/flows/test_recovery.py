@@ -107,8 +107,8 @@ def test_state_built_with_another_shard_count_is_refused_naming_the_setting(
 def test_state_built_with_16_shards_under_the_default_names_the_count_to_set(
     tmp_path: Path,
 ) -> None:
-    # 16 was the default before it became one shard a worker: such state must not
-    # resume under the new default, and the error says how to keep it.
+    # State built with 16 shards must not resume under the default (one shard a
+    # worker), and the error says how to keep it.
     prepare_recovery(_settings(tmp_path, shards=16), process_id=0, processes=1)
     _add_snapshot(tmp_path / "recovery")
     with pytest.raises(

@@ -1,6 +1,6 @@
 """A brute-force reference ("oracle") for the feature, lateness and window semantics.
 
-Written only from ``shared/CONTRACT.md`` ("Feature semantics", "Time, lateness and
+Written only from ``docs/contract.md`` ("Feature semantics", "Time, lateness and
 order") and ``docs/semantics.md``, never from the implementation. It keeps plain
 lists of everything that happened and recomputes every feature by scanning them,
 so it is slow but easy to check against the text.

@@ -847,7 +847,7 @@ def test_replay_window_deletion_does_not_depend_on_batch_size() -> None:
 
 @pytest.mark.parametrize("last", [0.1, 1.0])
 def test_replay_zscore_is_zero_for_equal_earlier_amounts(last: float) -> None:
-    # CONTRACT.md / semantics.md: card_amount_zscore is 0 when std == 0. Three
+    # contract.md / semantics.md: card_amount_zscore is 0 when std == 0. Three
     # earlier amounts of 0.1 have std exactly 0 (their float mean is not exactly
     # 0.1, so a float std comes out near 1e-17 instead).
     b = _Builder()

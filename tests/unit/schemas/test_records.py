@@ -22,7 +22,7 @@ from schemas.records import (
 )
 from schemas.timefmt import MAX_MS, MIN_MS, format_ms, parse_event_time
 
-# Verbatim from shared/CONTRACT.md.
+# Verbatim from the contract (docs/contract.md).
 CONTRACT_TRANSACTION = """
 {"event_id": "tx-1", "card_id": "c-42", "merchant_id": "m-7", "amount": 12.5,
  "currency": "EUR", "event_time": "2026-11-23T10:00:00.123Z",
