@@ -124,7 +124,7 @@ def _flow_failed(exc: Exception, settings: Settings) -> int:
         crashes = record_crash(settings.state_dir, cause)
         after = settings.quarantine_after
         log.error(
-            "%s (crash %d; skipped as a 'quarantined' dead letter from crash %d on). "
+            "%s (crash %d; after %d the record is skipped as a 'quarantined' dead letter). "
             "This is a bug: please report it with this traceback",
             cause,
             crashes,

@@ -59,10 +59,11 @@ def test_quality_records_match_a_recomputation(settings: Settings) -> None:
             "currency": "EUR",
             "event_time": format_ms(parse_event_time(last) + 2 * HORIZON),
         }
+        # Two records: a partition's watermark follows a time two records agree on.
         produce(
             settings.bootstrap_servers,
             settings.topics.transactions,
-            [(b"c", json.dumps(clock).encode())],
+            [(b"c", json.dumps({**clock, "event_id": f"clock-{i}"}).encode()) for i in (1, 2)],
         )
         quality = read_all(
             settings.bootstrap_servers, settings.topics.quality, expect=5, timeout_s=60
