@@ -114,11 +114,24 @@ def _flow_failed(exc: Exception, settings: Settings) -> int:
     ``quarantine_after`` starts. Anything else is re-raised as it is.
     """
     from operators.quarantine import PoisonRecordError, record_crash
+    from state.rocksdb import is_disk_full
 
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, StreamScoreError):
-        cause = cause.__cause__ or cause.__context__
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    cause = next((e for e in chain if isinstance(e, StreamScoreError)), None)
     if cause is None:
+        if any(is_disk_full(e) for e in chain):
+            # bytewax's recovery store (SQLite in the recovery dir) ran out of space.
+            print(
+                f"streamscore: no space left on a device the flow writes to ({chain[-1]}): "
+                f"free space under {settings.recovery_dir} and {settings.state_dir} and start "
+                "again; nothing is damaged, the flow resumes from its last snapshot",
+                file=sys.stderr,
+            )
+            return 1
         raise exc
     if isinstance(cause, PoisonRecordError):
         crashes = record_crash(settings.state_dir, cause)

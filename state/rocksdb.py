@@ -156,7 +156,7 @@ class RocksStore:
 def is_disk_full(exc: BaseException) -> bool:
     """Whether a RocksDB or OS error says the device is out of space."""
     text = str(exc).lower()
-    return "no space left" in text or "enospc" in text or "disk full" in text
+    return any(words in text for words in ("no space left", "enospc", "disk full", "disk is full"))
 
 
 def _disk_full_message(path: Path, exc: Exception) -> str:

@@ -219,3 +219,51 @@ def test_broker_down_for_a_minute_then_back_loses_nothing(
         assert max(copies.values()) == 1
     finally:
         subprocess.run([*kafka, "stop"], env=kafka_env, check=False)
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def test_a_full_disk_is_reported_as_full_and_a_restart_after_freeing_space_resumes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The state dir on a small real file system that fills up mid-run."""
+    state_dir = tmp_path / "small-disk"
+    if not _mount_tmpfs(state_dir, "64m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        settings = settings.model_copy(update={"state_dir": state_dir})
+        env, recovery, log = flow_env(settings), tmp_path / "recovery", tmp_path / "flow.log"
+        records = simulated_log(44, 6_000)
+        flow = start_flow(env, recovery, log, *EPOCH)
+        sent = publish_log(settings, records[:2_000])
+        read_all(settings.bootstrap_servers, settings.topics.scores, expect=2_000, timeout_s=120)
+        # Fill the device, then keep the flow writing.
+        filler = state_dir / "filler"
+        with filler.open("wb") as out:
+            try:
+                while True:
+                    out.write(b"\0" * (1 << 20))
+                    out.flush()
+            except OSError:
+                pass
+        sent += publish_log(settings, records[2_000:])
+        assert flow.wait(timeout=180) == 1, log.read_text()[-3000:]
+        output = log.read_text()
+        assert "no space left" in output.lower() and "not damaged" in output
+        assert "--rebuild-state" not in output and "Traceback" not in output
+
+        filler.unlink()  # space freed: the same state resumes, nothing rebuilt
+        _run_to_end(env, recovery, log)
+        # Every event scored, with the replay's features; what the epochs since the last
+        # snapshot emitted comes again as identical copies (at-least-once).
+        _check_scores(settings, sent)
+    finally:
+        subprocess.run(["umount", "-l", str(state_dir)], check=False)
