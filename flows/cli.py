@@ -8,6 +8,7 @@ status 2 and a message naming the setting when one is wrong.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import sys
@@ -285,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamscore`` console script."""
+    # A crash in native code (librdkafka, RocksDB, onnxruntime, bytewax) prints every
+    # thread's Python stack to stderr before the process dies.
+    faulthandler.enable()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
