@@ -34,6 +34,14 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", help="address the metrics endpoint binds to")
     parser.add_argument("--metrics-port", type=int, help="metrics port (0: no endpoint)")
     parser.add_argument("--topic-partitions", type=int, help="partitions of created topics")
+    parser.add_argument(
+        "--delivery",
+        choices=("at-least-once", "exactly-once"),
+        help="output delivery (docs/delivery.md); exactly-once needs --recovery-dir",
+    )
+    parser.add_argument(
+        "--flow-name", help="names the consumer group streamscore-<name> and transactional ids"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,9 +56,25 @@ def _settings(args: argparse.Namespace) -> Settings:
         "metrics_host",
         "metrics_port",
         "topic_partitions",
+        "delivery",
+        "flow_name",
     )
     given = {k: getattr(args, k, None) for k in keys}
     return load_settings(**given)
+
+
+def epoch_interval_s(given: float | None, settings: Settings) -> float:
+    """The epoch length: as given, else 10 s, or 1 s with exactly-once delivery.
+
+    With exactly-once a ``read_committed`` consumer sees output only when its
+    epoch's transaction commits, so the epoch bounds the latency.
+
+    >>> epoch_interval_s(None, Settings(delivery="exactly-once"))
+    1.0
+    """
+    if given is not None:
+        return given
+    return 1.0 if settings.delivery == "exactly-once" else 10.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -82,7 +106,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers_per_process=args.workers_per_process,
         process_id=args.process_id,
         addresses=addresses,
-        epoch_interval=timedelta(seconds=args.epoch_interval),
+        epoch_interval=timedelta(seconds=epoch_interval_s(args.epoch_interval, settings)),
         recovery_config=recovery,
     )
     return 0
@@ -169,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-w", "--workers-per-process", type=int, default=1)
     run.add_argument("-i", "--process-id", type=int, default=None)
     run.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
-    run.add_argument("--epoch-interval", type=float, default=10.0, help="seconds")
+    run.add_argument(
+        "--epoch-interval",
+        type=float,
+        default=None,
+        help="seconds (default 10; 1 with exactly-once delivery)",
+    )
     run.add_argument("--until-eof", action="store_true", help="stop at the end of the input")
     run.add_argument(
         "--rebuild-state",

@@ -141,7 +141,7 @@ def dead_letter(
         "payload_encoding": encoding,
         "received_at": format_ms(received_ms),
     }
-    return OutMessage(topic, rec.key, json.dumps(body).encode())
+    return OutMessage(topic, rec.key, json.dumps(body).encode(), rec.source, rec.offset)
 
 
 def _cut(rec: RawRecord, size: int) -> RawRecord:
