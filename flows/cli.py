@@ -183,6 +183,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_delivery(args: argparse.Namespace) -> int:
+    from benchmarks.delivery import config_from_args, run_delivery_bench
+
+    settings = _settings(args)
+    run_delivery_bench(config_from_args(args, bootstrap=settings.bootstrap_servers))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="streamscore", description=__doc__)
@@ -248,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bootstrap-servers", help="Kafka host:port list")
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
+
+    from benchmarks.delivery import add_arguments as add_delivery_arguments
+
+    delivery = sub.add_parser(
+        "bench-delivery", help="at-least-once vs exactly-once: throughput, latency per epoch"
+    )
+    delivery.add_argument("--bootstrap-servers", help="Kafka host:port list")
+    add_delivery_arguments(delivery)
+    delivery.set_defaults(func=_cmd_bench_delivery)
     return parser
 
 
