@@ -68,7 +68,7 @@ class DeliveryBenchConfig:
     """What one run measures."""
 
     bootstrap: str
-    events: int = 20_000
+    events: int = 100_000
     partitions: int = 2
     cards: int = 10_000
     seed: int = 7
