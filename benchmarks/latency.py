@@ -108,7 +108,15 @@ def score_seq(value: bytes) -> int | None:
 class ScoreReceiver(threading.Thread):
     """Reads the scores topic from the start; notes when each ``L<seq>`` score arrived."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, total: int) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        total: int,
+        *,
+        isolation: str = "read_uncommitted",
+    ) -> None:
         super().__init__(name="score-receiver", daemon=True)
         self.received_at = array("d", bytes(8 * total))
         self.received = 0
@@ -119,6 +127,8 @@ class ScoreReceiver(threading.Thread):
                 "enable.auto.commit": "false",
                 "fetch.wait.max.ms": "5",
                 "fetch.min.bytes": "1",
+                # read_committed: a score counts once its transaction commits (exactly-once).
+                "isolation.level": isolation,
             }
         )
         self._consumer.assign(
@@ -216,13 +226,15 @@ def measure_latency(
     say: Callable[[str], None],
     check_alive: Callable[[], None],
     cpu_s: Callable[[], float] = lambda: 0.0,
+    isolation: str = "read_uncommitted",
 ) -> LatencySamples:
     """Offer ``items`` to a running pipeline as ``plan`` says; the counted latencies.
 
     ``cpu_s`` reads the pipeline's CPU seconds so far; what it spent while the
-    counted transactions were sent is returned with them.
+    counted transactions were sent is returned with them. ``isolation`` is the
+    score consumer's ``isolation.level`` (``read_committed`` for exactly-once output).
     """
-    receiver = ScoreReceiver(bootstrap, scores, partitions, len(items))
+    receiver = ScoreReceiver(bootstrap, scores, partitions, len(items), isolation=isolation)
     sender = _Sender(bootstrap, transactions, items)
     receiver.start()
     try:

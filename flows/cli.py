@@ -24,7 +24,7 @@ log = logging.getLogger("streamscore")
 
 
 # Settings flags by what they configure; a subcommand offers only the groups it reads.
-FlagGroup = Literal["kafka", "topics", "state", "model", "deployment", "metrics"]
+FlagGroup = Literal["kafka", "topics", "state", "model", "deployment", "metrics", "delivery"]
 
 
 def _settings_flags(parser: argparse.ArgumentParser, *groups: FlagGroup) -> None:
@@ -49,6 +49,15 @@ def _settings_flags(parser: argparse.ArgumentParser, *groups: FlagGroup) -> None
     if "metrics" in groups:
         parser.add_argument("--metrics-host", help="address the metrics endpoint binds to")
         parser.add_argument("--metrics-port", type=int, help="metrics port (0: no endpoint)")
+    if "delivery" in groups:
+        parser.add_argument(
+            "--delivery",
+            choices=("at-least-once", "exactly-once"),
+            help="output delivery (docs/delivery.md); exactly-once needs --recovery-dir",
+        )
+        parser.add_argument(
+            "--flow-name", help="names the consumer group streamscore-<name> and transactional ids"
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -63,9 +72,25 @@ def _settings(args: argparse.Namespace) -> Settings:
         "metrics_host",
         "metrics_port",
         "topic_partitions",
+        "delivery",
+        "flow_name",
     )
     given = {k: getattr(args, k, None) for k in keys}  # flags a subcommand lacks are None
     return load_settings(**given)
+
+
+def epoch_interval_s(given: float | None, settings: Settings) -> float:
+    """The epoch length: as given, else 10 s, or 1 s with exactly-once delivery.
+
+    With exactly-once a ``read_committed`` consumer sees output only when its
+    epoch's transaction commits, so the epoch bounds the latency.
+
+    >>> epoch_interval_s(None, Settings(delivery="exactly-once"))
+    1.0
+    """
+    if given is not None:
+        return given
+    return 1.0 if settings.delivery == "exactly-once" else 10.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -98,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers_per_process=args.workers_per_process,
             process_id=args.process_id,
             addresses=addresses,
-            epoch_interval=timedelta(seconds=args.epoch_interval),
+            epoch_interval=timedelta(seconds=epoch_interval_s(args.epoch_interval, settings)),
             recovery_config=recovery,
         )
     except Exception as exc:
@@ -221,17 +246,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_delivery(args: argparse.Namespace) -> int:
+    from benchmarks.delivery import config_from_args, run_delivery_bench
+
+    settings = _settings(args)
+    run_delivery_bench(config_from_args(args, bootstrap=settings.bootstrap_servers))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="streamscore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the scoring dataflow")
-    _settings_flags(run, "kafka", "state", "model", "deployment", "metrics")
+    _settings_flags(run, "kafka", "state", "model", "deployment", "metrics", "delivery")
     run.add_argument("-w", "--workers-per-process", type=int, default=1)
     run.add_argument("-i", "--process-id", type=int, default=None)
     run.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
-    run.add_argument("--epoch-interval", type=float, default=10.0, help="seconds")
+    run.add_argument(
+        "--epoch-interval",
+        type=float,
+        default=None,
+        help="seconds (default 10; 1 with exactly-once delivery)",
+    )
     run.add_argument("--until-eof", action="store_true", help="stop at the end of the input")
     run.add_argument(
         "--rebuild-state",
@@ -281,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(bench, "kafka")
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
+
+    from benchmarks.delivery import add_arguments as add_delivery_arguments
+
+    delivery = sub.add_parser(
+        "bench-delivery", help="at-least-once vs exactly-once: throughput, latency per epoch"
+    )
+    _settings_flags(delivery, "kafka")
+    add_delivery_arguments(delivery)
+    delivery.set_defaults(func=_cmd_bench_delivery)
     return parser
 
 

@@ -26,13 +26,16 @@ from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
 from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder, dead_letter_limit
 from operators.drift import DriftConfig, DriftSample, DriftStat, drift
+from operators.exactly_once import ExactlyOnceConfig, SourceProgress, TransactionalWriter
 from operators.kafka_io import (
+    PRODUCER_SETTINGS,
     DecoderFactory,
     KafkaBatchSink,
     KafkaBatchSource,
     ProducerPool,
     SinkConfig,
     SourceConfig,
+    log_client_error,
 )
 from operators.merchant_windows import MerchantConfig
 from operators.messages import Featured, OutMessage
@@ -42,6 +45,7 @@ from operators.quarantine import quarantined
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from operators.watermarks import TimeConfig, WatermarkState
 from operators.windows import AGGREGATES, SCORE, Routed, WindowsConfig, windows
+from schemas.errors import ConfigError
 from schemas.settings import Settings
 from state.store import StateStore
 
@@ -76,6 +80,14 @@ def build_flow(
     (given the per-partition decoder factory) and ``sink`` replace the Kafka source
     and sink, for the in-process stage profile (``benchmarks/stages.py``).
     """
+    exactly_once = settings.delivery == "exactly-once"
+    if exactly_once and settings.recovery_dir is None:
+        raise ConfigError(
+            "STREAMSCORE_DELIVERY (--delivery)",
+            "exactly-once needs crash recovery: set STREAMSCORE_RECOVERY_DIR (--recovery-dir)",
+        )
+    # Exactly-once: the sources record their epoch-end offsets for the sink's transaction.
+    progress = SourceProgress() if exactly_once else None
     topics = settings.topics
     kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
     time_config = TimeConfig(
@@ -129,6 +141,8 @@ def build_flow(
                 startup_wait_s=settings.startup_wait_s,
                 extra=settings.consumer_config,
                 stop=stop or threading.Event(),
+                group_id=settings.consumer_group,
+                progress=progress,
             ),
             decoder,
             lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
@@ -253,6 +267,20 @@ def build_flow(
     out = op.merge("outputs", messages, drift_out, quality_out)
     if sink is None:
         sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
-        sink = KafkaBatchSink(sink_config, ProducerPool(sink_config), process_id=process_id)
+        writer = None
+        if progress is not None:
+            eos = ExactlyOnceConfig(
+                brokers=settings.brokers,
+                flow_name=settings.flow_name,
+                process_id=process_id,
+                extra=settings.producer_config,
+                startup_wait_s=settings.startup_wait_s,
+            )
+            writer = TransactionalWriter(
+                eos, progress, PRODUCER_SETTINGS, on_client_error=log_client_error
+            )
+        sink = KafkaBatchSink(
+            sink_config, ProducerPool(sink_config), process_id=process_id, transactions=writer
+        )
     op.output("kafka-out", out, sink)
     return flow

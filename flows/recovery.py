@@ -13,6 +13,8 @@ this module:
   the RocksDB state fails to open or fails a full checksum read;
 - records ``STREAMSCORE_SHARDS`` in fresh state and refuses to resume state
   built with another shard count (a config error naming the setting);
+- deletes the snapshots an interrupted run wrote for epochs the cluster will
+  run again (:func:`prune_uncommitted_snapshots`);
 - with ``rebuild``, deletes this process's state dir and the recovery
   partitions first, so the inputs are read again from their earliest
   retained offsets and the state is rebuilt by replay (scores come out again
@@ -56,6 +58,61 @@ def has_snapshots(recovery_dir: Path) -> bool:
     return False
 
 
+def resume_epoch(recovery_dir: Path) -> int | None:
+    """The epoch the next run resumes from, as bytewax computes it; None when unknown.
+
+    That is the smallest, over the workers of the latest execution, of the
+    frontier each one recorded (the execution's own resume epoch for a worker
+    that recorded none). None when no run has started yet, or when not every
+    partition is in ``recovery_dir`` (a cluster whose hosts keep their own).
+    """
+    parts = partitions(recovery_dir)
+    executions: list[tuple[int, int, int]] = []
+    fronts: list[tuple[int, int, int]] = []
+    counts: set[int] = set()
+    for part in parts:
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            counts.update(c for (c,) in db.execute("SELECT part_count FROM parts"))
+            executions += db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs")
+            fronts += db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts")
+    if not executions or counts != {len(parts)}:
+        return None
+    ex, workers, resumed_at = max(executions)
+    frontier = dict.fromkeys(range(workers), resumed_at)
+    for ex_num, worker, front in fronts:
+        if ex_num == ex and worker in frontier:
+            frontier[worker] = max(frontier[worker], front)
+    return min(frontier.values())
+
+
+def prune_uncommitted_snapshots(recovery_dir: Path) -> int:
+    """Delete snapshots of the epochs the next run will run again; return how many.
+
+    Bytewax writes an epoch's snapshots, then its progress. A run killed
+    between the two leaves snapshots of an epoch that the next run executes
+    again; bytewax ignores them then, but a key that the next run does not
+    touch in that epoch keeps the stale one, and a later resume loads it with
+    input offsets from before it (state counted twice; a RocksDB shard refuses
+    it as a version it cannot produce). No process writes snapshots before
+    the whole cluster has started, so deleting them at startup is safe.
+    """
+    epoch = resume_epoch(recovery_dir)
+    if epoch is None:
+        return 0
+    deleted = 0
+    for part in partitions(recovery_dir):
+        with sqlite3.connect(part) as db:
+            deleted += db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)).rowcount
+    if deleted:
+        log.info(
+            "deleted %d snapshot(s) of epoch %d or later that an interrupted run wrote "
+            "but never committed",
+            deleted,
+            epoch,
+        )
+    return deleted
+
+
 def prepare_recovery(
     settings: Settings,
     *,
@@ -91,6 +148,7 @@ def prepare_recovery(
         shutil.rmtree(state_path, ignore_errors=True)
         shutil.rmtree(recovery_dir, ignore_errors=True)
     _ensure_partitions(settings, process_id, sleep)
+    prune_uncommitted_snapshots(recovery_dir)
     if has_snapshots(recovery_dir):
         if not state_path.exists():
             raise StateError(

@@ -294,7 +294,7 @@ def _dead_letter(
         "received_at": format_ms(received_ms),
         "truncated": truncated,
     }
-    return OutMessage(topic, key, json.dumps(body).encode())
+    return OutMessage(topic, key, json.dumps(body).encode(), rec.source, rec.offset)
 
 
 def _cut(rec: RawRecord, size: int) -> RawRecord:

@@ -88,6 +88,10 @@ class DriftStat:
 class DriftMonitor:
     """Sliding-window PSI/KS per signal plus ADWIN (score) and PageHinkley (amount)."""
 
+    # Emissions so far, across model changes: a drift record's place in the flow's
+    # drift output. A class default, so a monitor pickled without it resumes at 0.
+    emitted: int = 0
+
     def __init__(self, config: DriftConfig, manifest: Manifest) -> None:
         self._config = config
         self._reset(manifest)
@@ -181,6 +185,7 @@ class DriftMonitor:
 
     def _emit(self) -> list[DriftStat]:
         self._since_emit = 0
+        self.emitted += 1
         # One contiguous row per signal: a strided column is slower to search and sum.
         columns = np.ascontiguousarray(self._values[: self._filled].T)
         times = self._times[: self._filled]
@@ -237,9 +242,9 @@ def _psi_ks(values: npt.NDArray[np.float64], ref: _Binned) -> tuple[float, float
 
 
 def drift_records(
-    config: DriftConfig, model_version: str, stats: list[DriftStat]
+    config: DriftConfig, model_version: str, stats: list[DriftStat], emitted: int = 0
 ) -> list[OutMessage]:
-    """The contract's Drift records, keyed by signal name."""
+    """The contract's Drift records, keyed by signal name; ``emitted`` places them in order."""
     out = []
     for s in stats:
         body = {
@@ -256,7 +261,11 @@ def drift_records(
             "detector": s.detector,
             "drift": s.drift,
         }
-        out.append(OutMessage(config.topic, s.signal.encode(), json.dumps(body).encode()))
+        out.append(
+            OutMessage(
+                config.topic, s.signal.encode(), json.dumps(body).encode(), config.topic, emitted
+            )
+        )
     return out
 
 
@@ -281,7 +290,10 @@ class _DriftLogic(op.StatefulBatchLogic[DriftSample, list[OutMessage], bytes]):
             stats = self._monitor.observe(sample, self._manifest())
             if stats:
                 self._on_stats(stats)
-                out.extend(drift_records(self._config, self._monitor.model_version, stats))
+                monitor = self._monitor
+                out.extend(
+                    drift_records(self._config, monitor.model_version, stats, monitor.emitted)
+                )
         return ([out] if out else []), op.StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:

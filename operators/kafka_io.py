@@ -12,11 +12,20 @@ librdkafka; fatal ones stop the worker. Setting the ``stop`` event
 (the entry point does on SIGINT/SIGTERM) ends every partition's input, so the
 dataflow completes its last epoch, flushes and exits cleanly.
 
+Progress: at each epoch end a partition commits its next offset to the
+consumer group ``streamscore-<flow>`` (``SourceConfig.group_id``), so the
+broker's own tooling shows the service's lag; the commit is for monitoring
+only (recovery resumes from the bytewax snapshots). In exactly-once mode the
+partition only records the offset (:class:`operators.exactly_once.SourceProgress`)
+and the sink commits it inside the epoch's transaction.
+
 Sink: one shared idempotent producer per process. ``write_batch`` only hands
 messages to librdkafka (no flush per batch); ``snapshot`` -- called by bytewax
 at every epoch end, before the epoch counts as done -- flushes, so an epoch is
 never recorded as complete while its output sits in a buffer. A delivery error
-fails the worker instead of dropping the message.
+fails the worker instead of dropping the message. With a
+:class:`operators.exactly_once.TransactionalWriter` the sink writes each epoch
+in one Kafka transaction instead (see that module).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from operators.decode import PartitionDecoder
+from operators.exactly_once import SourceProgress, TransactionalSinkPartition, TransactionalWriter
 from operators.messages import OutMessage, PartitionBatch, RawRecord
 from operators.watermarks import WatermarkState
 from schemas.errors import ConfigError
@@ -64,6 +74,10 @@ class SourceConfig:
     startup_wait_s: float = 300.0
     extra: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
+    # The consumer group the offsets go to; with ``progress`` set (exactly-once) they are
+    # recorded there for the sink's transaction instead of committed by the source.
+    group_id: str = "streamscore-scoring"
+    progress: SourceProgress | None = None
 
 
 # (topic#partition, topic, resume state of the decoder) -> the partition's decoder
@@ -156,12 +170,15 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._consumer = Consumer(
             {
                 "bootstrap.servers": ",".join(config.brokers),
-                # Offsets live in bytewax's recovery state, not in a consumer group.
-                "group.id": "streamscore-unused",
+                # Recovery resumes from bytewax's snapshots; the group's offsets are
+                # committed at epoch ends only for monitoring (lag in the broker's tools).
+                "group.id": config.group_id,
                 "enable.auto.commit": "false",
+                "enable.auto.offset.store": "false",
                 "enable.partition.eof": "true" if config.stop_at_eof else "false",
                 "fetch.wait.max.ms": "10",
-                "error_cb": _log_client_error,
+                "error_cb": log_client_error,
+                "on_commit": _log_commit_error,
                 **config.extra,
             }
         )
@@ -179,6 +196,8 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._idle = False
         self._lag = lag
         self._next_lag = 0.0
+        self._progress = config.progress
+        self._committed = self._next
 
     def next_batch(self) -> list[PartitionBatch]:
         if self._stop.is_set() or (self._eof and self._idle):
@@ -248,7 +267,21 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             self._last_error_log = now
 
     def snapshot(self) -> _Resume:
+        self._commit_progress()
         return (self._next, self._decoder.snapshot())
+
+    def _commit_progress(self) -> None:
+        """The epoch's end offset to the consumer group (or to the sink's transaction)."""
+        if self._next < 0:
+            return  # nothing read yet
+        if self._progress is not None:
+            self._progress.record(self._topic, self._partition, self._next)
+        elif self._next != self._committed:
+            self._committed = self._next
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, self._next)],
+                asynchronous=True,
+            )
 
     def close(self) -> None:
         self._consumer.close()
@@ -267,7 +300,7 @@ _last_client_error = [0.0]
 CLIENT_ERROR_LOG_EVERY_S = 10.0
 
 
-def _log_client_error(err: KafkaError) -> None:
+def log_client_error(err: KafkaError) -> None:
     """librdkafka's client-level errors (broker down, all brokers down), at most every 10 s.
 
     The clients reconnect by themselves with exponential backoff
@@ -280,6 +313,12 @@ def _log_client_error(err: KafkaError) -> None:
     if now - _last_client_error[0] >= CLIENT_ERROR_LOG_EVERY_S:
         _last_client_error[0] = now
         log.warning("Kafka: %s (reconnecting with backoff)", err)
+
+
+def _log_commit_error(err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+    """A failed progress commit (monitoring only: the next epoch's commit catches up)."""
+    if err is not None:
+        log_client_error(err)
 
 
 # How the sink's producer batches and acknowledges (also what
@@ -313,7 +352,7 @@ class ProducerPool:
                     # reaches on_delivery.
                     "on_delivery": self.on_delivery,
                     "delivery.report.only.error": True,
-                    "error_cb": _log_client_error,
+                    "error_cb": log_client_error,
                     **self._config.extra,
                 }
             )
@@ -348,10 +387,18 @@ class KafkaBatchSink(FixedPartitionedSink[list[OutMessage], None]):
     partitions come from their keys, not from this routing.
     """
 
-    def __init__(self, config: SinkConfig, pool: ProducerPool, *, process_id: int = 0) -> None:
+    def __init__(
+        self,
+        config: SinkConfig,
+        pool: ProducerPool,
+        *,
+        process_id: int = 0,
+        transactions: TransactionalWriter | None = None,
+    ) -> None:
         self._config = config
         self._pool = pool
         self._process_id = process_id
+        self._transactions = transactions
 
     def list_parts(self) -> list[str]:
         """This process's partition; the cluster's sorted list is one per process id."""
@@ -361,8 +408,12 @@ class KafkaBatchSink(FixedPartitionedSink[list[OutMessage], None]):
         """The index of this process's partition in the cluster's sorted list: its id."""
         return self._process_id
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
-        """A writer over the process's shared producer."""
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSinkPartition[list[OutMessage], None]:
+        """A writer over the process's shared producer (transactional in exactly-once mode)."""
+        if self._transactions is not None:
+            return TransactionalSinkPartition(self._transactions)
         return _SinkPartition(self._pool)
 
 

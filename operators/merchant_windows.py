@@ -68,6 +68,8 @@ class MerchantWindowEngine:
         self._purge = keys.shard_namespace(keys.PURGE_TIMER, shard)
         self._lateness = config.time.allowed_lateness_ms
         self._topic = config.aggregates_topic
+        # Windows close in order of their end: the end places an aggregate in the shard's output.
+        self._origin = f"{config.aggregates_topic}@{shard}"
         self._store = store
         self._dead_letter = dead_letter
         self._cache_max = config.cache_windows
@@ -246,7 +248,13 @@ class MerchantWindowEngine:
             "chargeback_count": cbs,
             "chargeback_rate": cbs / max(1, txns),
         }
-        return OutMessage(self._topic, merchant.encode(), json.dumps(body).encode())
+        return OutMessage(
+            self._topic,
+            merchant.encode(),
+            json.dumps(body).encode(),
+            self._origin,
+            start + WINDOW_MS,
+        )
 
 
 def _window_start(t: int) -> int:

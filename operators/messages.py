@@ -74,11 +74,21 @@ class CbEnvelope:
 @_positional_pickle
 @dataclass(slots=True)
 class OutMessage:
-    """One message to produce."""
+    """One message to produce, with its place in the ordered output of its origin.
+
+    ``origin`` names a stream whose messages a replay emits again at the same
+    ``position`` (an input partition and the record's offset; a merchant shard
+    and the window's end; the drift or quality topic and its emission count or
+    window start), and positions never go back within an epoch-ordered run.
+    The exactly-once sink (:mod:`operators.fencing`) drops a replayed message
+    at or below what it already committed for that origin.
+    """
 
     topic: str
     key: bytes | None
     value: bytes
+    origin: str = ""
+    position: int = -1
 
 
 @_positional_pickle

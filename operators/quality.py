@@ -40,7 +40,7 @@ from bytewax.dataflow import Stream
 
 from operators.messages import OutMessage
 from operators.watermarks import NO_WATERMARK
-from schemas.timefmt import format_ms
+from schemas.timefmt import format_ms, parse_event_time
 from state import keys
 from state.epochs import DEFAULT_KEEP, EpochStore
 from state.store import StateStore
@@ -282,7 +282,15 @@ class QualityAggregator:
 
     def message(self, record: QualityRecord) -> OutMessage:
         """The record as a message to the quality topic, keyed by its window start."""
-        return OutMessage(self._topic, record["window_start"].encode(), json.dumps(record).encode())
+        # Windows go out once each, in order of their start.
+        start = record["window_start"]
+        return OutMessage(
+            self._topic,
+            start.encode(),
+            json.dumps(record).encode(),
+            self._topic,
+            parse_event_time(start),
+        )
 
     def snapshot(self) -> AggregatorState:
         """Copy of the state (pending sums by window start, final_through by shard)."""

@@ -314,5 +314,8 @@ class ScoreStep:
                 "shadow": s.shadow,
                 "processed_at": processed_at,
             }
-            out.append(OutMessage(topic, txn.card_id.encode(), orjson.dumps(body)))
+            raw = item.env.raw
+            out.append(
+                OutMessage(topic, txn.card_id.encode(), orjson.dumps(body), raw.source, raw.offset)
+            )
         return out

@@ -8,7 +8,7 @@ validation failure into a :class:`~schemas.errors.ConfigError` naming the settin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # (docs/operations.md). None: no recovery; a restart starts from scratch.
     recovery_dir: Path | None = None
     recovery_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
+    # Output delivery (docs/delivery.md): identical copies after a crash, or Kafka
+    # transactions per epoch that a read_committed consumer sees exactly once.
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    # Names the consumer group (streamscore-<flow_name>) the source's offsets are
+    # committed to, and in exactly-once mode the transactional ids and commit topic.
+    flow_name: str = "scoring"
     # Undo records kept per shard: how many epochs RocksDB may run ahead of the
     # recovery store's last commit and still be rolled back.
     state_undo_epochs: Annotated[int, Field(ge=1, le=1000)] = 8
@@ -109,6 +115,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
         return value
 
+    @field_validator("flow_name")
+    @classmethod
+    def _legal_flow_name(cls, value: str) -> str:
+        # It becomes part of a topic name and of transactional ids.
+        if not value or len(value) > 200 or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("a flow name is 1-200 of [a-zA-Z0-9._-]")
+        return value
+
     @field_validator("model_dir", "shadow_model_dir", "canary_model_dir")
     @classmethod
     def _model_exists(cls, value: Path | None) -> Path | None:
@@ -120,6 +134,15 @@ class Settings(BaseSettings):
     def brokers(self) -> list[str]:
         """Bootstrap servers as a list."""
         return [s.strip() for s in self.bootstrap_servers.split(",")]
+
+    @property
+    def consumer_group(self) -> str:
+        """The consumer group the source's progress is committed to (monitoring only).
+
+        >>> Settings(flow_name="fraud").consumer_group
+        'streamscore-fraud'
+        """
+        return f"streamscore-{self.flow_name}"
 
     def shard_count(self, workers: int) -> int:
         """Card and merchant shards of a cluster of ``workers`` bytewax workers in all.

@@ -22,6 +22,8 @@ SETTINGS_FLAGS: dict[str, tuple[str, object]] = {
     "--canary-share": ("0.25", 0.25),
     "--metrics-host": ("0.0.0.0", "0.0.0.0"),
     "--metrics-port": ("9200", 9200),
+    "--delivery": ("exactly-once", "exactly-once"),
+    "--flow-name": ("payments", "payments"),
 }
 
 # What each subcommand reads from Settings, and so the settings flags it may offer.
@@ -36,6 +38,8 @@ EXPECTED: dict[str, set[str]] = {
         "--canary-share",
         "--metrics-host",
         "--metrics-port",
+        "--delivery",
+        "--flow-name",
     },
     "topics": {"--bootstrap-servers", "--topic-partitions"},
     "produce": {"--bootstrap-servers"},
@@ -49,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
         "--metrics-port",
     },
     "bench": {"--bootstrap-servers"},
+    "bench-delivery": {"--bootstrap-servers"},
 }
 
 
@@ -86,7 +91,9 @@ def test_subcommand_offers_only_the_settings_it_reads(command: str) -> None:
     assert offered == EXPECTED[command]
 
 
-@pytest.mark.parametrize("command", ["topics", "produce", "train", "schemas", "bench"])
+@pytest.mark.parametrize(
+    "command", ["topics", "produce", "train", "schemas", "bench", "bench-delivery"]
+)
 def test_help_lists_no_model_state_recovery_canary_or_metrics_option(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

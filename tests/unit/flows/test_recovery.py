@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from bytewax.recovery import init_db_dir
 
 from flows.recovery import (
     LAYOUT_KEY,
@@ -14,6 +15,8 @@ from flows.recovery import (
     has_snapshots,
     partitions,
     prepare_recovery,
+    prune_uncommitted_snapshots,
+    resume_epoch,
 )
 from schemas.errors import ConfigError, StateError
 from schemas.settings import Settings, load_settings
@@ -163,3 +166,60 @@ def _resumable_state_without(settings: Settings, key: bytes) -> None:
     store = RocksStore(process_state_path(settings.state_dir, 0))
     store.write({key: None})
     store.close()
+
+
+def _run_history(recovery: Path, rows: dict[str, list[tuple[object, ...]]]) -> None:
+    """Rows of bytewax's tables, spread over the partitions as bytewax shards them."""
+    parts = partitions(recovery)
+    columns = {
+        "exs": "ex_num, worker_count, resume_epoch",
+        "fronts": "ex_num, worker_index, worker_frontier",
+        "snaps": "step_id, state_key, snap_epoch, ser_change",
+    }
+    for table, values in rows.items():
+        for i, row in enumerate(values):
+            marks = ", ".join("?" * len(row))
+            with sqlite3.connect(parts[i % len(parts)]) as db:
+                db.execute(f"INSERT INTO {table} ({columns[table]}) VALUES ({marks})", row)
+
+
+def _snap_epochs(recovery: Path) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for part in partitions(recovery):
+        with sqlite3.connect(part) as db:
+            out += db.execute("SELECT state_key, snap_epoch FROM snaps")
+    return sorted(out)
+
+
+def test_snapshots_of_an_epoch_that_never_committed_are_deleted(tmp_path: Path) -> None:
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 2)  # type: ignore[no-untyped-call]
+    assert resume_epoch(recovery) is None
+    # Run 0 (2 workers, from epoch 1) committed epoch 1 on both workers and epoch 2 on
+    # one; it was killed after writing epoch 2's and epoch 3's snapshots of some keys.
+    _run_history(
+        recovery,
+        {
+            "exs": [(0, 2, 1)],
+            "fronts": [(0, 0, 3), (0, 1, 2)],
+            "snaps": [("s", "a", 1, b"x"), ("s", "b", 2, b"x"), ("s", "c", 3, b"x")],
+        },
+    )
+    assert resume_epoch(recovery) == 2
+    assert prune_uncommitted_snapshots(recovery) == 2
+    assert _snap_epochs(recovery) == [("a", 1)]
+    # The next run resumed from epoch 2 and got no further: it resumes there again.
+    _run_history(recovery, {"exs": [(1, 2, 2)]})
+    assert resume_epoch(recovery) == 2
+    assert prune_uncommitted_snapshots(recovery) == 0
+
+
+def test_nothing_is_pruned_without_every_partition(tmp_path: Path) -> None:
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 2)  # type: ignore[no-untyped-call]
+    _run_history(recovery, {"exs": [(0, 1, 1)], "snaps": [("s", "a", 1, b"x")]})
+    partitions(recovery)[1].unlink()  # another host's partition
+    assert resume_epoch(recovery) is None
+    assert prune_uncommitted_snapshots(recovery) == 0
