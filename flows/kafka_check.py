@@ -85,6 +85,7 @@ def check_client_settings(settings: Settings) -> None:
     brokers = {"bootstrap.servers": settings.bootstrap_servers}
     secrets = settings.secrets()
     security = settings.kafka_security()
+    brokers["log_level"] = "0"  # dropped at once; a connection attempt need not log
     attempts: list[tuple[str, Callable[[], object]]] = [
         (f"{ENV_PREFIX}SECURITY_PROTOCOL", lambda: Producer({**brokers, **security})),
         (
@@ -120,6 +121,9 @@ def _admin(settings: Settings, on_error: Callable[[KafkaError], None]) -> AdminC
             "bootstrap.servers": settings.bootstrap_servers,
             **settings.consumer_client_config(),
             "error_cb": on_error,
+            # Its failures are reported through error_cb, named and worded here;
+            # librdkafka's own log lines of them would only repeat them.
+            "log_level": 0,
         }
     )
 
@@ -302,10 +306,12 @@ class KafkaProbe:
     def __init__(self, settings: Settings, timeout_s: float = 2.0) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
-        self._admin = _admin(settings, lambda _err: None)
+        self._admin: AdminClient | None = None
 
     def __call__(self) -> dict[str, str | None]:
         """``{"broker": problem, "topics": problem}``, None where it passes."""
+        if self._admin is None:  # on first use: startup has its own client
+            self._admin = _admin(self._settings, lambda _err: None)
         try:
             cluster = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
