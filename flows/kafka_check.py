@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -240,15 +241,16 @@ def _check_unauthorized(settings: Settings, admin: AdminClient, topics: list[str
 def await_kafka(
     settings: Settings,
     *,
+    stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Wait until the broker answers and the topics exist, then check the ACLs.
 
     ConfigError at once for refused credentials or certificates and missing
     access; after ``startup_wait_s`` for a broker that does not answer or topics
-    that do not exist.
+    that do not exist. Setting ``stop`` ends the wait early, without an error.
     """
+    stop = stop or threading.Event()
     check_client_settings(settings)
     errors: list[KafkaError] = []
     admin = _admin(settings, errors.append)
@@ -264,7 +266,8 @@ def await_kafka(
             wait = f"{settings.startup_wait_s:.0f} s"
             raise ConfigError(setting, f"{problem}; gave up after {wait}")
         log.warning("waiting for Kafka at %s: %s", brokers, problem)
-        sleep(delay)
+        if stop.wait(delay):
+            return
         delay = min(delay * 2, 10.0)
 
 

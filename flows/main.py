@@ -149,6 +149,18 @@ def start_service(
     The first signal ends the input so the flow finishes its epoch and exits;
     a second one interrupts at once.
     """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("%s: finishing the current epoch, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    # First: a signal before the flow runs (say, while the broker is awaited) ends the
+    # process with status 0, as one during the run does after its epoch.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     registry = CollectorRegistry()
     metrics = ServiceMetrics.create(registry)
     process_metrics(registry)
@@ -171,7 +183,10 @@ def start_service(
         log.info("metrics, /healthz and /readyz at http://%s:%d", settings.metrics_host, port)
     models = load_models(settings, metrics)
     loaded.append(models)
-    await_kafka(settings)
+    await_kafka(settings, stop=stop)
+    if stop.is_set():
+        log.info("stopped before the flow started")
+        raise SystemExit(0)
     log.info(
         "model %s, reading %s and %s from %s (%s)",
         models.active.manifest.model_version,
@@ -182,16 +197,6 @@ def start_service(
     )
     tune_gc()
     Tenure().start()
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("%s: finishing the current epoch, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
     return build_flow(
         settings,

@@ -6,7 +6,7 @@ beside it. While a producer replays simulated traffic (invalid records and
 chargebacks mixed in): every scrape target is up, every PromQL query of every
 Grafana panel returns data through the HTTP API, every alerting rule evaluates
 without error and none fires; then one process is killed and StreamScoreProcessDown
-goes pending for exactly that target.
+goes pending for its target.
 """
 
 from __future__ import annotations
@@ -228,12 +228,13 @@ def _run_checks(
         assert rule["state"] != "firing", (rule["name"], rule["alerts"])
 
     # Process 1 dies: its target goes down and the alert for it is pending (`for: 1m`).
+    # (Process 0 may follow it: a bytewax cluster stops when one of its processes does.)
     flows[1].kill()
 
     def down_alert_pending() -> str | None:
         alerts = api.get("alerts")["alerts"]
         down = [a for a in alerts if a["labels"]["alertname"] == "StreamScoreProcessDown"]
         instances = {a["labels"]["instance"] for a in down if a["state"] == "pending"}
-        return None if instances == {targets[1]} else f"ProcessDown alerts: {down}"
+        return None if targets[1] in instances else f"ProcessDown alerts: {down}"
 
     _wait_for("StreamScoreProcessDown pending for process 1", down_alert_pending, timeout_s=60)
