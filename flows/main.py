@@ -140,14 +140,14 @@ def start_service(
 ) -> Dataflow:
     """Serve metrics and health (port + process id), load models, await Kafka, build the flow.
 
-    Kafka is checked first (:func:`flows.kafka_check.await_kafka`): client settings,
-    credentials, certificates, topics and ACLs, each failure a ConfigError naming
-    the setting.
+    Before the flow is built, Kafka is checked (:func:`flows.kafka_check.await_kafka`):
+    client settings, credentials, certificates, topics and ACLs, each failure a
+    ConfigError naming the setting.
 
     ``workers`` is the cluster's bytewax worker count (processes x workers each).
 
-    The first signal ends the input so the flow finishes its epoch and exits;
-    a second one interrupts at once.
+    The first signal ends the input so the flow finishes its epoch and exits (before
+    the flow is built: the process exits 0); a second one interrupts at once.
     """
     stop = threading.Event()
 
