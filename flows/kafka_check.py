@@ -40,6 +40,15 @@ _PROPERTY_SETTINGS = {
     "ssl.key.password": "SSL_KEY_PASSWORD",
 }
 # "sasl_ssl://host:port/bootstrap: " before, "(after 12ms in state X)" after librdkafka's text.
+# What librdkafka's terse OpenSSL errors about a TLS file usually mean.
+_FILE_HINTS = {
+    "SSL_CA_FILE": " (it must hold PEM certificates)",
+    "SSL_CERT_FILE": " (it must hold a PEM certificate)",
+    "SSL_KEY_FILE": (
+        f" (it must hold a PEM private key; an encrypted one needs {ENV_PREFIX}SSL_KEY_PASSWORD"
+        " or _FILE, and that password)"
+    ),
+}
 _BROKER_PREFIX = re.compile(r"^\S+://\S+?: |^\S+:\d+/\S+: ")
 _AFTER = re.compile(r"\s*\(after \d+ms in state [^)]*\)$")
 ATTEMPT_TIMEOUT_S = 3.0
@@ -111,7 +120,8 @@ def check_client_settings(settings: Settings) -> None:
             setting = fallback
             if fallback == f"{ENV_PREFIX}SECURITY_PROTOCOL":
                 setting = _setting_of(text, fallback)
-            raise ConfigError(setting, redact(text, secrets)) from None
+            hint = _FILE_HINTS.get(setting.removeprefix(ENV_PREFIX), "")
+            raise ConfigError(setting, redact(text, secrets) + hint) from None
         if isinstance(client, Consumer):
             client.close()
 

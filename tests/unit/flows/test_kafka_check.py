@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,20 @@ def test_an_absent_broker_is_named_after_the_startup_wait() -> None:
         f"invalid setting STREAMSCORE_BOOTSTRAP_SERVERS: Kafka at 127.0.0.1:{port} did not answer"
     )
     assert "check STREAMSCORE_SECURITY_PROTOCOL" in message and "gave up after 0 s" in message
+
+
+def test_a_key_with_the_wrong_password_names_the_key_and_the_password(tmp_path: Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", "key.pem", "-out",
+         "cert.pem", "-days", "1", "-subj", "/CN=client", "-passout", "pass:right-one"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    message = _refused(
+        security_protocol="SSL",
+        ssl_cert_file=tmp_path / "cert.pem",
+        ssl_key_file=tmp_path / "key.pem",
+        ssl_key_password="wrong-one",
+    )
+    assert message.startswith("invalid setting STREAMSCORE_SSL_KEY_FILE: ssl.key.location failed")
+    assert "an encrypted one needs STREAMSCORE_SSL_KEY_PASSWORD" in message
+    assert "wrong-one" not in message
