@@ -217,6 +217,26 @@ class Settings(BaseSettings):
                 config["ssl.key.password"] = key_password
         return config
 
+    def kafka_python_security(self) -> dict[str, str]:
+        """The same security as kafka-python keyword arguments (the CLI's topics and produce).
+
+        >>> Settings().kafka_python_security()
+        {'security_protocol': 'PLAINTEXT'}
+        """
+        names = {
+            "security.protocol": "security_protocol",
+            "sasl.mechanism": "sasl_mechanism",
+            "sasl.username": "sasl_plain_username",
+            "sasl.password": "sasl_plain_password",
+            "ssl.ca.location": "ssl_cafile",
+            "ssl.certificate.location": "ssl_certfile",
+            "ssl.key.location": "ssl_keyfile",
+            "ssl.key.password": "ssl_password",
+        }
+        config = {names[k]: v for k, v in self.kafka_security().items()}
+        config["security_protocol"] = self.security_protocol
+        return config
+
     def consumer_client_config(self) -> dict[str, str]:
         """Security properties, then ``consumer_config`` (which may override them)."""
         return {**self.kafka_security(), **self.consumer_config}

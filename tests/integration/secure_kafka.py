@@ -4,8 +4,8 @@ The certificates are made here with openssl: a throwaway CA, and a broker
 certificate for 127.0.0.1 signed by it. The broker (scripts/kafka with
 ``KAFKA_EXTRA_PROPERTIES``) has three listeners: SASL_SSL for clients, and
 PLAINTEXT ones for the controller and for this module's set-up (users and ACLs),
-whose anonymous principal is a super user. Clients on SASL_SSL get only what
-the ACLs grant.
+whose anonymous principal is a super user, as is the SASL user ``admin``. Other
+clients on SASL_SSL get only what the ACLs grant.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ ssl.keystore.location={keystore}
 ssl.truststore.type=PEM
 ssl.truststore.location={ca}
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:ANONYMOUS
+super.users=User:ANONYMOUS;User:admin
 allow.everyone.if.no.acl.found=false
 """
     )

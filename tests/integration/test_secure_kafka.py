@@ -2,7 +2,8 @@
 
 One broker for the module (tests/integration/secure_kafka.py). The flow runs as
 ``scorer``, which may read the inputs and write the outputs; ``reader`` may write
-every output but ``scores``. The test's own producer and reader use the broker's
+every output but ``scores``; ``admin`` (a super user) runs ``streamscore topics``
+and ``streamscore produce``. The test's own producer and reader use the broker's
 set-up listener. Every check also looks for the password in what the process
 printed and in what it wrote to Kafka.
 """
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.integration
 SCORER_PASSWORD = "scorer-" + uuid.uuid4().hex
 READER_PASSWORD = "reader-" + uuid.uuid4().hex
 WRONG_PASSWORD = "wrong-" + uuid.uuid4().hex
+ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex
 GROUP = "streamscore-unused"  # the source's consumer group id (it commits nothing)
 
 
@@ -156,6 +158,32 @@ def test_a_ca_file_that_is_no_certificate_is_one_line_naming_the_setting(
     assert len(lines) == 1 and "invalid setting STREAMSCORE_SSL_CA_FILE:" in lines[0]
     assert "Traceback" not in done.stderr
     assert SCORER_PASSWORD not in done.stderr
+
+
+def test_topics_and_produce_work_over_sasl_ssl(broker: SecureBroker, tmp_path: Path) -> None:
+    broker.add_user("admin", ADMIN_PASSWORD)
+    suffix = uuid.uuid4().hex[:8]
+    names = TopicNames(**{k: f"{v}-{suffix}" for k, v in TopicNames().model_dump().items()})
+    env = _env(broker, names, tmp_path / "state", "admin")
+    env["STREAMSCORE_SASL_PASSWORD"] = ADMIN_PASSWORD
+    cli = [sys.executable, "-m", "flows.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    made = run("topics")
+    assert made.returncode == 0, made.stderr[-2000:]
+    admin = broker.admin()
+    assert set(contract_topics(names)) <= set(admin.list_topics(timeout=10).topics)
+    sent = run("produce", "--count", "40")
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    count = int(sent.stdout.split()[1])
+    txns = read_all(broker.internal, names.transactions, timeout_s=10)
+    chargebacks = read_all(broker.internal, names.chargebacks, timeout_s=10)
+    assert len(txns) + len(chargebacks) == count
+    assert ADMIN_PASSWORD not in made.stdout + made.stderr + sent.stdout + sent.stderr
 
 
 def test_secrets_stay_out_of_the_settings_repr() -> None:
