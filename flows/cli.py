@@ -181,7 +181,11 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     settings = _settings(args)
     topics = contract_topics(settings.topics)
     create_topics(
-        settings.bootstrap_servers, topics, settings.topic_partitions, recreate=args.recreate
+        settings.bootstrap_servers,
+        topics,
+        settings.topic_partitions,
+        recreate=args.recreate,
+        security=settings.kafka_python_security(),
     )
     print(f"topics ready on {settings.bootstrap_servers}: {', '.join(topics)}")
     return 0
@@ -198,7 +202,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         invalid_share=args.invalid_share,
         chargebacks=True,
     )
-    sent = publish(settings.bootstrap_servers, settings.topics, replay_records(config), args.rate)
+    records = replay_records(config)
+    security = settings.kafka_python_security()
+    sent = publish(
+        settings.bootstrap_servers, settings.topics, records, args.rate, security=security
+    )
     print(
         f"published {sent} records to {settings.topics.transactions} "
         f"and {settings.topics.chargebacks}"

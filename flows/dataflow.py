@@ -21,6 +21,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
+from flows.health import PolledSource
 from models.registry import ModelRegistry
 from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
@@ -69,6 +70,7 @@ def build_flow(
     workers: int = 1,
     make_source: Callable[[DecoderFactory], FixedPartitionedSource[Any, Any]] | None = None,
     sink: Sink[Any] | None = None,
+    on_poll: Callable[[], None] | None = None,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
@@ -139,7 +141,7 @@ def build_flow(
                 stop_at_eof=stop_at_eof,
                 idle_timeout_ms=settings.idle_timeout_ms,
                 startup_wait_s=settings.startup_wait_s,
-                extra=settings.consumer_config,
+                extra=settings.consumer_client_config(),
                 stop=stop or threading.Event(),
                 group_id=settings.consumer_group,
                 progress=progress,
@@ -148,6 +150,8 @@ def build_flow(
             lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
         )
     )
+    if on_poll is not None:
+        source = PolledSource(source, on_poll)
     parts = source.list_parts()
     batches = op.input("in", flow := Dataflow("streamscore"), source)
 
@@ -266,14 +270,15 @@ def build_flow(
     )
     out = op.merge("outputs", messages, drift_out, quality_out)
     if sink is None:
-        sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_config)
+        sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_client_config())
         writer = None
         if progress is not None:
             eos = ExactlyOnceConfig(
                 brokers=settings.brokers,
                 flow_name=settings.flow_name,
                 process_id=process_id,
-                extra=settings.producer_config,
+                extra=settings.producer_client_config(),
+                client=settings.kafka_security(),
                 startup_wait_s=settings.startup_wait_s,
             )
             writer = TransactionalWriter(

@@ -73,7 +73,8 @@ def run_demo(settings: Settings, config: DemoConfig) -> int:
     print(f"starting the flow: {' '.join(cmd[1:])}", flush=True)
     flow = subprocess.Popen(cmd, env=env)
     try:
-        _wait_for(metrics_url, flow, 60)
+        # /readyz: the model is loaded and the flow consumes (/metrics answers before).
+        _wait_for(metrics_url.removesuffix("/metrics") + "/readyz", flow, 60)
         print(
             f"replaying {len(records)} records ({expected['dead']} invalid, {n_chargebacks} "
             f"chargebacks) into '{settings.topics.transactions}' and "
@@ -129,7 +130,7 @@ def _wait_for(url: str, flow: subprocess.Popen[bytes], timeout_s: float) -> None
             return
         except OSError:
             time.sleep(0.3)
-    msg = f"the flow's metrics endpoint {url} did not answer within {timeout_s} s"
+    msg = f"the flow's {url} did not answer 200 within {timeout_s} s"
     raise RuntimeError(msg)
 
 

@@ -17,15 +17,11 @@ import time
 from types import FrameType
 
 from bytewax.dataflow import Dataflow
-from prometheus_client import (
-    CollectorRegistry,
-    Gauge,
-    GCCollector,
-    ProcessCollector,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Gauge, GCCollector, ProcessCollector
 
 from flows.dataflow import build_flow
+from flows.health import Readiness, serve
+from flows.kafka_check import KafkaProbe, await_kafka, check_client_settings
 from models.onnx_scorer import OnnxModel
 from models.registry import DeploymentConfig, ModelRegistry, RegistryEvents, Role
 from operators.metrics import ServiceMetrics
@@ -173,30 +169,17 @@ def open_state(settings: Settings, process_id: int) -> ProcessStore:
 def start_service(
     settings: Settings, *, process_id: int = 0, workers: int = 1, stop_at_eof: bool = False
 ) -> Dataflow:
-    """Load models, serve metrics (port + process id), trap SIGINT/SIGTERM, build the flow.
+    """Serve metrics and health (port + process id), load models, await Kafka, build the flow.
+
+    Before the flow is built, Kafka is checked (:func:`flows.kafka_check.await_kafka`):
+    client settings, credentials, certificates, topics and ACLs, each failure a
+    ConfigError naming the setting.
 
     ``workers`` is the cluster's bytewax worker count (processes x workers each).
 
-    The first signal ends the input so the flow finishes its epoch and exits;
-    a second one interrupts at once.
+    The first signal ends the input so the flow finishes its epoch and exits (before
+    the flow is built: the process exits 0); a second one interrupts at once.
     """
-    registry = CollectorRegistry()
-    metrics = ServiceMetrics.create(registry)
-    process_metrics(registry)
-    models = load_models(settings, metrics)
-    if settings.metrics_port:
-        port = settings.metrics_port + process_id
-        start_http_server(port, addr=settings.metrics_host, registry=registry)
-        log.info("metrics at http://%s:%d/metrics", settings.metrics_host, port)
-    log.info(
-        "model %s, reading %s and %s from %s",
-        models.active.manifest.model_version,
-        settings.topics.transactions,
-        settings.topics.chargebacks,
-        settings.bootstrap_servers,
-    )
-    tune_gc()
-    Tenure().start()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -205,9 +188,47 @@ def start_service(
         log.info("%s: finishing the current epoch, then stopping", signal.Signals(signum).name)
         stop.set()
 
+    # First: a signal before the flow runs (say, while the broker is awaited) ends the
+    # process with status 0, as one during the run does after its epoch.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics.create(registry)
+    process_metrics(registry)
+    check_client_settings(settings)
     store = open_state(settings, process_id)
+    loaded: list[ModelRegistry] = []
+    readiness = Readiness(
+        kafka=KafkaProbe(settings),
+        model_loaded=lambda: None if loaded else "the active model is loading",
+    )
+    if settings.metrics_port:
+        # Before the model and the broker: /healthz answers while they are awaited.
+        port = settings.metrics_port + process_id
+        serve(
+            registry,
+            readiness,
+            host=settings.metrics_host,
+            port=port,
+            base_port=settings.metrics_port,
+        )
+        log.info("metrics, /healthz and /readyz at http://%s:%d", settings.metrics_host, port)
+    models = load_models(settings, metrics)
+    loaded.append(models)
+    await_kafka(settings, stop=stop)
+    if stop.is_set():
+        log.info("stopped before the flow started")
+        raise SystemExit(0)
+    log.info(
+        "model %s, reading %s and %s from %s (%s)",
+        models.active.manifest.model_version,
+        settings.topics.transactions,
+        settings.topics.chargebacks,
+        settings.bootstrap_servers,
+        settings.security_protocol,
+    )
+    tune_gc()
+    Tenure().start()
     return build_flow(
         settings,
         models=models,
@@ -217,6 +238,7 @@ def start_service(
         stop=stop,
         process_id=process_id,
         workers=workers,
+        on_poll=readiness.polled,
     )
 
 

@@ -10,7 +10,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,10 +28,20 @@ def contract_topics(names: TopicNames) -> list[str]:
 
 
 def create_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, *, recreate: bool = False
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    recreate: bool = False,
+    security: Mapping[str, str] | None = None,
 ) -> None:
-    """Create topics (deleting them first when ``recreate``); existing ones are kept."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamscore-admin")
+    """Create topics (deleting them first when ``recreate``); existing ones are kept.
+
+    ``security``: kafka-python's security arguments (``Settings.kafka_python_security``).
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="streamscore-admin", **(security or {})
+    )
     try:
         wanted = list(dict.fromkeys(topics))
         if recreate:
@@ -121,11 +131,20 @@ def replay_records(config: ReplayConfig) -> Iterator[Outgoing]:
 
 
 def publish(
-    bootstrap: str, topics: TopicNames, records: Iterable[Outgoing], rate_per_s: float = 0
+    bootstrap: str,
+    topics: TopicNames,
+    records: Iterable[Outgoing],
+    rate_per_s: float = 0,
+    *,
+    security: Mapping[str, str] | None = None,
 ) -> int:
     """Publish records to their topics with kafka-python, paced when ``rate_per_s`` > 0."""
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        **(security or {}),
     )
     sent = 0
     started = time.perf_counter()

@@ -168,6 +168,9 @@ class ExactlyOnceConfig:
     process_id: int = 0
     # Producer settings over the sink's defaults (``STREAMSCORE_PRODUCER_CONFIG``).
     extra: dict[str, str] = field(default_factory=dict)
+    # What every other client needs to reach a secured cluster (security.protocol,
+    # SASL and TLS settings): the commit topic's admin and consumers.
+    client: dict[str, str] = field(default_factory=dict)
     # How long startup may wait for the broker (reading the commit record).
     startup_wait_s: float = 300.0
 
@@ -221,15 +224,20 @@ class TransactionalWriter:
             }
         )
         self._retrying("init_transactions", lambda: producer.init_transactions(10.0))
-        ensure_commit_topic(config.brokers, self._topic)
+        ensure_commit_topic(config.brokers, self._topic, client=config.client)
         record = read_commit_record(
-            config.brokers, self._topic, self._key, timeout_s=config.startup_wait_s
+            config.brokers,
+            self._topic,
+            self._key,
+            timeout_s=config.startup_wait_s,
+            client=config.client,
         )
         before = record.get("fences", {}) if record else {}
         self._offsets = dict(record.get("offsets", {})) if record else {}
         self._fences = Fences(before)
         self._group_consumer = Consumer(
             {
+                **config.client,
                 "bootstrap.servers": ",".join(config.brokers),
                 "group.id": config.group,
                 "enable.auto.commit": "false",
@@ -421,9 +429,11 @@ class _AbortableError(Exception):
     """The open transaction failed and must be aborted; the epoch can be sent again."""
 
 
-def ensure_commit_topic(brokers: list[str], topic: str) -> None:
+def ensure_commit_topic(
+    brokers: list[str], topic: str, *, client: dict[str, str] | None = None
+) -> None:
     """Create the compacted commit-record topic unless it exists."""
-    admin = AdminClient({"bootstrap.servers": ",".join(brokers)})
+    admin = AdminClient({**(client or {}), "bootstrap.servers": ",".join(brokers)})
     meta = admin.list_topics(timeout=30)
     if topic in meta.topics and meta.topics[topic].error is None:
         return
@@ -437,7 +447,12 @@ def ensure_commit_topic(brokers: list[str], topic: str) -> None:
 
 
 def read_commit_record(
-    brokers: list[str], topic: str, key: bytes, *, timeout_s: float
+    brokers: list[str],
+    topic: str,
+    key: bytes,
+    *,
+    timeout_s: float,
+    client: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """The last committed record under ``key`` (None: nothing committed yet).
 
@@ -446,6 +461,7 @@ def read_commit_record(
     """
     consumer = Consumer(
         {
+            **(client or {}),
             "bootstrap.servers": ",".join(brokers),
             "group.id": f"{topic}-reader",
             "enable.auto.commit": "false",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
@@ -105,6 +105,19 @@ class Settings(BaseSettings):
     quarantine_after: Annotated[int, Field(ge=1, le=100)] = 2
     consumer_config: dict[str, str] = {}
     producer_config: dict[str, str] = {}
+    # Kafka security (docs/security.md), for every Kafka client of the service. Secrets
+    # come from the environment or from files; they are SecretStr, so a repr or a log of
+    # the settings shows ********** instead.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -128,6 +141,19 @@ class Settings(BaseSettings):
     def _model_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not (value / "manifest.json").is_file():
             raise ValueError(f"no manifest.json in {value}")
+        return value
+
+    @field_validator(
+        "sasl_password_file",
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_key_password_file",
+    )
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
         return value
 
     @property
@@ -154,12 +180,166 @@ class Settings(BaseSettings):
         """
         return self.shards if self.shards is not None else workers
 
+    def kafka_security(self) -> dict[str, str]:
+        """librdkafka's security properties for these settings; ConfigError if inconsistent.
+
+        Reads the password files. The result holds secrets: hand it to a Kafka
+        client, never to a log line or an error message.
+
+        >>> Settings().kafka_security()
+        {'security.protocol': 'plaintext'}
+        """
+        protocol = self.security_protocol
+        config = {"security.protocol": protocol.lower()}
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        sasl_set = [
+            f
+            for f in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file")
+            if getattr(self, f) is not None
+        ]
+        tls_set = [
+            f
+            for f in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_key_password")
+            if getattr(self, f) is not None
+        ] + (["ssl_key_password_file"] if self.ssl_key_password_file is not None else [])
+        if sasl_set and not sasl:
+            _mismatch(sasl_set[0], protocol, "SASL_SSL or SASL_PLAINTEXT")
+        if tls_set and not tls:
+            _mismatch(tls_set[0], protocol, "SSL or SASL_SSL")
+        if sasl:
+            if self.sasl_mechanism is None:
+                raise ConfigError(_env("sasl_mechanism"), f"required with {protocol}")
+            if not self.sasl_username:
+                raise ConfigError(_env("sasl_username"), f"required with {protocol}")
+            password = _secret(self, "sasl_password", required=True)
+            assert password is not None
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": password,
+            }
+        if tls:
+            if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+                given, missing = (
+                    ("ssl_cert_file", "ssl_key_file")
+                    if self.ssl_key_file is None
+                    else ("ssl_key_file", "ssl_cert_file")
+                )
+                raise ConfigError(
+                    _env(missing), f"required with {_env(given)} (a client certificate)"
+                )
+            key_password = _secret(self, "ssl_key_password", required=False)
+            if key_password is not None and self.ssl_key_file is None:
+                raise ConfigError(
+                    _env("ssl_key_password"), f"set, but {_env('ssl_key_file')} is not"
+                )
+            for name, prop in (
+                ("ssl_ca_file", "ssl.ca.location"),
+                ("ssl_cert_file", "ssl.certificate.location"),
+                ("ssl_key_file", "ssl.key.location"),
+            ):
+                path = getattr(self, name)
+                if path is not None:
+                    config[prop] = str(path)
+            if key_password is not None:
+                config["ssl.key.password"] = key_password
+        return config
+
+    def kafka_python_security(self) -> dict[str, str]:
+        """The same security as kafka-python keyword arguments (the CLI's topics and produce).
+
+        >>> Settings().kafka_python_security()
+        {'security_protocol': 'PLAINTEXT'}
+        """
+        names = {
+            "security.protocol": "security_protocol",
+            "sasl.mechanism": "sasl_mechanism",
+            "sasl.username": "sasl_plain_username",
+            "sasl.password": "sasl_plain_password",
+            "ssl.ca.location": "ssl_cafile",
+            "ssl.certificate.location": "ssl_certfile",
+            "ssl.key.location": "ssl_keyfile",
+            "ssl.key.password": "ssl_password",
+        }
+        config = {names[k]: v for k, v in self.kafka_security().items()}
+        config["security_protocol"] = self.security_protocol
+        return config
+
+    def consumer_client_config(self) -> dict[str, str]:
+        """Security properties, then ``consumer_config`` (which may override them)."""
+        return {**self.kafka_security(), **self.consumer_config}
+
+    def producer_client_config(self) -> dict[str, str]:
+        """Security properties, then ``producer_config`` (which may override them)."""
+        return {**self.kafka_security(), **self.producer_config}
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings, to redact from text that leaves the process."""
+        found = [
+            p
+            for k, p in self.kafka_security().items()
+            if k in ("sasl.password", "ssl.key.password")
+        ]
+        for config in (self.consumer_config, self.producer_config):
+            found += [v for k, v in config.items() if "password" in k or "secret" in k]
+        return [s for s in found if s]
+
+
+# Settings read from the environment only: no CLI flag, so a secret never shows in `ps`.
+ENV_ONLY = frozenset(
+    {
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_key_password",
+        "ssl_key_password_file",
+    }
+)
+
+
+def _env(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _mismatch(field: str, protocol: str, needs: str) -> None:
+    problem = f"set, but {_env('security_protocol')} is {protocol} (it needs {needs})"
+    raise ConfigError(_env(field), problem)
+
+
+def _secret(settings: Settings, field: str, *, required: bool) -> str | None:
+    """A secret from its env var or from the file named by ``<field>_FILE``; never both."""
+    value: SecretStr | None = getattr(settings, field)
+    path: Path | None = getattr(settings, f"{field}_file")
+    if value is not None and path is not None:
+        raise ConfigError(_env(field), f"set twice: give it or {_env(field + '_file')}, not both")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                _env(f"{field}_file"), f"cannot read {path}: {exc.__class__.__name__}"
+            ) from None
+        if not text:
+            raise ConfigError(_env(f"{field}_file"), f"{path} is empty")
+        return text
+    if value is None or not value.get_secret_value():
+        if required:
+            raise ConfigError(_env(field), f"required (or {_env(field + '_file')})")
+        return None
+    return value.get_secret_value()
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from overrides (flags) and the environment, or raise ConfigError."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         problems = [(_setting_name(e["loc"]), e["msg"]) for e in exc.errors()]
         raise ConfigError(*problems[0], *problems[1:]) from None
@@ -170,6 +350,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             name, 'is not valid JSON; write it as a JSON object, e.g. {"fetch.min.bytes": "1"}'
         ) from None
+    settings.kafka_security()  # fail at startup, not when the first client connects
+    return settings
 
 
 def _unparsed_field(message: str) -> str | None:
@@ -181,4 +363,6 @@ def _unparsed_field(message: str) -> str | None:
 def _setting_name(loc: tuple[int | str, ...]) -> str:
     """Name a setting as its env var and, for top-level ones, its CLI flag."""
     env = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
-    return f"{env} (--{str(loc[0]).replace('_', '-')})" if len(loc) == 1 else env
+    if len(loc) != 1 or loc[0] in ENV_ONLY:
+        return env
+    return f"{env} (--{str(loc[0]).replace('_', '-')})"

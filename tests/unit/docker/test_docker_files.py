@@ -23,8 +23,18 @@ ROOT = Path(__file__).resolve().parents[3]
 DOCKER = ROOT / "docker"
 GRAFANA = DOCKER / "grafana"
 
-SERVICES = {"kafka", "topics", "streamscore", "producer", "prometheus", "grafana"}
-STREAMSCORE_IMAGE_SERVICES = ("topics", "streamscore", "producer")
+SERVICES = {
+    "kafka",
+    "topics",
+    "streamscore-0",
+    "streamscore-1",
+    "producer",
+    "prometheus",
+    "grafana",
+}
+FLOW_SERVICES = ("streamscore-0", "streamscore-1")
+STREAMSCORE_IMAGE_SERVICES = ("topics", *FLOW_SERVICES, "producer")
+CLUSTER = "streamscore-0:2101;streamscore-1:2101"
 DATA_DIR = "/var/lib/streamscore"
 STATE_DIR = f"{DATA_DIR}/state"
 RECOVERY_DIR = f"{DATA_DIR}/recovery"
@@ -178,16 +188,18 @@ def test_streamscore_services_build_from_the_repo_root(
     assert (DOCKER / build["context"]).resolve() == ROOT
     assert build["dockerfile"] == "docker/Dockerfile"
     assert (ROOT / build["dockerfile"]).is_file()
-    assert services[name]["image"] == services["streamscore"]["image"]
+    assert services[name]["image"] == services["streamscore-0"]["image"]
 
 
 @pytest.mark.parametrize(
     ("name", "dependency", "condition"),
     [
         ("topics", "kafka", "service_healthy"),
-        ("streamscore", "topics", "service_completed_successfully"),
+        ("streamscore-0", "topics", "service_completed_successfully"),
+        ("streamscore-1", "topics", "service_completed_successfully"),
         ("producer", "topics", "service_completed_successfully"),
-        ("producer", "streamscore", "service_healthy"),
+        ("producer", "streamscore-0", "service_healthy"),
+        ("producer", "streamscore-1", "service_healthy"),
     ],
 )
 def test_start_order(
@@ -200,7 +212,8 @@ def test_start_order(
     ("name", "mapping"),
     [
         ("kafka", (9094, 9094)),
-        ("streamscore", (9100, 9100)),
+        ("streamscore-0", (9100, 9100)),
+        ("streamscore-1", (9101, 9101)),
         ("prometheus", (9090, 9090)),
         ("grafana", (3000, 3000)),
     ],
@@ -232,7 +245,8 @@ def test_kafka_is_a_single_kraft_node_with_two_client_listeners(
     ("name", "command"),
     [
         ("topics", ["topics"]),
-        ("streamscore", ["run"]),
+        ("streamscore-0", ["run", "-i", "0", "-a", CLUSTER]),
+        ("streamscore-1", ["run", "-i", "1", "-a", CLUSTER]),
         ("producer", ["produce", "--count", "100000", "--rate", "2000", "--invalid-share", "0.01"]),
     ],
 )
@@ -284,31 +298,59 @@ def test_env_values_are_valid_settings(
         monkeypatch.setenv(key, value)
     settings = load_settings()
     assert settings.bootstrap_servers == "kafka:9092"
-    if name == "streamscore":
+    if name in FLOW_SERVICES:
         assert settings.metrics_host == "0.0.0.0"
         assert str(settings.state_dir) == STATE_DIR
         assert str(settings.recovery_dir) == RECOVERY_DIR
 
 
 def test_state_and_recovery_dirs_are_on_one_named_volume(compose: dict[str, Any]) -> None:
-    """Both must survive a container restart, or a resume finds its state missing."""
-    volume, _, target = compose["services"]["streamscore"]["volumes"][0].partition(":")
+    """Both must survive a container restart, or a resume finds its state missing; the
+    processes share it (process 0 creates the recovery partitions, each its own state)."""
+    mounts = {compose["services"][name]["volumes"][0] for name in FLOW_SERVICES}
+    (mount,) = mounts
+    volume, _, target = mount.partition(":")
     assert target == DATA_DIR
     assert STATE_DIR.startswith(target + "/") and RECOVERY_DIR.startswith(target + "/")
     assert volume in compose["volumes"]
 
 
+@pytest.mark.parametrize(("index", "name"), list(enumerate(FLOW_SERVICES)))
+def test_each_process_is_checked_for_readiness_on_its_own_port(
+    services: dict[str, dict[str, Any]], index: int, name: str
+) -> None:
+    service = services[name]
+    assert service["hostname"] == name
+    check = " ".join(service["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{9100 + index}/readyz" in check
+    assert "curl" not in check
+
+
 # prometheus.yml
 
 
-def test_prometheus_scrapes_the_service_every_5s(services: dict[str, dict[str, Any]]) -> None:
-    config = _yaml(DOCKER / "prometheus" / "prometheus.yml")
+def _prometheus_config() -> dict[str, Any]:
+    return _yaml(DOCKER / "prometheus" / "prometheus.yml")
+
+
+def test_prometheus_scrapes_every_process_every_5s(services: dict[str, dict[str, Any]]) -> None:
+    config = _prometheus_config()
     (job,) = config["scrape_configs"]
+    assert job["job_name"] == "streamscore"
     assert job["scrape_interval"] == "5s"
     assert job.get("metrics_path", "/metrics") == "/metrics"
     targets = [t for static in job["static_configs"] for t in static["targets"]]
-    assert targets == ["streamscore:9100"]
+    assert targets == [f"{name}:{9100 + i}" for i, name in enumerate(FLOW_SERVICES)]
+    for target in targets:
+        host, port = target.split(":")
+        assert (int(port), int(port)) in _port_mappings(services[host])
     mount = "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mount in services["prometheus"]["volumes"]
+
+
+def test_prometheus_loads_the_alerting_rules(services: dict[str, dict[str, Any]]) -> None:
+    assert _prometheus_config()["rule_files"] == ["alerts.yml"]
+    mount = "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"
     assert mount in services["prometheus"]["volumes"]
 
 
@@ -423,10 +465,10 @@ def test_runs_as_a_non_root_user() -> None:
     assert user.split(":")[0] not in {"root", "0"}
 
 
-def test_exposes_metrics_and_checks_them_without_curl() -> None:
+def test_exposes_metrics_and_checks_liveness_without_curl() -> None:
     assert "9100" in " ".join(_args("EXPOSE")).split()
     (check,) = _args("HEALTHCHECK")
-    assert "/metrics" in check
+    assert "/healthz" in check
     assert "9100" in check
     assert "curl" not in check
     env = " ".join(_args("ENV")).split()
