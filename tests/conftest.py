@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check results, never time: no per-example deadline on shared, noisy machines.
+settings.register_profile("streamscore", deadline=None)
+settings.load_profile("streamscore")
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("STREAMSCORE_TEST_BOOTSTRAP", "127.0.0.1:9092")
