@@ -594,6 +594,19 @@ def target_lines(checked: dict[str, dict[str, object]]) -> list[str]:
     return lines
 
 
+def _short_count(n: int) -> str:
+    """A count for a chart label.
+
+    >>> [_short_count(n) for n in (2_000, 2_500, 1_000_000, 1_500_000)]
+    ['2k', '2,500', '1M', '1.5M']
+    """
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000:,}k"
+    return f"{n:,}"
+
+
 def write_chart(results: Results, path: Path) -> Path:
     """A PNG with three panels: events/s, latency percentiles, peak RSS; return the path."""
     import matplotlib
@@ -640,7 +653,7 @@ def write_chart(results: Results, path: Path) -> Path:
         max(lat.peak_rss_mib, default=0.0),
     ]
     if results.rss is not None:
-        rss_labels.append(f"{results.rss.cards_done:,}\ncards")
+        rss_labels.append(f"{_short_count(results.rss.cards_done)}\ncards")
         rss_values.append(results.rss.peak_rss_mib)
     ax_r.bar(rss_labels, rss_values, color="tab:green")
     ax_r.axhline(TARGET_RSS_MIB, color="grey", linestyle="--", label="1 GiB")
