@@ -35,7 +35,8 @@ DEFINITIONS = {
     "raw_events_per_s": (
         "events done / seconds from spawning the process(es) until the last output was on its "
         "topic (pipeline: all scores; passthrough: last copy acknowledged; quix: last input "
-        "processed); includes interpreter start, imports, model load and cluster setup"
+        "processed; kafka-streams: last input handed to the aggregation); includes interpreter "
+        "or JVM start, imports, model load and cluster setup"
     ),
     "startup_s": (
         "seconds from spawning until the first output (pipeline: first score on the scores "
