@@ -95,6 +95,29 @@ def transaction_payloads(sim: SimConfig, n: int) -> Iterable[tuple[bytes, bytes,
             yield event.key.encode(), value, event.event_time_ms
 
 
+def distinct_card_payloads(
+    sim: SimConfig, n: int, cards: int
+) -> Iterable[tuple[bytes, bytes, int]]:
+    """Like :func:`transaction_payloads`, but the i-th transaction's card is ``c-{i % cards}``.
+
+    The first ``cards`` transactions each bring a card not seen before, so the
+    pipeline's state holds ``min(n, cards)`` distinct cards: what the
+    whole-pipeline RSS phase needs, without a simulator profile per card.
+
+    >>> sim = SimConfig(seed=1, cards=10, start_ms=1_795_392_000_000)
+    >>> [json.loads(v)["card_id"] for _k, v, _t in distinct_card_payloads(sim, 5, 3)]
+    ['c-0', 'c-1', 'c-2', 'c-0', 'c-1']
+    """
+    i = 0
+    for event in simulate(sim, n):
+        if event.kind == "transaction":
+            card = f"c-{i % cards}"
+            payload = {**event.payload, "card_id": card}
+            value = json.dumps(payload, separators=(",", ":")).encode()
+            yield card.encode(), value, event.event_time_ms
+            i += 1
+
+
 def preload_sim(*, seed: int, cards: int, events: int, now_ms: int) -> SimConfig:
     """Simulated traffic whose event times end at ``now_ms`` (recent for the broker's retention)."""
     span_ms = round(events / EVENT_TIME_RATE * 1000)

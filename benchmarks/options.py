@@ -36,6 +36,17 @@ class BenchConfig:
     keep_topics: bool = False
     # Only the latency phase: no preload, no throughput phases, no chart.
     latency_only: bool = False
+    # The whole-pipeline RSS phase: distinct cards (0 skips it), its transactions (0: one a
+    # card) and its own time limit; rss_only runs it alone.
+    rss_cards: int = 1_000_000
+    rss_events: int = 0
+    rss_timeout_s: float = 600.0
+    rss_only: bool = False
+
+    @property
+    def rss_transactions(self) -> int:
+        """Transactions of the RSS phase: ``rss_events``, or one for every card."""
+        return self.rss_events or self.rss_cards
 
     @property
     def chart(self) -> Path:
@@ -55,6 +66,14 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         msg = f"must be greater than 0, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = f"must be 0 or more, got {value}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -113,10 +132,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-topics", action="store_true", help="do not delete the benchmark's topics"
     )
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--latency-only",
         action="store_true",
         help="run only the latency phase (no preload, no throughput phases); figures to --out",
+    )
+    parser.add_argument(
+        "--rss-cards",
+        type=_non_negative_int,
+        default=d.rss_cards,
+        help="distinct cards of the whole-pipeline RSS phase (0 skips the phase)",
+    )
+    parser.add_argument(
+        "--rss-events",
+        type=_non_negative_int,
+        default=d.rss_events,
+        help="transactions of the RSS phase, cards in turn (default: one a card)",
+    )
+    parser.add_argument(
+        "--rss-timeout",
+        type=_positive_float,
+        default=d.rss_timeout_s,
+        help="seconds the RSS phase's pipeline may take; then its partial figure is reported",
+    )
+    only.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="run only the whole-pipeline RSS phase with --rss-cards cards; figures to --out",
     )
 
 
@@ -136,4 +179,8 @@ def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig
         out=args.out,
         keep_topics=args.keep_topics,
         latency_only=args.latency_only,
+        rss_cards=args.rss_cards,
+        rss_events=args.rss_events,
+        rss_timeout_s=args.rss_timeout,
+        rss_only=args.rss_only,
     )

@@ -6,12 +6,20 @@
 3. (b) ``streamscore run --until-eof`` as 1 process, then as a 2-process
    bytewax cluster (``-i``/``-a``): events/s until every score is on the scores
    topic, from spawn (raw) and from the first score (startup excluded).
-4. (c) a Quix Streams app (per-card tumbling count + sum) in its own process.
-5. End-to-end latency of ``streamscore run`` in tail mode at a fixed offered
+4. (c) a Quix Streams app (per-card tumbling count + sum) in its own process,
+   then (d) the same job in Kafka Streams on the JVM (:mod:`benchmarks.jvm_peer`,
+   built before the preload so a missing JDK or Maven fails the run at once).
+5. The Kafka client's own CPU a record, consume and produce apart, over the
+   same input (:mod:`benchmarks.kafka_client`).
+6. End-to-end latency of ``streamscore run`` in tail mode at a fixed offered
    rate (see :mod:`benchmarks.latency`).
+7. Whole-pipeline peak RSS with ``--rss-cards`` (default 1,000,000) distinct
+   cards: ``streamscore run --until-eof`` as 1 process over a fresh input whose
+   transactions take the cards in turn (``--rss-cards 0`` skips it).
 
-``--latency-only`` (:func:`run_latency_bench`) runs step 5 alone, for the
-latency figures without the minutes of the throughput phases.
+``--latency-only`` (:func:`run_latency_bench`) runs step 6 alone, for the
+latency figures without the minutes of the throughput phases; ``--rss-only``
+(:func:`run_rss_bench`) runs step 7 alone.
 
 Peak RSS of every pipeline process is polled (:mod:`benchmarks.procs`). The
 figures go to JSON and a PNG chart (:mod:`benchmarks.report`). Every phase
@@ -27,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -35,14 +44,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from benchmarks import jvm_peer
 from benchmarks.kafka_load import (
     BenchError,
     EndOffsets,
     check_broker,
     create_topics,
     delete_topics,
+    distinct_card_payloads,
     preload,
     preload_sim,
     transaction_payloads,
@@ -51,14 +62,19 @@ from benchmarks.latency import LatencyPlan, measure_latency, templates
 from benchmarks.options import BenchConfig
 from benchmarks.procs import Children, tail
 from benchmarks.report import (
+    CardsRss,
+    KafkaClient,
     Latency,
     Results,
     Throughput,
     build_latency_report,
     build_report,
+    build_rss_report,
     latency_from_samples,
     latency_line,
     p99_target,
+    rss_line,
+    rss_target,
     summary_lines,
     target_lines,
     write_chart,
@@ -75,6 +91,7 @@ EXIT_GRACE_S = 30.0
 # figures are taken already, so there is no point in waiting long.
 STOP_GRACE_S = 10.0
 PEER_GRACE_S = 60.0
+KAFKA_STREAMS = "kafka-streams"
 
 Echo = Callable[[str], None]
 T = TypeVar("T")
@@ -157,10 +174,18 @@ def pipeline_argv(processes: int, *, until_eof: bool) -> list[list[str]]:
 
 
 def _pipeline_phase(
-    s: _Session, *, label: str, processes: int, transactions: str, chargebacks: str, expected: int
+    s: _Session,
+    *,
+    label: str,
+    processes: int,
+    transactions: str,
+    chargebacks: str,
+    expected: int,
+    timeout_s: float | None = None,
 ) -> Throughput:
     """Run ``streamscore run --until-eof`` over the preloaded input until every score is out."""
     config = s.config
+    limit_s = config.phase_timeout_s if timeout_s is None else timeout_s
     topics = s.pipeline_topics(label, transactions=transactions, chargebacks=chargebacks)
     env = pipeline_env(config.bootstrap, topics, s.state_dir(label))
     scores = EndOffsets(config.bootstrap, topics.scores, config.partitions)
@@ -193,8 +218,8 @@ def _pipeline_phase(
                 raise BenchError(msg + tail(logs[i]))
             if count >= expected or all(c == 0 for c in exited):
                 break
-            if now - spawned > config.phase_timeout_s:
-                s.say(f"{label}: time limit of {config.phase_timeout_s:.0f} s reached; stopping")
+            if now - spawned > limit_s:
+                s.say(f"{label}: time limit of {limit_s:.0f} s reached; stopping")
                 timed_out = True
                 break
             if now >= next_report:
@@ -209,7 +234,7 @@ def _pipeline_phase(
                 reported = (now, count, cpu)
             time.sleep(POLL_S)
         if first is None:
-            msg = f"{label}: no score within {config.phase_timeout_s:.0f} s; see {logs[0]}"
+            msg = f"{label}: no score within {limit_s:.0f} s; see {logs[0]}"
             raise BenchError(msg + "\n" + tail(logs[0]))
         cpu_s = tuple(s.children.cpu_s(p) for p in procs)
         for proc in procs:
@@ -279,57 +304,68 @@ class _LogFollower:
                 self._echo(line.strip())
 
 
+def peer_flags(
+    *,
+    bootstrap: str,
+    topic: str,
+    out_topic: str,
+    events: int,
+    max_seconds: float,
+    group: str,
+    state_dir: Path,
+) -> list[str]:
+    """The flags every peer takes (:mod:`benchmarks.peers` and the Kafka Streams peer)."""
+    return [
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--out-topic",
+        out_topic,
+        "--events",
+        str(events),
+        "--max-seconds",
+        str(max_seconds),
+        "--group",
+        group,
+        "--state-dir",
+        str(state_dir),
+    ]
+
+
+def peer_command(peer: str, flags: list[str]) -> list[str]:
+    """The command line of one peer: a Python one of benchmarks.peers, or the JVM one.
+
+    >>> peer_command("quix", ["--events", "5"])[1:]
+    ['-m', 'benchmarks.peers', 'quix', '--events', '5']
+    """
+    if peer == KAFKA_STREAMS:
+        return jvm_peer.peer_argv(flags)
+    return [sys.executable, "-m", "benchmarks.peers", peer, *flags]
+
+
 def _peer_phase(
     s: _Session, *, peer: str, label: str, transactions: str, expected: int
 ) -> Throughput:
-    """Run one peer (:mod:`benchmarks.peers`) in its own process over the preloaded input."""
+    """Run one peer in its own process over the preloaded input; the same figures for each."""
     config = s.config
     out_topic = f"{s.run_id}-{label}-out"
     s.new_topics([out_topic])
     log = s.work / f"{label}.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "benchmarks.peers",
-        peer,
-        "--bootstrap",
-        config.bootstrap,
-        "--topic",
-        transactions,
-        "--out-topic",
-        out_topic,
-        "--events",
-        str(expected),
-        "--max-seconds",
-        str(config.phase_timeout_s),
-        "--group",
-        f"{s.run_id}-{label}",
-        "--state-dir",
-        str(s.state_dir(label)),
-    ]
+    flags = peer_flags(
+        bootstrap=config.bootstrap,
+        topic=transactions,
+        out_topic=out_topic,
+        events=expected,
+        max_seconds=config.phase_timeout_s,
+        group=f"{s.run_id}-{label}",
+        state_dir=s.state_dir(label).resolve(),
+    )
+    argv = peer_command(peer, flags)
     s.say(f"{label}: starting; log in {log}")
     spawned = time.time()
-    proc = s.children.spawn(argv, env=os.environ, log=log, capture_stdout=True)
-    follower = _LogFollower(log, s.say)
-    deadline = time.monotonic() + config.phase_timeout_s + PEER_GRACE_S
-    while proc.poll() is None:
-        follower.follow()
-        if time.monotonic() > deadline:
-            s.children.stop(proc)
-            raise BenchError(f"{label}: did not finish in time; see {log}")
-        time.sleep(0.2)
-    follower.follow()
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode(errors="replace")
-    s.children.wait(proc, 0)
-    if proc.returncode != 0:
-        msg = f"{label}: exited with {proc.returncode}; last lines of {log}:\n{tail(log)}"
-        raise BenchError(msg)
+    r, proc = _child_result(s, label, argv, log)
     shutil.rmtree(s.state_dir(label), ignore_errors=True)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if not lines:
-        raise BenchError(f"{label}: printed no result; see {log}")
-    r = json.loads(lines[-1])
     if not r["events"] or not r["first"]:
         raise BenchError(f"{label}: handled no record; see {log}")
     result = Throughput(
@@ -350,6 +386,114 @@ def _peer_phase(
         f"{result.steady_events_per_s:,.0f} ev/s startup excluded"
     )
     return result
+
+
+def _child_result(
+    s: _Session, label: str, argv: list[str], log: Path
+) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+    """Run a child that prints one JSON line last; that line, and the finished child."""
+    proc = s.children.spawn(argv, env=os.environ, log=log, capture_stdout=True)
+    follower = _LogFollower(log, s.say)
+    deadline = time.monotonic() + s.config.phase_timeout_s + PEER_GRACE_S
+    while proc.poll() is None:
+        follower.follow()
+        if time.monotonic() > deadline:
+            s.children.stop(proc)
+            raise BenchError(f"{label}: did not finish in time; see {log}")
+        time.sleep(0.2)
+    follower.follow()
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode(errors="replace")
+    s.children.wait(proc, 0)
+    if proc.returncode != 0:
+        msg = f"{label}: exited with {proc.returncode}; last lines of {log}:\n{tail(log)}"
+        raise BenchError(msg)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"{label}: printed no result; see {log}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result, proc
+
+
+def _kafka_client_phase(s: _Session, *, transactions: str, expected: int) -> KafkaClient:
+    """The Kafka client's CPU a record, consume and produce apart (benchmarks.kafka_client)."""
+    config = s.config
+    label = "kafka-client"
+    out_topic = f"{s.run_id}-{label}-out"
+    s.new_topics([out_topic])
+    log = s.work / f"{label}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.kafka_client",
+        "--bootstrap",
+        config.bootstrap,
+        "--topic",
+        transactions,
+        "--out-topic",
+        out_topic,
+        "--partitions",
+        str(config.partitions),
+        "--events",
+        str(expected),
+    ]
+    s.say(f"{label}: consuming the input, then producing as many records; log in {log}")
+    r, _proc = _child_result(s, label, argv, log)
+    result = KafkaClient(
+        consumed=r["consumed"],
+        consume_cpu_s=r["consume_cpu_s"],
+        consume_wall_s=r["consume_wall_s"],
+        produced=r["produced"],
+        produce_cpu_s=r["produce_cpu_s"],
+        produce_wall_s=r["produce_wall_s"],
+    )
+    if result.consumed < expected:
+        raise BenchError(f"{label}: read {result.consumed:,} of {expected:,} records; see {log}")
+    s.say(
+        f"{label}: consume {result.consume_cpu_us:.1f} us + produce {result.produce_cpu_us:.1f} "
+        f"us CPU a record"
+    )
+    return result
+
+
+def _rss_phase(s: _Session) -> CardsRss:
+    """Whole-pipeline peak RSS with ``--rss-cards`` distinct cards in one process."""
+    config = s.config
+    cards, events = config.rss_cards, config.rss_transactions
+    label = f"pipeline-{cards}-cards"
+    transactions = f"{s.run_id}-rss-transactions"
+    chargebacks = f"{s.run_id}-rss-chargebacks"
+    s.new_topics([transactions, chargebacks])
+    sim = preload_sim(
+        seed=config.seed + 2,
+        cards=config.cards,
+        events=events,
+        now_ms=time.time_ns() // 10**6,
+    )
+    t0 = time.perf_counter()
+    expected = preload(
+        config.bootstrap,
+        transactions,
+        distinct_card_payloads(sim, events, cards),
+        progress=lambda n: s.say(f"rss preload: {n:,}/{events:,} events"),
+    )
+    s.say(
+        f"rss preload: {expected:,} transactions over {min(cards, expected):,} distinct cards "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    run = _pipeline_phase(
+        s,
+        label=label,
+        processes=1,
+        transactions=transactions,
+        chargebacks=chargebacks,
+        expected=expected,
+        timeout_s=config.rss_timeout_s,
+    )
+    # The input is gigabytes at a million cards: free the broker's disk now.
+    if not config.keep_topics:
+        delete_topics(config.bootstrap, [transactions])
+    return CardsRss(cards=cards, run=run)
 
 
 @contextlib.contextmanager
@@ -396,6 +540,21 @@ def run_latency_bench(config: BenchConfig, *, echo: Echo = print) -> Latency:
     return latency
 
 
+def run_rss_bench(config: BenchConfig, *, echo: Echo = print) -> CardsRss:
+    """Only the whole-pipeline RSS phase (``--rss-only``): write its JSON, print it."""
+    if config.rss_cards < 1:
+        raise BenchError("--rss-only needs --rss-cards of 1 or more")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    say = _flushing(echo)
+    rss = _in_session(config, say, _rss_phase)
+    write_json(build_rss_report(config, started_at, rss), config.out)
+    say(rss_line(rss))
+    for line in target_lines({"peak_rss_mib_per_process": rss_target(rss, 0.0, 0)}):
+        say(line)
+    say(f"figures: {config.out}")
+    return rss
+
+
 def _flushing(echo: Echo) -> Echo:
     def say_flush(text: str) -> None:
         echo(text)
@@ -428,6 +587,8 @@ def _run_phases(s: _Session, started_at: str) -> Results:
         f"run {s.run_id} on {config.bootstrap}: {config.events:,} events, "
         f"{config.cards:,} cards, {config.partitions} partitions"
     )
+    s.say(f"{KAFKA_STREAMS}: building the peer (jars and class cached after the first build)")
+    jvm_peer.build()
     s.new_topics([transactions, chargebacks])
     sim = preload_sim(
         seed=config.seed, cards=config.cards, events=config.events, now_ms=time.time_ns() // 10**6
@@ -461,7 +622,14 @@ def _run_phases(s: _Session, started_at: str) -> Results:
         expected=expected,
     )
     quix = _peer_phase(s, peer="quix", label="quix", transactions=transactions, expected=expected)
+    kafka_streams = _peer_phase(
+        s, peer=KAFKA_STREAMS, label=KAFKA_STREAMS, transactions=transactions, expected=expected
+    )
+    kafka_client = _kafka_client_phase(s, transactions=transactions, expected=expected)
+    if not config.keep_topics:
+        delete_topics(config.bootstrap, [transactions])  # free the broker's disk for the rest
     latency = _latency_phase(s)
+    rss = _rss_phase(s) if config.rss_cards > 0 else None
     return Results(
         config=config,
         started_at=started_at,
@@ -470,7 +638,10 @@ def _run_phases(s: _Session, started_at: str) -> Results:
         pipeline_1p=pipeline_1p,
         pipeline_2p=pipeline_2p,
         quix=quix,
+        kafka_streams=kafka_streams,
+        kafka_client=kafka_client,
         latency=latency,
+        rss=rss,
     )
 
 

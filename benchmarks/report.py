@@ -24,6 +24,7 @@ TARGET_PIPELINE_2P_EPS = 50_000.0
 TARGET_OVER_QUIX = 4.0
 TARGET_P99_MS = 50.0
 TARGET_RSS_MIB = 1024.0
+TARGET_RSS_CARDS = 1_000_000
 
 DEFINITIONS = {
     "events": (
@@ -34,7 +35,8 @@ DEFINITIONS = {
     "raw_events_per_s": (
         "events done / seconds from spawning the process(es) until the last output was on its "
         "topic (pipeline: all scores; passthrough: last copy acknowledged; quix: last input "
-        "processed); includes interpreter start, imports, model load and cluster setup"
+        "processed; kafka-streams: last input handed to the aggregation); includes interpreter "
+        "or JVM start, imports, model load and cluster setup"
     ),
     "startup_s": (
         "seconds from spawning until the first output (pipeline: first score on the scores "
@@ -59,6 +61,29 @@ DEFINITIONS = {
         "tumbling 5-minute window on the Kafka timestamp, 5 s grace, count + sum(amount), "
         "final() with closing_strategy='partition', closed windows produced to a topic; "
         "changelog topics off (StreamScore has none either); stops after N inputs"
+    ),
+    "kafka_streams": (
+        "Kafka Streams (the broker's Kafka version, from Maven Central, built by "
+        "scripts/kafka-streams-peer) in its own JVM (-Xmx1g, G1), one stream thread: the Quix "
+        "job (per-card key, tumbling 5-minute window on the Kafka timestamp, 5 s grace, count + "
+        "sum(amount) from the parsed JSON value) in a RocksDB window store without changelog, "
+        "suppress(untilWindowCloses), closed windows produced as JSON; commit interval 5 s as "
+        "Quix's; records counted as they enter the aggregation; stops after N inputs"
+    ),
+    "kafka_client": (
+        "the Kafka client's CPU per record in its own process (python -m benchmarks.kafka_client,"
+        " time.process_time(): librdkafka's threads included, the broker's not) over the same "
+        "input: consume = one consumer per partition with the source's settings reading every "
+        "record (key, value, offset, timestamp) in batches of up to 1,000; produce = as many "
+        "records (the input's values and keys) with the sink's producer settings and error-only "
+        "delivery reports, poll(0) every 1,000, then flush; share_of_pipeline_1p_cpu divides "
+        "their sum by the 1-process pipeline's CPU us an event"
+    ),
+    "rss_phase": (
+        "whole-pipeline peak RSS with many distinct cards: `streamscore run --until-eof` as 1 "
+        "process (every card's state in one process) over a fresh input of --rss-events "
+        "simulated transactions whose cards are --rss-cards distinct ids taken in turn (one "
+        "transaction a card by default), measured as the other pipeline runs"
     ),
     "latency": (
         "`streamscore run` (tail mode) fed at the offered rate by a paced confluent-kafka "
@@ -152,6 +177,51 @@ class Latency:
         return self.cpu_s / self.sent * 1e6 if self.sent else 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class KafkaClient:
+    """The Kafka client's own cost: consuming the input, producing as many records."""
+
+    consumed: int
+    consume_cpu_s: float
+    consume_wall_s: float
+    produced: int
+    produce_cpu_s: float
+    produce_wall_s: float
+
+    @property
+    def consume_cpu_us(self) -> float:
+        """CPU microseconds a record consumed."""
+        return self.consume_cpu_s / self.consumed * 1e6 if self.consumed else 0.0
+
+    @property
+    def produce_cpu_us(self) -> float:
+        """CPU microseconds a record produced (flush included)."""
+        return self.produce_cpu_s / self.produced * 1e6 if self.produced else 0.0
+
+    @property
+    def cpu_us_per_record(self) -> float:
+        """Consume plus produce: what one record in and one out cost the client."""
+        return self.consume_cpu_us + self.produce_cpu_us
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardsRss:
+    """The whole pipeline's peak RSS with ``cards`` distinct cards (one process)."""
+
+    cards: int
+    run: Throughput
+
+    @property
+    def cards_done(self) -> int:
+        """Distinct cards the pipeline scored (the cards are taken in turn)."""
+        return min(self.cards, self.run.done)
+
+    @property
+    def peak_rss_mib(self) -> float:
+        """The highest peak RSS of the run's processes, in MiB."""
+        return max(self.run.peak_rss_mib, default=0.0)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100), interpolating linearly between closest ranks.
 
@@ -218,27 +288,34 @@ class Results:
     pipeline_1p: Throughput
     pipeline_2p: Throughput
     quix: Throughput
+    kafka_streams: Throughput
+    kafka_client: KafkaClient
     latency: Latency
+    # The whole-pipeline RSS phase; None when skipped (--rss-cards 0).
+    rss: CardsRss | None = None
 
     @property
     def throughputs(self) -> tuple[Throughput, ...]:
-        """The throughput phases in the order they ran."""
-        return (self.passthrough, self.pipeline_1p, self.pipeline_2p, self.quix)
+        """The throughput phases over the shared input, in the order they ran."""
+        return (self.passthrough, self.pipeline_1p, self.pipeline_2p, self.quix, self.kafka_streams)
 
 
 def ratios(results: Results, *, steady: bool = True) -> dict[str, float | None]:
-    """Pipeline over passthrough (b/a) and over Quix (b/c), for 1 and 2 processes."""
+    """Pipeline over passthrough (b/a), over Quix (b/c) and over Kafka Streams (b/d)."""
 
     def eps(t: Throughput) -> float:
         return t.steady_events_per_s if steady else t.raw_events_per_s
 
-    a, b1, b2, c = (eps(t) for t in results.throughputs)
+    a, b1, b2, c, d = (eps(t) for t in results.throughputs)
     return {
         "pipeline_2p_over_passthrough": ratio(b2, a),
         "pipeline_2p_over_quix": ratio(b2, c),
+        "pipeline_2p_over_kafka_streams": ratio(b2, d),
         "pipeline_1p_over_passthrough": ratio(b1, a),
         "pipeline_1p_over_quix": ratio(b1, c),
+        "pipeline_1p_over_kafka_streams": ratio(b1, d),
         "pipeline_2p_over_1p": ratio(b2, b1),
+        "kafka_streams_over_quix": ratio(d, c),
     }
 
 
@@ -250,10 +327,79 @@ def peak_rss(results: Results) -> dict[str, float]:
         out[f"pipeline_2p_process_{i}"] = mib
     out["pipeline_2p_total"] = sum(b2.peak_rss_mib)
     out["latency_run"] = max(lat.peak_rss_mib, default=0.0)
-    out["max_per_process"] = max(
-        (*b1.peak_rss_mib, *b2.peak_rss_mib, *lat.peak_rss_mib), default=0.0
-    )
+    runs = [*b1.peak_rss_mib, *b2.peak_rss_mib, *lat.peak_rss_mib]
+    if results.rss is not None:
+        out["rss_phase"] = results.rss.peak_rss_mib
+        runs.append(results.rss.peak_rss_mib)
+    out["max_per_process"] = max(runs, default=0.0)
     return out
+
+
+def kafka_client_json(client: KafkaClient, pipeline_1p: Throughput) -> dict[str, object]:
+    """The client's figures per record, and their share of the 1-process pipeline's CPU."""
+    out: dict[str, object] = asdict(client)
+    out["consume_cpu_us_per_record"] = client.consume_cpu_us
+    out["produce_cpu_us_per_record"] = client.produce_cpu_us
+    out["cpu_us_per_record"] = client.cpu_us_per_record
+    out["consume_records_per_s"] = ratio(client.consumed, client.consume_wall_s)
+    out["produce_records_per_s"] = ratio(client.produced, client.produce_wall_s)
+    out["share_of_pipeline_1p_cpu"] = ratio(client.cpu_us_per_record, pipeline_1p.cpu_us_per_event)
+    return out
+
+
+def rss_target(rss: CardsRss | None, fallback_mib: float, fallback_cards: int) -> dict[str, object]:
+    """The 1 GiB target: met only by a complete run with at least 1M distinct cards."""
+    if rss is None:
+        return {
+            "target": TARGET_RSS_MIB,
+            "measured": fallback_mib,
+            "met": False,
+            "note": (
+                f"measured with {fallback_cards:,} distinct cards only; the target needs the "
+                f"RSS phase with {TARGET_RSS_CARDS:,} (--rss-cards)"
+            ),
+        }
+    at_scale = rss.run.complete and rss.cards_done >= TARGET_RSS_CARDS
+    return {
+        "target": TARGET_RSS_MIB,
+        "measured": rss.peak_rss_mib,
+        "met": at_scale and rss.peak_rss_mib < TARGET_RSS_MIB,
+        "note": (
+            f"whole pipeline, 1 process, {rss.cards_done:,} distinct cards"
+            + ("" if at_scale else f" (the target needs {TARGET_RSS_CARDS:,}, all scored)")
+        ),
+    }
+
+
+def rss_json(rss: CardsRss) -> dict[str, object]:
+    """The RSS phase: its cards, its peak RSS, and the pipeline run behind it."""
+    return {
+        "cards": rss.cards,
+        "cards_done": rss.cards_done,
+        "peak_rss_mib": rss.peak_rss_mib,
+        "run": _throughput_json(rss.run),
+    }
+
+
+def rss_line(rss: CardsRss) -> str:
+    """The RSS phase on one line."""
+    run = rss.run
+    done = "" if run.complete else f"; INCOMPLETE: {run.done:,} of {run.expected:,} scored"
+    return (
+        f"whole-pipeline RSS with {rss.cards_done:,} distinct cards (1 process, {run.done:,} "
+        f"transactions): peak {rss.peak_rss_mib:,.0f} MiB; {run.steady_events_per_s:,.0f} ev/s "
+        f"startup excluded, {run.cpu_us_per_event:.1f} us CPU an event{done}"
+    )
+
+
+def kafka_client_line(client: KafkaClient, pipeline_1p: Throughput) -> str:
+    """The Kafka client's cost on one line."""
+    share = ratio(client.cpu_us_per_record, pipeline_1p.cpu_us_per_event)
+    return (
+        f"Kafka client CPU a record: consume {client.consume_cpu_us:.1f} us + produce "
+        f"{client.produce_cpu_us:.1f} us = {client.cpu_us_per_record:.1f} us"
+        + ("" if share is None else f" ({share:.0%} of the 1-process pipeline's CPU an event)")
+    )
 
 
 def targets(results: Results) -> dict[str, dict[str, object]]:
@@ -262,7 +408,7 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
     over_quix = ratios(results)["pipeline_2p_over_quix"]
     lat = results.latency
     rss = peak_rss(results)["max_per_process"]
-    return {
+    checked: dict[str, dict[str, object]] = {
         "pipeline_2p_events_per_s": {
             "target": TARGET_PIPELINE_2P_EPS,
             "measured": eps_2p,
@@ -274,13 +420,9 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
             "met": over_quix is not None and over_quix >= TARGET_OVER_QUIX,
         },
         "p99_ms_at_offered_rate": p99_target(lat),
-        "peak_rss_mib_per_process": {
-            "target": TARGET_RSS_MIB,
-            "measured": rss,
-            "met": rss < TARGET_RSS_MIB,
-            "note": f"measured with {results.config.cards:,} distinct cards; the target says 1M",
-        },
+        "peak_rss_mib_per_process": rss_target(results.rss, rss, results.config.cards),
     }
+    return checked
 
 
 def p99_target(lat: Latency) -> dict[str, object]:
@@ -332,6 +474,10 @@ def _run_json(benchmark: str, started_at: str, config: BenchConfig) -> dict[str,
             "latency_processes": config.latency_processes,
             "phase_timeout_s": config.phase_timeout_s,
             "latency_only": config.latency_only,
+            "rss_cards": config.rss_cards,
+            "rss_events": config.rss_transactions if config.rss_cards else 0,
+            "rss_timeout_s": config.rss_timeout_s,
+            "rss_only": config.rss_only,
         },
     }
 
@@ -348,6 +494,8 @@ def build_report(results: Results) -> dict[str, object]:
         "ratios": ratios(results),
         "ratios_raw": ratios(results, steady=False),
         "latency": _latency_json(results.latency),
+        "kafka_client": kafka_client_json(results.kafka_client, results.pipeline_1p),
+        "rss_phase": None if results.rss is None else rss_json(results.rss),
         "peak_rss_mib": peak_rss(results),
         "targets": targets(results),
     }
@@ -360,6 +508,16 @@ def build_latency_report(config: BenchConfig, started_at: str, lat: Latency) -> 
         "definitions": {k: DEFINITIONS[k] for k in DEFINITIONS if "latency" in k},
         "latency": _latency_json(lat),
         "targets": {"p99_ms_at_offered_rate": p99_target(lat)},
+    }
+
+
+def build_rss_report(config: BenchConfig, started_at: str, rss: CardsRss) -> dict[str, object]:
+    """The figures of an ``--rss-only`` run and its RSS target, as a JSON-ready dict."""
+    return {
+        **_run_json("streamscore bench --rss-only (on the real broker)", started_at, config),
+        "definitions": {k: DEFINITIONS[k] for k in ("rss_phase", "peak_rss_mib", "cpu_s")},
+        "rss_phase": rss_json(rss),
+        "targets": {"peak_rss_mib_per_process": rss_target(rss, 0.0, 0)},
     }
 
 
@@ -390,7 +548,10 @@ def summary_lines(results: Results) -> list[str]:
         "ratios (startup-excluded): "
         + ", ".join(f"{k} {_fmt_ratio(v)}" for k, v in ratios(results).items())
     )
+    lines.append(kafka_client_line(results.kafka_client, results.pipeline_1p))
     lines.append(latency_line(results.latency))
+    if results.rss is not None:
+        lines.append(rss_line(results.rss))
     rss = peak_rss(results)
     lines.append(
         f"peak RSS (VmHWM): 1 process {rss['pipeline_1p']:.0f} MiB; 2 processes "
@@ -429,8 +590,22 @@ def target_lines(checked: dict[str, dict[str, object]]) -> list[str]:
         measured = target["measured"]
         shown = "n/a" if not isinstance(measured, float) else f"{measured:,.2f}"
         verdict = "met" if target["met"] else "NOT met"
-        lines.append(f"target {name}: {target['target']:,} -> measured {shown}: {verdict}")
+        note = f" ({target['note']})" if "note" in target else ""
+        lines.append(f"target {name}: {target['target']:,} -> measured {shown}: {verdict}{note}")
     return lines
+
+
+def _short_count(n: int) -> str:
+    """A count for a chart label.
+
+    >>> [_short_count(n) for n in (2_000, 2_500, 1_000_000, 1_500_000)]
+    ['2k', '2,500', '1M', '1.5M']
+    """
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000:,}k"
+    return f"{n:,}"
 
 
 def write_chart(results: Results, path: Path) -> Path:
@@ -478,6 +653,9 @@ def write_chart(results: Results, path: Path) -> Path:
         *b2,
         max(lat.peak_rss_mib, default=0.0),
     ]
+    if results.rss is not None:
+        rss_labels.append(f"{_short_count(results.rss.cards_done)}\ncards")
+        rss_values.append(results.rss.peak_rss_mib)
     ax_r.bar(rss_labels, rss_values, color="tab:green")
     ax_r.axhline(TARGET_RSS_MIB, color="grey", linestyle="--", label="1 GiB")
     ax_r.set_ylabel("MiB")

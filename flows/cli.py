@@ -243,12 +243,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.options import config_from_args
-    from benchmarks.replay import run_bench, run_latency_bench
+    from benchmarks.replay import run_bench, run_latency_bench, run_rss_bench
 
     settings = _settings(args)
     config = config_from_args(args, bootstrap=settings.bootstrap_servers)
     if config.latency_only:
         run_latency_bench(config)
+    elif config.rss_only:
+        run_rss_bench(config)
     else:
         run_bench(config)
     return 0

@@ -13,11 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks import jvm_peer
 from benchmarks.latency import LatencyPlan, score_seq, templates
 from benchmarks.options import DEFAULT_OUT, BenchConfig, config_from_args
 from benchmarks.procs import parse_cpu_ticks, parse_vm_hwm_kib
 from benchmarks.replay import pipeline_argv, pipeline_env
 from benchmarks.report import (
+    CardsRss,
+    KafkaClient,
     Latency,
     Results,
     Throughput,
@@ -139,6 +142,28 @@ def _latency(p99_ms: float = 20.0) -> Latency:
     )
 
 
+def _kafka_client() -> KafkaClient:
+    # 100,000 records each way: 8 us consuming, 12 us producing a record.
+    return KafkaClient(
+        consumed=100_000,
+        consume_cpu_s=0.8,
+        consume_wall_s=0.5,
+        produced=100_000,
+        produce_cpu_s=1.2,
+        produce_wall_s=1.0,
+    )
+
+
+def _cards_rss(cards: int = 1_000_000, peak_mib: float = 700.0) -> CardsRss:
+    run = replace(
+        _throughput(f"pipeline-{cards}-cards", 10_000.0),
+        expected=cards,
+        done=cards,
+        peak_rss_mib=(peak_mib,),
+    )
+    return CardsRss(cards=cards, run=run)
+
+
 def _results(**kw: Any) -> Results:
     base = Results(
         config=BenchConfig(bootstrap="127.0.0.1:9092", events=100_000),
@@ -148,7 +173,10 @@ def _results(**kw: Any) -> Results:
         pipeline_1p=_throughput("pipeline-1-process", 30_000.0),
         pipeline_2p=_throughput("pipeline-2-processes", 60_000.0, processes=2),
         quix=_throughput("quix", 12_000.0),
+        kafka_streams=_throughput("kafka-streams", 40_000.0),
+        kafka_client=_kafka_client(),
         latency=_latency(),
+        rss=_cards_rss(),
     )
     return replace(base, **kw)
 
@@ -221,7 +249,8 @@ def test_report_peak_rss_per_process_and_summed() -> None:
         "pipeline_2p_process_1": 301.0,
         "pipeline_2p_total": 601.0,
         "latency_run": 250.0,
-        "max_per_process": 301.0,
+        "rss_phase": 700.0,
+        "max_per_process": 700.0,
     }
 
 
@@ -271,7 +300,13 @@ def test_latency_line_gives_the_pipeline_cpu_when_measured() -> None:
 def test_summary_names_every_phase_and_flags_incomplete_ones() -> None:
     partial = replace(_throughput("quix", 12_000.0), done=50_000, complete=False)
     text = "\n".join(summary_lines(_results(quix=partial)))
-    for label in ("passthrough", "pipeline-1-process", "pipeline-2-processes", "quix"):
+    for label in (
+        "passthrough",
+        "pipeline-1-process",
+        "pipeline-2-processes",
+        "quix",
+        "kafka-streams",
+    ):
         assert label in text
     assert "INCOMPLETE: 50,000 of 100,000" in text
     assert "p99 20.0 ms" in text
@@ -409,7 +444,7 @@ def _bench(bootstrap: str, out: Path, *argv: str) -> subprocess.CompletedProcess
     command = [sys.executable, "-m", "flows.cli", "bench", "--bootstrap-servers", bootstrap]
     command += [*argv, "--latency-warmup", "1", "--out", str(out)]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=90, check=False, cwd=ROOT
+        command, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -419,15 +454,20 @@ def _bench(bootstrap: str, out: Path, *argv: str) -> subprocess.CompletedProcess
 def test_tiny_benchmark_reports_a_positive_number_for_every_figure(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    jvm_peer.build()  # the first build on a machine fetches jars; the bench's own is then quick
     out = tmp_path / "bench" / "result.json"
     done = _bench(
-        kafka_bootstrap, out, "--events", "3000", "--rate", "500", "--latency-seconds", "3"
+        kafka_bootstrap,
+        out,
+        *("--events", "3000", "--rate", "500", "--latency-seconds", "3"),
+        *("--rss-cards", "2000", "--rss-events", "2500"),
     )
     assert "pipeline-2-processes:" in done.stdout  # progress while it ran
     report = json.loads(out.read_text())
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert _positive(report["preload_s"])
-    for label in ("passthrough", "pipeline-1-process", "pipeline-2-processes", "quix"):
+    labels = ("passthrough", "pipeline-1-process", "pipeline-2-processes", "quix", "kafka-streams")
+    for label in labels:
         t = report["throughput"][label]
         assert t["complete"] is True and t["done"] == 3000, t
         for key in ("raw_events_per_s", "steady_events_per_s", "wall_s", "startup_s"):
@@ -442,6 +482,20 @@ def test_tiny_benchmark_reports_a_positive_number_for_every_figure(
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     for key, value in report["peak_rss_mib"].items():
         assert _positive(value), key
+    client = report["kafka_client"]
+    assert client["consumed"] == client["produced"] == 3000
+    for key in (
+        "consume_cpu_us_per_record",
+        "produce_cpu_us_per_record",
+        "share_of_pipeline_1p_cpu",
+    ):
+        assert _positive(client[key]), key
+    rss = report["rss_phase"]
+    assert (rss["cards"], rss["cards_done"], rss["run"]["done"]) == (2000, 2000, 2500)
+    assert _positive(rss["peak_rss_mib"]) and rss["run"]["complete"] is True
+    assert "whole-pipeline RSS with 2,000 distinct cards" in done.stdout
+    # Too few cards for the 1 GiB target to count as met.
+    assert report["targets"]["peak_rss_mib_per_process"]["met"] is False
 
 
 @pytest.mark.integration
