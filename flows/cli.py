@@ -8,7 +8,9 @@ status 2 and a message naming the setting when one is wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import json
 import logging
 import sys
@@ -95,6 +97,11 @@ def epoch_interval_s(given: float | None, settings: Settings) -> float:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
+
+    # A crash in native code (librdkafka, RocksDB, onnxruntime, bytewax) prints every
+    # thread's Python stack to stderr before the process dies (where stderr is a file).
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):
+        faulthandler.enable()
 
     from flows.main import start_service
     from flows.recovery import prepare_recovery
@@ -343,9 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamscore`` console script."""
-    # A crash in native code (librdkafka, RocksDB, onnxruntime, bytewax) prints every
-    # thread's Python stack to stderr before the process dies.
-    faulthandler.enable()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
