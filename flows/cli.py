@@ -222,11 +222,91 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from models.history import Recorded, from_jsonl, from_simulation, from_topics
+    from models.realistic import RealisticConfig, simulate_realistic
     from models.train import TrainConfig, train
+    from operators.card_features import DAY
+    from operators.watermarks import TimeConfig
+    from schemas.errors import ConfigError
+    from schemas.timefmt import parse_event_time
 
-    config = TrainConfig(version=args.version, seed=args.seed, events=args.events)
-    manifest = train(config, args.out)
+    settings = _settings(args)
+    config = TrainConfig(
+        version=args.version,
+        seed=args.seed,
+        trees=args.trees,
+        label_horizon_ms=round(args.label_horizon_days * DAY),
+        review_budget=args.review_budget,
+    )
+    recorded: Recorded
+    if args.from_topics:
+        if not args.since or not args.until:
+            raise ConfigError("--since/--until", "both are needed with --from-topics")
+        try:
+            since, until = parse_event_time(args.since), parse_event_time(args.until)
+        except ValueError as exc:
+            raise ConfigError("--since/--until", str(exc)) from None
+        recorded = from_topics(
+            settings.bootstrap_servers,
+            settings.topics,
+            since_ms=since,
+            until_ms=until,
+            label_horizon_ms=config.label_horizon_ms,
+            consumer_config=settings.consumer_config,
+        )
+    elif args.transactions:
+        recorded = from_jsonl(args.transactions, args.chargebacks)
+    else:
+        try:
+            sim = RealisticConfig(
+                seed=args.sim_seed,
+                cards=args.sim_cards,
+                days=args.sim_days,
+                txns_per_card_day=args.sim_txns_per_card_day,
+            )
+        except ValueError as exc:
+            raise ConfigError("--sim-*", str(exc)) from None
+        source = f"realistic-sim:seed={sim.seed},cards={sim.cards},days={sim.days:g}"
+        recorded = from_simulation(simulate_realistic(sim), source)
+    time = TimeConfig(
+        out_of_orderness_ms=settings.out_of_orderness_ms,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        max_future_ms=settings.max_future_ms,
+        idle_timeout_ms=settings.idle_timeout_ms,
+    )
+    manifest = train(config, args.out, recorded, time=time, report=not args.no_report)
     print(json.dumps({"model_version": manifest.model_version, **manifest.metrics}, indent=2))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from models.realistic import RealisticConfig, simulate_realistic
+    from schemas.errors import ConfigError
+
+    try:
+        sim = RealisticConfig(
+            seed=args.seed,
+            cards=args.cards,
+            days=args.days,
+            txns_per_card_day=args.txns_per_card_day,
+            fraud_share=args.fraud_share,
+        )
+    except ValueError as exc:
+        raise ConfigError("simulate", str(exc)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    counts = {"transaction": 0, "chargeback": 0}
+    with (
+        (args.out / "transactions.jsonl").open("w") as txns,
+        (args.out / "chargebacks.jsonl").open("w") as cbs,
+    ):
+        for event in simulate_realistic(sim):
+            out = txns if event.kind == "transaction" else cbs
+            out.write(json.dumps(event.payload, separators=(",", ":")) + "\n")
+            counts[event.kind] += 1
+    print(
+        f"wrote {counts['transaction']} transactions and {counts['chargeback']} chargebacks "
+        f"({sim.days:g} days) to {args.out}"
+    )
     return 0
 
 
@@ -312,12 +392,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.set_defaults(func=_cmd_produce)
 
-    train = sub.add_parser("train", help="train a model and write ONNX + manifest")
-    train.add_argument("--out", type=Path, required=True)
+    train = sub.add_parser(
+        "train",
+        help="train a model on recorded history (topics or JSONL; default: the realistic "
+        "simulator) and write ONNX, manifest and evaluation.png",
+    )
+    _settings_flags(train)
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.add_argument("--version", type=int, default=1)
-    train.add_argument("--seed", type=int, default=11)
-    train.add_argument("--events", type=int, default=60_000)
+    train.add_argument("--seed", type=int, default=11, help="model fitting seed")
+    train.add_argument("--trees", type=int, default=150)
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--from-topics",
+        action="store_true",
+        help="read the transactions and chargebacks topics over --since/--until",
+    )
+    source.add_argument("--transactions", type=Path, help="JSONL file, one transaction a line")
+    train.add_argument("--chargebacks", type=Path, help="JSONL file, one chargeback a line")
+    train.add_argument("--since", help="start of the range (RFC 3339), record timestamps")
+    train.add_argument("--until", help="end of the range (RFC 3339, exclusive)")
+    train.add_argument(
+        "--label-horizon-days",
+        type=float,
+        default=14.0,
+        help="a chargeback within this long of its transaction labels it fraud",
+    )
+    train.add_argument("--review-budget", type=int, default=10, help="cards reviewed a day (k)")
+    train.add_argument("--sim-seed", type=int, default=7)
+    train.add_argument("--sim-cards", type=int, default=4_000)
+    train.add_argument("--sim-days", type=float, default=42.0)
+    train.add_argument("--sim-txns-per-card-day", type=float, default=3.0)
+    train.add_argument("--no-report", action="store_true", help="skip evaluation.png")
     train.set_defaults(func=_cmd_train)
+
+    simulate = sub.add_parser(
+        "simulate", help="write realistic simulated history as JSONL (transactions, chargebacks)"
+    )
+    simulate.add_argument("--out", type=Path, required=True, help="directory to write")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--cards", type=int, default=4_000)
+    simulate.add_argument("--days", type=float, default=42.0)
+    simulate.add_argument("--txns-per-card-day", type=float, default=3.0)
+    simulate.add_argument("--fraud-share", type=float, default=0.002)
+    simulate.set_defaults(func=_cmd_simulate)
 
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the wire records")
     schemas.add_argument("--out", type=Path, default=Path("schemas/json"))

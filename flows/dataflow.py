@@ -234,6 +234,7 @@ def build_flow(
             metrics.drift_psi.labels(s.signal).set(s.psi)
             metrics.drift_ks.labels(s.signal).set(s.ks)
             metrics.drift_detected.labels(s.signal).set(1 if s.drift else 0)
+            metrics.drift_warming_up.labels(s.signal).set(1 if s.warming_up else 0)
 
     drift_out = drift(
         "drift",

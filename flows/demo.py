@@ -40,11 +40,20 @@ def run_demo(settings: Settings, config: DemoConfig) -> int:
     """Run the demo; 0 when every replayed record came out as a score or a dead letter."""
     model_dir = settings.model_dir
     if config.retrain:
+        from models.history import from_simulation
+        from models.realistic import RealisticConfig, simulate_realistic
         from models.train import TrainConfig, train
+        from operators.card_features import DAY
 
         model_dir = Path(".local/models/fraud-gbt-demo")
         print(f"training a model into {model_dir} ...", flush=True)
-        train(TrainConfig(), model_dir)
+        # A small realistic history with prompt chargebacks, so the demo trains in
+        # about a minute; `streamscore train` trains on weeks of it.
+        sim = RealisticConfig(
+            cards=1_500, days=12, chargeback_delay_days=1.0, max_chargeback_delay_days=3.0
+        )
+        recorded = from_simulation(simulate_realistic(sim), "realistic-sim:demo")
+        train(TrainConfig(label_horizon_ms=3 * DAY), model_dir, recorded)
     bootstrap = settings.bootstrap_servers
     print(f"creating topics on {bootstrap} (fresh for this demo) ...", flush=True)
     create_topics(

@@ -68,6 +68,42 @@ class Reference(_Frozen):
     score: Distribution
 
 
+class ScorerMetrics(_Frozen):
+    """One scorer's held-out metrics."""
+
+    auc: float
+    average_precision: float
+    precision_at_review: float
+    recall_at_review: float
+    precision_at_decline: float
+    recall_at_decline: float
+    card_precision_at_k: float
+    card_recall_at_k: float
+    brier: float
+
+
+class CalibrationBin(_Frozen):
+    """Scores in ``[low, high)``: how many, their mean, and the observed fraud rate."""
+
+    low: float
+    high: float
+    count: int
+    mean_score: float
+    fraud_rate: float
+
+
+class Evaluation(_Frozen):
+    """The held-out report a manifest carries."""
+
+    review_budget: Annotated[int, Field(ge=1)]  # k, cards reviewed a day
+    test_rows: int
+    test_frauds: int
+    test_days: float
+    model: ScorerMetrics
+    rules: ScorerMetrics
+    calibration: list[CalibrationBin]
+
+
 class Manifest(_Frozen):
     """Everything the service needs to trust and use one ONNX model."""
 
@@ -80,6 +116,8 @@ class Manifest(_Frozen):
     metrics: dict[str, float]
     reference: Reference
     training: dict[str, float | int | str]
+    # The held-out report (models.evaluation); absent in manifests written before it.
+    evaluation: Evaluation | None = None
 
     @property
     def model_version(self) -> str:

@@ -49,6 +49,7 @@ class SimEvent:
     payload: dict[str, Any]
     fraud: bool
     event_time_ms: int
+    scenario: str | None = None  # the fraud scenario of a fraudulent transaction
 
 
 @dataclass

@@ -12,11 +12,24 @@ consecutive values (a mean
 shift shows in chunk means at a fraction of the per-event cost); a detection
 since the previous record flags drift too.
 
+Warm-up: a feature computed over a window of event time (``card_count_24h``:
+24 h) is not yet in its steady state until that much event time has passed
+since the first event the monitor saw; until then it reads low against a
+reference trained on steady state. So each signal has a warm-up length (its
+longest window, :func:`warmup_ms`; the score takes the longest of all), and
+while the oldest event in the drift window is younger than the first event
+plus that length, the signal's records carry ``"warming_up": true`` and never
+``"drift": true``; ADWIN sees only warm scores. Calendar features
+(``txn_hour_utc``) follow the clock, not the traffic: a count window shorter
+than a day always sees a few hours of it, so they are reported (detector
+``none``) but never flagged.
+
 Time rules: none of its own; ``window_start``/``window_end`` are the smallest
 and largest event times in the window. State: the window (values and event
-times), the counters and the river detectors, snapshotted by bytewax as one
-blob, so a restart resumes the same windows and detectors. A new active model
-version resets the window: the reference changed.
+times), the counters, the river detectors and the first event time,
+snapshotted by bytewax as one blob, so a restart resumes the same windows,
+detectors and warm-up. A new active model version resets the window (the
+reference changed), not the warm-up (the feature state did not).
 """
 
 from __future__ import annotations
@@ -38,6 +51,23 @@ from operators.messages import OutMessage
 from schemas.timefmt import format_ms
 
 SCORE_SIGNAL = "score"
+# Features that follow the wall clock: reported, never flagged.
+CALENDAR_SIGNALS = frozenset({"txn_hour_utc"})
+_MINUTE = 60_000
+_HOUR = 60 * _MINUTE
+_DAY = 24 * _HOUR
+# Event time a feature needs before its window holds steady-state traffic.
+_WARMUP_BY_SUFFIX = (("_1m", _MINUTE), ("_5m", 5 * _MINUTE), ("_1h", _HOUR), ("_24h", _DAY))
+_WARMUP_BY_NAME = {
+    # The previous 5-minute window is whole only 10 minutes after the start.
+    "merchant_txn_count_prev_5m": 10 * _MINUTE,
+    "merchant_chargeback_rate_prev_5m": 10 * _MINUTE,
+    # These read the card's whole retained history (24 h).
+    "card_amount_zscore": _DAY,
+    "card_seconds_since_last": _DAY,
+    "card_session_count": _DAY,
+    "card_session_seconds": _DAY,
+}
 # The one key of the drift monitor's stateful step: every sample goes to one monitor.
 DRIFT_KEY = "drift"
 AMOUNT_SIGNAL = "txn_amount"
@@ -55,6 +85,22 @@ class DriftConfig:
     chunk_events: int = 50
     adwin_delta: float = 0.002
     page_hinkley_threshold: float = 50.0
+
+
+def warmup_ms(signal: str) -> int:
+    """Event time ``signal`` needs from a cold start to its steady state.
+
+    >>> warmup_ms("card_count_1h"), warmup_ms("txn_amount"), warmup_ms("card_amount_zscore")
+    (3600000, 0, 86400000)
+    """
+    if signal.startswith("txn_"):
+        return 0
+    if signal in _WARMUP_BY_NAME:
+        return _WARMUP_BY_NAME[signal]
+    for suffix, length in _WARMUP_BY_SUFFIX:
+        if signal.endswith(suffix):
+            return length
+    return _DAY  # a feature of unknown shape: the longest history any feature keeps
 
 
 @dataclass(frozen=True)
@@ -83,6 +129,7 @@ class DriftStat:
     ks: float
     detector: str
     drift: bool
+    warming_up: bool = False
 
 
 class DriftMonitor:
@@ -94,7 +141,17 @@ class DriftMonitor:
 
     def __init__(self, config: DriftConfig, manifest: Manifest) -> None:
         self._config = config
+        self._origin: int | None = None  # the first event time seen
+        self._warm_from: int | None = None
         self._reset(manifest)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Snapshots taken before warm-up tracking: treat their windows as warm.
+        self.__dict__.update(state)
+        if "_warmups" not in state:
+            self._origin = -(2**62)
+            self._warmups = np.zeros(len(self._signals), dtype=np.int64)
+            self._warm_from = None
 
     def _reset(self, manifest: Manifest) -> None:
         config = self._config
@@ -103,6 +160,10 @@ class DriftMonitor:
         refs = [manifest.reference.features[n] for n in manifest.feature_names]
         self._refs: list[Distribution] = [*refs, manifest.reference.score]
         self._binned = [_Binned.of(ref) for ref in self._refs]
+        features = [warmup_ms(n) for n in manifest.feature_names]
+        self._warmups = np.asarray([*features, max(features, default=0)], dtype=np.int64)
+        # Event time from which the score is warm (ADWIN sees no earlier score).
+        self._warm_from = None if self._origin is None else self._origin + int(self._warmups[-1])
         width = len(self._signals)
         self._values = np.zeros((config.window_events, width), dtype=np.float64)
         self._times = np.zeros(config.window_events, dtype=np.int64)
@@ -126,6 +187,9 @@ class DriftMonitor:
         """Add a batch; return the statistics of every emission that fell due in it."""
         if sample.model_version != self.model_version:
             self._reset(manifest)
+        if self._origin is None and len(sample.event_times):
+            self._origin = int(sample.event_times.min())
+            self._warm_from = self._origin + int(self._warmups[-1])
         cols = [sample.names.index(s) for s in self._signals[:-1]]
         rows = np.column_stack([sample.values[:, cols], sample.scores])
         stats: list[DriftStat] = []
@@ -157,7 +221,10 @@ class DriftMonitor:
         self._values[: len(kept) - first] = kept[first:]
         self._times[: len(kept) - first] = kept_times[first:]
         # The same values, in the same order, as chunking row by row gave the detectors.
-        self._chunk(SCORE_SIGNAL, rows[:, -1].tolist(), self._adwin)
+        scores = rows[:, -1]
+        if self._warm_from is not None:
+            scores = scores[times >= self._warm_from]
+        self._chunk(SCORE_SIGNAL, scores.tolist(), self._adwin)
         if self._amount_col is not None:
             # Relative to the reference mean, so the threshold does not depend on currency.
             ref = self._amount_ref
@@ -190,12 +257,23 @@ class DriftMonitor:
         columns = np.ascontiguousarray(self._values[: self._filled].T)
         times = self._times[: self._filled]
         first, last = int(times.min()), int(times.max())
+        # Filled in event time since the first event: warm once the window's oldest
+        # event is at least a signal's warm-up after it.
+        filled = first - (self._origin if self._origin is not None else first)
         stats = []
         for i, (signal, ref) in enumerate(zip(self._signals, self._refs, strict=True)):
             values = columns[i]
             psi, ks = _psi_ks(values, self._binned[i])
-            detector = {SCORE_SIGNAL: "adwin", AMOUNT_SIGNAL: "page_hinkley"}.get(signal, "psi")
-            drifted = psi >= self._config.psi_threshold or signal in self._fired
+            warming = bool(filled < self._warmups[i])
+            if signal in CALENDAR_SIGNALS:
+                detector = "none"
+            else:
+                detector = {SCORE_SIGNAL: "adwin", AMOUNT_SIGNAL: "page_hinkley"}.get(signal, "psi")
+            drifted = (
+                not warming
+                and detector != "none"
+                and (psi >= self._config.psi_threshold or signal in self._fired)
+            )
             stats.append(
                 DriftStat(
                     signal=signal,
@@ -209,6 +287,7 @@ class DriftMonitor:
                     ks=ks,
                     detector=detector,
                     drift=drifted,
+                    warming_up=warming,
                 )
             )
         self._fired.clear()
@@ -260,6 +339,7 @@ def drift_records(
             "ks": s.ks,
             "detector": s.detector,
             "drift": s.drift,
+            "warming_up": s.warming_up,
         }
         out.append(
             OutMessage(

@@ -8,8 +8,11 @@ chargeback counts in its own window unless that window is closed (watermark
 once, emitting its aggregate to ``window-aggregates``.
 
 State lifetime: one entry per (merchant, window start) with activity; a close
-timer (``T``) and, after closing, a purge timer (``P``) one window length
-later, when no non-late transaction can ask for it as its previous window.
+timer (``T``) and, after closing, a purge timer (``P``) ``RETAIN_MS`` (one
+window length plus 24 h) later. A non-late transaction stops asking for a
+window as its previous one a window length after it closes; a late one is
+scored from the card history kept back to ``wm - lateness - 24h``, so its
+previous window is kept as long as such a transaction can still arrive.
 
 Cache: with ``cache_windows`` set, each engine keeps the windows it read or
 changed in memory and writes the changed ones back at :meth:`MerchantWindowEngine.flush`
@@ -28,6 +31,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from operators.card_features import DAY
 from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.timefmt import format_ms
@@ -39,6 +43,9 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     "merchant_txn_count_prev_5m",
     "merchant_chargeback_rate_prev_5m",
 )
+# A late transaction at ``t >= wm - lateness - DAY`` (the oldest card history kept)
+# reads the window ending at ``floor(t / 5 min) * 5 min``: keep it until then.
+RETAIN_MS = WINDOW_MS + DAY
 _VALUE = struct.Struct(">qdq")  # txn_count, amount_sum, chargeback_count
 
 
@@ -199,7 +206,7 @@ class MerchantWindowEngine:
         return cache
 
     def advance(self, watermark: int) -> list[OutMessage]:
-        """Close windows with ``end + lateness <= watermark``; purge those a window older."""
+        """Close windows with ``end + lateness <= watermark``; purge those ``RETAIN_MS`` older."""
         if watermark == NO_WATERMARK:
             return []
         changes: dict[bytes, bytes | None] = {}
@@ -218,7 +225,7 @@ class MerchantWindowEngine:
                 changes[keys.timer_key(self._purge, end, merchant)] = b""
             if value is not None:
                 out.append(self._aggregate(merchant, end - WINDOW_MS, *value))
-        purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - WINDOW_MS)
+        purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - RETAIN_MS)
         for key, _ in self._store.scan(self._purge, purge_end):
             end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
@@ -234,7 +241,7 @@ class MerchantWindowEngine:
 
     def _purged(self, window_end: int, watermark: int) -> bool:
         """Whether a window ending at ``window_end`` is deleted at ``watermark``."""
-        return watermark != NO_WATERMARK and window_end + self._lateness + WINDOW_MS <= watermark
+        return watermark != NO_WATERMARK and window_end + self._lateness + RETAIN_MS <= watermark
 
     def _aggregate(
         self, merchant: str, start: int, txns: int, amount: float, cbs: int

@@ -40,6 +40,7 @@ class ServiceMetrics:
     drift_psi: Gauge
     drift_ks: Gauge
     drift_detected: Gauge
+    drift_warming_up: Gauge
     decline_precision: Gauge
     decline_recall: Gauge
 
@@ -103,6 +104,11 @@ class ServiceMetrics:
             drift_ks=gauge("streamscore_drift_ks", "Kolmogorov-Smirnov statistic", ("signal",)),
             drift_detected=gauge(
                 "streamscore_drift_detected", "1 while drift is flagged", ("signal",)
+            ),
+            drift_warming_up=gauge(
+                "streamscore_drift_warming_up",
+                "1 while a signal's feature windows are still filling (no drift alarm)",
+                ("signal",),
             ),
             decline_precision=gauge(
                 "streamscore_decline_precision",

@@ -6,6 +6,7 @@
     ├── ConfigError          a setting is missing or wrong; names the setting (startup)
     ├── ModelError           a model artifact cannot be loaded or trusted
     │   └── ModelIntegrityError   sha256 of the ONNX file differs from its manifest
+    ├── TrainingError        training history unreadable, too short or unlabelled
     └── StateError           the state store is unusable (damaged, wrong layout)
         └── DiskFullError    its device is out of space; the state itself is intact
 
@@ -35,6 +36,10 @@ class ModelError(StreamScoreError):
 
 class ModelIntegrityError(ModelError):
     """The ONNX file's sha256 differs from the one its manifest records."""
+
+
+class TrainingError(StreamScoreError):
+    """The training history cannot be read or cannot give a model; says what is missing."""
 
 
 # How to recover from state that cannot be served: the one fix every refusal names.

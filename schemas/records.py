@@ -107,6 +107,9 @@ class Drift(_Output):
     ks: float
     detector: str
     drift: bool
+    # True while the signal's longest feature window has not yet been filled in
+    # event time since the monitor's first event; such a record never flags drift.
+    warming_up: bool = False
 
 
 DeadLetterReason = Literal["json", "schema", "timestamp", "oversize", "duplicate", "quarantined"]

@@ -62,6 +62,7 @@ GAUGES = {
     "streamscore_drift_psi",
     "streamscore_drift_ks",
     "streamscore_drift_detected",
+    "streamscore_drift_warming_up",
     "streamscore_decline_precision",
     "streamscore_decline_recall",
     "streamscore_gc_tenured_objects",

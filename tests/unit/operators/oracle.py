@@ -295,7 +295,7 @@ def oracle(records: Sequence[RecordLike], time: TimeConfig) -> OracleResult:
         # merchant features: the window just before the one containing t
         prev_end = window_start(t)
         prev_start = prev_end - TUMBLING_MS
-        deleted_at = prev_end + lateness + TUMBLING_MS
+        deleted_at = prev_end + lateness + TUMBLING_MS + LONGEST_WINDOW_MS
         readable = merchant_wm_reached < deleted_at  # "passes" read as ">="
         if merchant_wm_reached == deleted_at:
             ambiguous |= {"merchant_txn_count_prev_5m", "merchant_chargeback_rate_prev_5m"}

@@ -426,9 +426,9 @@ def test_oracle_merchant_windows_and_chargebacks() -> None:
     assert (a5["merchant_txn_count_prev_5m"], a5["merchant_chargeback_rate_prev_5m"]) == (2.0, 0.5)
     a6 = _row(res, "a6")
     assert a6.late
-    # its previous window [W0 - 5 min, W0) is deleted exactly when the watermark
-    # "passes" W0 + L + T = the current watermark: open in the text
-    assert a6.ambiguous == {"merchant_txn_count_prev_5m", "merchant_chargeback_rate_prev_5m"}
+    # its previous window [W0 - 5 min, W0) stays readable until W0 + L + T + 24 h
+    assert not a6.ambiguous
+    assert a6.features["merchant_txn_count_prev_5m"] == 0.0
     assert _dead(res) == [("chargeback", 2, "timestamp")]
     got = {(w.merchant_id, w.window_start_ms): w for w in res.windows}
     assert set(got) == {("m1", w0), ("m1", w1), ("m2", w1), ("m3", w1)}
@@ -441,14 +441,25 @@ def test_oracle_merchant_windows_and_chargebacks() -> None:
     assert (got["m3", w1].chargeback_count, got["m3", w1].chargeback_rate) == (1, 1.0)
 
 
-def test_oracle_late_event_reads_deleted_window_as_empty() -> None:
+@pytest.mark.parametrize(("past_deletion", "expected"), [(False, 1.0), (True, 0.0)])
+def test_oracle_late_event_reads_its_window_as_long_as_card_history(
+    past_deletion: bool, expected: float
+) -> None:
     b = _Builder()
     b.txn("a1", BASE + 1_000)
-    b.txn("push", BASE + TUMBLING_MS + 60_000 + TUMBLING_MS + 5_001)  # wm past W0 end + L + T
-    b.txn("late", BASE + TUMBLING_MS)  # its previous window is W0, deleted
+    # Event time moves on in steps inside the far-future bound, at another merchant,
+    # to a watermark just before or just past W0 end + L + T + 24 h.
+    deleted_at = BASE + TUMBLING_MS + 60_000 + TUMBLING_MS + DAY
+    push = deleted_at + 5_000 + (1 if past_deletion else -1)
+    t = BASE + 2 * TUMBLING_MS
+    while t < push:
+        b.txn(f"p{t}", t, card="c9", merchant="m9")
+        t += 50 * MINUTE
+    b.txn("push", push, card="c9", merchant="m9")
+    b.txn("late", BASE + TUMBLING_MS)  # its previous window is W0
     row = _row(oracle(b.records, DEFAULT), "late")
     assert row.late
-    assert row.features["merchant_txn_count_prev_5m"] == 0.0
+    assert row.features["merchant_txn_count_prev_5m"] == expected
     assert not row.ambiguous
 
 
@@ -816,29 +827,30 @@ def test_replay_session_summary_is_kept_while_its_end_is_retained(
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
 def test_replay_window_is_deleted_once_the_watermark_passes(filler: bool, batch_size: int) -> None:
     # semantics.md "Merchant features and windows": a closed window stays readable
-    # until the watermark passes end + L + T, then it is deleted; a late transaction
+    # until the watermark passes end + L + T + W, then it is deleted; a late transaction
     # is scored from current state. The window [BASE - 5 min, BASE) ends at BASE;
-    # the watermark jumps to BASE + 400 s > BASE + 360 s in one record.
+    # the watermark jumps to BASE + 400 s + 24 h > BASE + 360 s + 24 h in one record.
+    cfg = TimeConfig(max_future_ms=2 * DAY, watermark_agreement=1)
     b = _Builder()
     b.txn("a", BASE - 1)
-    b.txn("push", BASE + 405_000, card="c9")
+    b.txn("push", BASE + 405_000 + DAY, card="c9")
     if filler:
-        b.cb("k", BASE + 405_000)
+        b.cb("k", BASE + 405_000 + DAY)
     b.txn("late", BASE)
-    _expect_oracle(b, DEFAULT, "late", merchant_txn_count_prev_5m=0.0)
-    _check(b, DEFAULT, batch_size)
+    _expect_oracle(b, cfg, "late", merchant_txn_count_prev_5m=0.0)
+    _check(b, cfg, batch_size)
 
 
 def test_replay_window_deletion_does_not_depend_on_batch_size() -> None:
     # L = 0, B = 0: W0 = [BASE, BASE + 5 min) closes at tx-1 and passes its deletion
-    # point (end + L + T = BASE + 10 min) at tx-2; batch_size must not matter.
+    # point (end + L + T + W = BASE + 10 min + 24 h) at tx-2; batch_size must not matter.
     cfg = TimeConfig(
         out_of_orderness_ms=0, allowed_lateness_ms=0, max_future_ms=2 * DAY, watermark_agreement=1
     )
     b = _Builder()
     b.txn("tx-0", BASE + 1)
     b.txn("tx-1", BASE + TUMBLING_MS)
-    b.txn("tx-2", BASE + 2 * TUMBLING_MS)
+    b.txn("tx-2", BASE + 2 * TUMBLING_MS + DAY)
     b.txn("tx-3", BASE + 2 * TUMBLING_MS - 1)  # late; its previous window is W0
     records = _to_replay(b.records)
     rows = [replay(records, time=cfg, batch_size=n).rows for n in (1, 2, 3)]
