@@ -222,11 +222,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.dataflow import event_time_config
     from models.history import Recorded, from_jsonl, from_simulation, from_topics
     from models.realistic import RealisticConfig, simulate_realistic
     from models.train import TrainConfig, train
     from operators.card_features import DAY
-    from operators.watermarks import TimeConfig
     from schemas.errors import ConfigError
     from schemas.timefmt import parse_event_time
 
@@ -252,7 +252,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             since_ms=since,
             until_ms=until,
             label_horizon_ms=config.label_horizon_ms,
-            consumer_config=settings.consumer_config,
+            consumer_config=settings.consumer_client_config(),
         )
     elif args.transactions:
         recorded = from_jsonl(args.transactions, args.chargebacks)
@@ -268,12 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--sim-*", str(exc)) from None
         source = f"realistic-sim:seed={sim.seed},cards={sim.cards},days={sim.days:g}"
         recorded = from_simulation(simulate_realistic(sim), source)
-    time = TimeConfig(
-        out_of_orderness_ms=settings.out_of_orderness_ms,
-        allowed_lateness_ms=settings.allowed_lateness_ms,
-        max_future_ms=settings.max_future_ms,
-        idle_timeout_ms=settings.idle_timeout_ms,
-    )
+    time = event_time_config(settings)
     manifest = train(config, args.out, recorded, time=time, report=not args.no_report)
     print(json.dumps({"model_version": manifest.model_version, **manifest.metrics}, indent=2))
     return 0
@@ -397,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model on recorded history (topics or JSONL; default: the realistic "
         "simulator) and write ONNX, manifest and evaluation.png",
     )
-    _settings_flags(train)
+    _settings_flags(train, "kafka")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.add_argument("--version", type=int, default=1)
     train.add_argument("--seed", type=int, default=11, help="model fitting seed")

@@ -56,6 +56,17 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def event_time_config(settings: Settings) -> TimeConfig:
+    """The event-time bounds of ``settings``, for the flow and for training replays alike."""
+    return TimeConfig(
+        out_of_orderness_ms=settings.out_of_orderness_ms,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        max_future_ms=settings.max_future_ms,
+        idle_timeout_ms=settings.idle_timeout_ms,
+        watermark_agreement=settings.watermark_agreement,
+    )
+
+
 def build_flow(
     settings: Settings,
     *,
@@ -92,13 +103,7 @@ def build_flow(
     progress = SourceProgress() if exactly_once else None
     topics = settings.topics
     kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
-    time_config = TimeConfig(
-        out_of_orderness_ms=settings.out_of_orderness_ms,
-        allowed_lateness_ms=settings.allowed_lateness_ms,
-        max_future_ms=settings.max_future_ms,
-        idle_timeout_ms=settings.idle_timeout_ms,
-        watermark_agreement=settings.watermark_agreement,
-    )
+    time_config = event_time_config(settings)
     decode_config = DecodeConfig(
         dead_letter_topic=topics.dead_letters,
         max_message_bytes=settings.max_message_bytes,
