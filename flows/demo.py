@@ -192,6 +192,7 @@ def _scrape(url: str) -> list[str]:
     wanted = (
         "streamscore_events_in_total",
         "streamscore_scored_total",
+        "streamscore_chargebacks_total",
         "streamscore_dead_letters_total",
         "streamscore_e2e_latency_seconds_count",
     )
