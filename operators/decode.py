@@ -237,7 +237,8 @@ def dead_letter(
     """The contract's DeadLetter for a raw record, keyed by the record's original key.
 
     When key and value would exceed ``max_bytes``, the key is cut to
-    ``KEY_KEEP_BYTES`` and the payload to what fits, and ``truncated`` is set.
+    ``KEY_KEEP_BYTES`` (at most a quarter of ``max_bytes``) and the payload to
+    what fits, and ``truncated`` is set.
     """
     key, value = rec.key, rec.value or b""
     msg = _dead_letter(topic, rec, key, value, reason, error, received_ms, truncated=False)
