@@ -220,12 +220,33 @@ def _check_layout(store: RocksStore, settings: Settings, state_path: Path, worke
         )
 
 
+def _partitions_ready(recovery_dir: Path) -> bool:
+    """Whether every recovery partition exists with its tables.
+
+    Process 0 creates the partition files and then their tables: another
+    process that saw only the files would read a database with no tables yet.
+    """
+    parts = partitions(recovery_dir)
+    if not parts:
+        return False
+    try:
+        for part in parts:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                counts = {c for (c,) in db.execute("SELECT part_count FROM parts")}
+                db.execute("SELECT COUNT(*) FROM snaps").fetchone()
+            if not counts:  # a host may hold only some of the partitions: any count
+                return False
+    except sqlite3.Error:
+        return False
+    return True
+
+
 def _ensure_partitions(settings: Settings, process_id: int, sleep: Callable[[float], None]) -> None:
     recovery_dir = settings.recovery_dir
     assert recovery_dir is not None
-    if partitions(recovery_dir):
-        return
     if process_id == 0:
+        if partitions(recovery_dir):
+            return
         recovery_dir.mkdir(parents=True, exist_ok=True)
         init_db_dir(recovery_dir, settings.recovery_partitions)  # type: ignore[no-untyped-call]
         log.info(
@@ -233,7 +254,7 @@ def _ensure_partitions(settings: Settings, process_id: int, sleep: Callable[[flo
         )
         return
     deadline = time.monotonic() + settings.startup_wait_s
-    while not partitions(recovery_dir):
+    while not _partitions_ready(recovery_dir):
         if time.monotonic() > deadline:
             raise ConfigError(
                 "STREAMSCORE_RECOVERY_DIR (--recovery-dir)",

@@ -38,8 +38,14 @@ def test_two_processes_score_everything_once_with_the_replays_features(
         start_flow(env, recovery, logs[i], "--until-eof", "-i", str(i), "-a", addresses)
         for i in range(2)
     ]
-    for proc, log in zip(procs, logs, strict=True):
-        assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    try:
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    finally:
+        for proc in procs:  # one failed: the other waits for it forever
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     expected = replayed_rows(sent)
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(expected))

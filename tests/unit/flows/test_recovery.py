@@ -71,6 +71,26 @@ def test_other_processes_wait_for_the_partitions_then_name_the_setting(tmp_path:
         prepare_recovery(settings, process_id=1, processes=2, sleep=lambda _s: None)
 
 
+def test_other_processes_wait_until_process_0_has_created_the_tables(tmp_path: Path) -> None:
+    # Process 0 creates the partition files, then their tables: a partition file with
+    # no tables yet is not ready, and process 1 waits instead of reading it.
+    settings = _settings(tmp_path)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    sqlite3.connect(recovery / "part-0.sqlite3").close()  # the file, no tables yet
+    polls: list[float] = []
+
+    def create_tables_on_the_second_poll(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:
+            (recovery / "part-0.sqlite3").unlink()
+            init_db_dir(recovery, 1)  # type: ignore[no-untyped-call]
+
+    prepare_recovery(settings, process_id=1, processes=2, sleep=create_tables_on_the_second_poll)
+    assert len(polls) == 2
+    assert not has_snapshots(recovery)
+
+
 def test_snapshots_without_the_state_dir_are_refused_naming_the_fix(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     prepare_recovery(settings, process_id=0, processes=1)
