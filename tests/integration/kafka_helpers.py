@@ -6,9 +6,12 @@ Also the in-process way to run the flow over what is in the topics, to the end.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from bytewax.testing import run_main
@@ -21,6 +24,7 @@ from models.registry import ModelRegistry
 from operators.metrics import ServiceMetrics
 from schemas.settings import Settings
 from state.rocksdb import ProcessStore
+from tests.conftest import ROOT
 
 
 def produce(
@@ -87,3 +91,32 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class OwnBroker:
+    """A broker of a test's own (``scripts/kafka`` on free ports, data under ``home``).
+
+    For the tests that stop a broker mid-run: the session's broker stays up.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self._env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_HOME_DIR": str(home),
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of the broker."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        subprocess.run([str(ROOT / "scripts" / "kafka"), "start"], env=self._env, check=True)
+
+    def stop(self, *, check: bool = True) -> None:
+        """Stop it (``check=False``: whatever state it is in, as in a finally)."""
+        subprocess.run([str(ROOT / "scripts" / "kafka"), "stop"], env=self._env, check=check)

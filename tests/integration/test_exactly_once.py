@@ -50,7 +50,7 @@ from tests.integration.crash_helpers import (
     simulated_log,
     start_flow,
 )
-from tests.integration.kafka_helpers import free_port, produce, run_flow_to_end
+from tests.integration.kafka_helpers import OwnBroker, produce, run_flow_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -289,17 +289,10 @@ def test_broker_stopped_for_30_s_mid_epoch_commits_nothing_twice(
     settings: Settings, tmp_path: Path, throwaway_topics: list[str]
 ) -> None:
     """A broker of its own, stopped while the flow has an epoch's transaction open."""
-    port, controller = free_port(), free_port()
-    kafka_env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(controller),
-        "KAFKA_HOME_DIR": str(tmp_path / "kafka"),
-    }
-    kafka = [str(ROOT / "scripts" / "kafka")]
-    subprocess.run([*kafka, "start"], env=kafka_env, check=True)
+    broker = OwnBroker(tmp_path / "kafka")
+    broker.start()
     try:
-        settings = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
         create_topics(settings.bootstrap_servers, contract_topics(settings.topics), 2)
         settings, env = _exactly_once(settings, [])
         log = tmp_path / "flow.log"
@@ -309,10 +302,10 @@ def test_broker_stopped_for_30_s_mid_epoch_commits_nothing_twice(
         _wait_committed(settings.bootstrap_servers, settings.topics.scores, 500, 90)
         # More input, and the broker goes away while the flow writes it.
         sent += publish_log(settings, records[500:3_000])
-        subprocess.run([*kafka, "stop"], env=kafka_env, check=True)
+        broker.stop()
         time.sleep(BROKER_DOWN_S)
         assert flow.poll() is None, log.read_text()[-3000:]
-        subprocess.run([*kafka, "start"], env=kafka_env, check=True)
+        broker.start()
 
         sent += publish_log(settings, records[3_000:])
         _wait_committed(settings.bootstrap_servers, settings.topics.scores, 6_000, 150)
@@ -320,7 +313,7 @@ def test_broker_stopped_for_30_s_mid_epoch_commits_nothing_twice(
         assert flow.wait(timeout=60) == 0, log.read_text()[-3000:]
         _assert_scored_once(settings, sent)
     finally:
-        subprocess.run([*kafka, "stop"], env=kafka_env, check=False)
+        broker.stop(check=False)
 
 
 def test_the_consumer_group_shows_offsets_and_lag_in_the_brokers_tool(

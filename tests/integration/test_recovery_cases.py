@@ -22,7 +22,6 @@ from operators.replay import ReplayRecord
 from schemas.settings import Settings
 from state.epochs import EpochStore
 from state.rocksdb import RocksStore, process_state_path
-from tests.conftest import ROOT
 from tests.integration.crash_helpers import (
     assert_scored_as_replayed,
     flow_env,
@@ -31,7 +30,7 @@ from tests.integration.crash_helpers import (
     simulated_log,
     start_flow,
 )
-from tests.integration.kafka_helpers import free_port, read_all
+from tests.integration.kafka_helpers import OwnBroker, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -187,17 +186,10 @@ def test_broker_down_for_a_minute_then_back_loses_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
     """A broker of its own (it is stopped mid-run); the flow waits it out and goes on."""
-    port, controller = free_port(), free_port()
-    kafka_env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(controller),
-        "KAFKA_HOME_DIR": str(tmp_path / "kafka"),
-    }
-    kafka = [str(ROOT / "scripts" / "kafka")]
-    subprocess.run([*kafka, "start"], env=kafka_env, check=True)
+    broker = OwnBroker(tmp_path / "kafka")
+    broker.start()
     try:
-        settings = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
         create_topics(settings.bootstrap_servers, contract_topics(settings.topics), 2)
         env, recovery, log = flow_env(settings), tmp_path / "recovery", tmp_path / "flow.log"
         records = simulated_log(46, 4_000)
@@ -205,10 +197,10 @@ def test_broker_down_for_a_minute_then_back_loses_nothing(
         sent = publish_log(settings, records[:2_000])
         read_all(settings.bootstrap_servers, settings.topics.scores, expect=2_000, timeout_s=60)
 
-        subprocess.run([*kafka, "stop"], env=kafka_env, check=True)
+        broker.stop()
         time.sleep(BROKER_DOWN_S)
         assert flow.poll() is None, log.read_text()[-3000:]
-        subprocess.run([*kafka, "start"], env=kafka_env, check=True)
+        broker.start()
 
         sent += publish_log(settings, records[2_000:])
         read_all(settings.bootstrap_servers, settings.topics.scores, expect=4_000, timeout_s=120)
@@ -218,7 +210,7 @@ def test_broker_down_for_a_minute_then_back_loses_nothing(
         copies = _check_scores(settings, sent)
         assert max(copies.values()) == 1
     finally:
-        subprocess.run([*kafka, "stop"], env=kafka_env, check=False)
+        broker.stop(check=False)
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
