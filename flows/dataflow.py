@@ -1,9 +1,10 @@
 """``build_flow``: the one place that wires the stages, in pipeline order.
 
 transactions, chargebacks (Kafka)
-  -> decode + per-partition watermarks (bad records -> dead letters)
-  -> card shards: duplicates, sliding windows, sessions (RocksDB)
+  -> decode + per-partition watermarks (bad records -> dead-letters)
+  -> card shards: duplicates (-> dead-letters), sliding windows, sessions (RocksDB)
   -> merchant shards: tumbling windows, chargebacks (RocksDB) -> window-aggregates
+     (chargebacks for closed windows -> dead-letters)
   -> score (ONNX, batched) -> scores
   -> drift (one monitor for the flow) -> drift
   -> quality (decisions joined with chargebacks per merchant shard, summed) -> quality
@@ -184,7 +185,7 @@ def build_flow(
         versioned=settings.recovery_dir is not None,
         workers=workers,
     )
-    routed = windows(
+    routed, born_dead = windows(
         "windows",
         batches,
         config=windows_config,
@@ -274,7 +275,7 @@ def build_flow(
         undo_keep=settings.state_undo_epochs,
         versioned=settings.recovery_dir is not None,
     )
-    out = op.merge("outputs", messages, drift_out, quality_out)
+    out = op.merge("outputs", born_dead, messages, drift_out, quality_out)
     if sink is None:
         sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_client_config())
         writer = None

@@ -9,7 +9,7 @@ cost of a plain assignment. Treat them as read-only all the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar
 
 from schemas.records import Chargeback, Transaction
@@ -141,9 +141,6 @@ class ShardInput:
     txns: list[TxnEnvelope]
     ordered: list[Featured | CbEnvelope | Tick]  # merchant-stage input, in processing order
     target: str = ""  # the shard it is routed to (a logic does not otherwise know its key)
-    # Dead letters riding along to the flow's output: the windows hand them on, so
-    # they need no operators (and no per-step engine cost) of their own.
-    dead: list[OutMessage] = field(default_factory=list)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _shard_input, (
@@ -153,7 +150,6 @@ class ShardInput:
             self.target,
             [_envelope_row(env) for env in self.txns],
             [_ordered_row(item) for item in self.ordered],
-            self.dead,
         )
 
 
@@ -214,7 +210,6 @@ def _shard_input(
     target: str,
     txns: list[Any],
     ordered: list[Any],
-    dead: list[OutMessage],
 ) -> ShardInput:
     return ShardInput(
         origin,
@@ -228,5 +223,4 @@ def _shard_input(
             for item in ordered
         ],
         target,
-        dead,
     )

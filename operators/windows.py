@@ -109,8 +109,8 @@ def shard_of(keys: tuple[str, ...], entity_id: str) -> str:
 def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) -> list[Routed]:
     """Split a source batch: transactions to card shards, chargebacks to merchant shards.
 
-    The batch's dead letters ride with one of its shard inputs (a shard of the
-    stage its kind goes to), so they reach the output through the windows.
+    The batch's dead letters are not routed: they leave the flow at the source
+    (see :func:`windows`).
     """
     card_keys, merchant_keys = shard_keys("c", shards, workers), shard_keys("m", shards, workers)
     by_card: dict[str, list[TxnEnvelope]] = {}
@@ -122,7 +122,6 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     stage_keys = card_keys if batch.kind == "transaction" else merchant_keys
     targets: tuple[str, ...] = stage_keys if batch.broadcast else ()
     routed = dict.fromkeys([*by_card, *by_merchant, *targets])
-    carrier = _carrier(routed, batch.dead, stage_keys, batch.source)
     return [
         (
             key,
@@ -133,26 +132,10 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
                 txns=by_card.get(key, []),
                 ordered=by_merchant.get(key, []),
                 target=key,
-                dead=batch.dead if key == carrier else [],
             ),
         )
         for key in routed
     ]
-
-
-def _carrier(
-    routed: dict[str, None], dead: list[OutMessage], keys: tuple[str, ...], sender: str
-) -> str | None:
-    """The routed shard whose input carries ``dead`` on to the next stage.
-
-    The first one routed; with none routed but dead letters to hand on, the
-    sender's shard of ``keys``, added to ``routed``. None when nothing is routed.
-    """
-    carrier = next(iter(routed), None)
-    if dead and carrier is None:
-        carrier = shard_of(keys, sender)
-        routed[carrier] = None
-    return carrier
 
 
 class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
@@ -192,7 +175,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         merchant_keys = self._config.merchant_keys
         engine = self._engine_for(values)
         per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
-        dead = [msg for shard_input in values for msg in shard_input.dead]
+        dead: list[OutMessage] = []
         txns = sorted(
             (env for shard_input in values for env in shard_input.txns), key=_ingest_order
         )
@@ -218,23 +201,12 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
             targets = merchant_keys
         idle = self._wm.all_idle()
         origin = self._shard
-        routed = dict.fromkeys([*per_merchant, *targets])
-        carrier = _carrier(routed, dead, merchant_keys, origin)
-        out = [
-            (
-                key,
-                ShardInput(
-                    origin,
-                    wm,
-                    idle,
-                    [],
-                    per_merchant.get(key, []),
-                    key,
-                    dead if key == carrier else [],
-                ),
-            )
-            for key in routed
+        out: list[Routed] = [
+            (key, ShardInput(origin, wm, idle, [], per_merchant.get(key, []), key))
+            for key in dict.fromkeys([*per_merchant, *targets])
         ]
+        if dead:
+            out.append((DEAD, dead))  # duplicates leave the flow here, not through the merchants
         return out, op.StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Routed], bool]:
@@ -309,7 +281,6 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         if labels:
             self._on_chargebacks(len(labels) - len(dead))  # the others were dead letters
         for shard_input in values:
-            dead.extend(shard_input.dead)  # handed on from the sources and card shards
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
         aggregates = engine.advance(wm)
@@ -385,28 +356,33 @@ def windows(
     on_state_size: Callable[[int], None] = lambda _n: None,
     on_input: Callable[[PartitionBatch], None] = lambda _b: None,
     on_chargebacks: Callable[[int], None] = lambda _n: None,
-) -> Stream[tuple[str, Routed]]:
-    """Source batches -> ``(merchant shard, (kind, payload))``.
+) -> tuple[Stream[tuple[str, Routed]], Stream[tuple[str, list[OutMessage]]]]:
+    """Source batches -> ``(merchant shard, (kind, payload))``, and the dead letters.
 
-    Kinds: ``"score"`` with a list of :class:`Featured`, ``"dead"`` and
-    ``"aggregates"`` with lists of :class:`OutMessage`, and the merchant shards'
-    chargeback labels and watermarks for :mod:`operators.quality`. The shard
-    key spreads output over the sink's partitions. ``on_input`` sees each
-    source batch first (the input counters); ``on_chargebacks`` is told how many
-    chargebacks were counted in windows.
+    Kinds: ``"score"`` with a list of :class:`Featured`, ``"aggregates"`` and
+    ``"dead"`` (chargebacks for closed windows) with lists of
+    :class:`OutMessage`, and the merchant shards' chargeback labels and
+    watermarks for :mod:`operators.quality`. The shard key spreads output over
+    the sink's partitions. ``on_input`` sees each source batch first (the input
+    counters); ``on_chargebacks`` is told how many chargebacks were counted in
+    windows.
 
-    Everything, dead letters included, leaves through the merchant stage, and
-    the only steps besides the two stateful ones are the routing, a split and
-    a re-key: every operator costs a fixed amount per worker step, which is
-    most of what a step costs at moderate load (small batches).
+    Dead letters leave where they are born: the decoder's with the source
+    batch, the card shards' duplicates from the card stage; the second stream
+    carries both, as ``("dead", [OutMessage])``, straight to the output.
     """
 
-    def route(batch: PartitionBatch) -> list[Routed]:
+    def route(batch: PartitionBatch) -> list[tuple[str, Any]]:
         on_input(batch)
-        return route_partition_batch(batch, config.shards, config.workers)
+        routed: list[tuple[str, Any]] = route_partition_batch(batch, config.shards, config.workers)
+        if batch.dead:
+            routed.append((DEAD, batch.dead))
+        return routed
 
     routed = op.flat_map(f"{step_id}-route", up, route)
-    split = op.branch(f"{step_id}-split", routed, lambda kv: kv[0][0] == "c")
+    # Dead letters first, then the card shards' inputs (keys "c..."), then the merchants'.
+    decode_dead = op.branch(f"{step_id}-decode-dead", routed, lambda kv: kv[0] == DEAD)
+    split = op.branch(f"{step_id}-split", decode_dead.falses, lambda kv: kv[0][0] == "c")
     cards = op.stateful_batch(
         f"{step_id}-cards",
         split.trues,
@@ -414,8 +390,13 @@ def windows(
     )
     # A card shard's output is keyed by the card shard: re-key it to its target.
     card_out = op.map(f"{step_id}-card-out", cards, lambda kv: kv[1])
-    return op.stateful_batch(
+    card_dead = op.branch(f"{step_id}-card-dead", card_out, lambda kv: kv[0] == DEAD)
+    merchants = op.stateful_batch(
         f"{step_id}-merchants",
-        op.merge(f"{step_id}-merchant-in", card_out, split.falses),
+        op.merge(f"{step_id}-merchant-in", card_dead.falses, split.falses),
         lambda resume: _MerchantLogic(config, store(), resume, dead_letters, on_chargebacks),
     )
+    dead: Stream[tuple[str, list[OutMessage]]] = op.merge(
+        f"{step_id}-dead", decode_dead.trues, card_dead.trues
+    )
+    return merchants, dead

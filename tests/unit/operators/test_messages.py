@@ -7,7 +7,6 @@ import pickle
 from operators.messages import (
     CbEnvelope,
     Featured,
-    OutMessage,
     RawRecord,
     ShardInput,
     Tick,
@@ -56,8 +55,7 @@ def test_shard_input_round_trip_is_exact() -> None:
         Featured(sparse, {"card_amount_1m": 0.0, "card_count_1m": 2.0}, T0 + 2),
         Featured(full, {}, T0 + 3),
     ]
-    dead = [OutMessage("dead-letters", b"c-1", b'{"reason": "schema"}')]
-    batch = ShardInput("c3", T0 + 9, True, [full, sparse], ordered, "m5", dead)
+    batch = ShardInput("c3", T0 + 9, True, [full, sparse], ordered, "m5")
 
     got = pickle.loads(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
 
