@@ -31,6 +31,11 @@ class BenchConfig:
     latency_seconds: float = 30.0
     latency_warmup_s: float = 5.0
     latency_processes: int = 1
+    # Consecutive latency runs at ``rate`` (the p99 target must hold in each), then one run
+    # of ``cluster_processes`` processes at ``cluster_rate`` (0 processes skips it).
+    latency_runs: int = 5
+    cluster_rate: float = 25_000.0
+    cluster_processes: int = 2
     phase_timeout_s: float = 120.0
     out: Path = DEFAULT_OUT
     keep_topics: bool = False
@@ -121,6 +126,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline processes in the latency run",
     )
     parser.add_argument(
+        "--latency-runs",
+        type=_positive_int,
+        default=d.latency_runs,
+        help="consecutive latency runs at --rate (the p99 target must hold in each)",
+    )
+    parser.add_argument(
+        "--cluster-rate",
+        type=_positive_float,
+        default=d.cluster_rate,
+        help="offered events/s in the cluster latency run",
+    )
+    parser.add_argument(
+        "--cluster-processes",
+        type=_non_negative_int,
+        default=d.cluster_processes,
+        help="pipeline processes in the cluster latency run (0 skips it)",
+    )
+    parser.add_argument(
         "--phase-timeout",
         type=_positive_float,
         default=d.phase_timeout_s,
@@ -175,6 +198,9 @@ def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig
         latency_seconds=args.latency_seconds,
         latency_warmup_s=args.latency_warmup,
         latency_processes=args.latency_processes,
+        latency_runs=args.latency_runs,
+        cluster_rate=args.cluster_rate,
+        cluster_processes=args.cluster_processes,
         phase_timeout_s=args.phase_timeout,
         out=args.out,
         keep_topics=args.keep_topics,

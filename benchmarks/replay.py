@@ -12,12 +12,15 @@
 5. The Kafka client's own CPU a record, consume and produce apart, over the
    same input (:mod:`benchmarks.kafka_client`).
 6. End-to-end latency of ``streamscore run`` in tail mode at a fixed offered
-   rate (see :mod:`benchmarks.latency`).
+   rate (see :mod:`benchmarks.latency`): ``--latency-runs`` consecutive runs
+   (default 5) of ``--latency-processes`` at ``--rate``, each with fresh
+   topics, state and processes, then one run of ``--cluster-processes`` (a
+   bytewax cluster) at ``--cluster-rate``.
 7. Whole-pipeline peak RSS with ``--rss-cards`` (default 1,000,000) distinct
    cards: ``streamscore run --until-eof`` as 1 process over a fresh input whose
    transactions take the cards in turn (``--rss-cards 0`` skips it).
 
-``--latency-only`` (:func:`run_latency_bench`) runs step 6 alone, for the
+``--latency-only`` (:func:`run_latency_bench`) runs step 6's consecutive runs alone, for the
 latency figures without the minutes of the throughput phases; ``--rss-only``
 (:func:`run_rss_bench`) runs step 7 alone.
 
@@ -527,17 +530,18 @@ def run_bench(config: BenchConfig, *, echo: Echo = print) -> Results:
     return results
 
 
-def run_latency_bench(config: BenchConfig, *, echo: Echo = print) -> Latency:
-    """Only the latency phase (``--latency-only``): write its JSON, print it; return it."""
+def run_latency_bench(config: BenchConfig, *, echo: Echo = print) -> list[Latency]:
+    """Only the consecutive latency runs (``--latency-only``): write their JSON, print them."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     say = _flushing(echo)
-    latency = _in_session(config, say, _latency_phase)
-    write_json(build_latency_report(config, started_at, latency), config.out)
-    say(latency_line(latency))
-    for line in target_lines({"p99_ms_at_offered_rate": p99_target(latency)}):
+    runs = _in_session(config, say, _latency_runs)
+    write_json(build_latency_report(config, started_at, runs), config.out)
+    for latency in runs:
+        say(latency_line(latency))
+    for line in target_lines({"p99_ms_at_offered_rate": p99_target(runs)}):
         say(line)
     say(f"figures: {config.out}")
-    return latency
+    return runs
 
 
 def run_rss_bench(config: BenchConfig, *, echo: Echo = print) -> CardsRss:
@@ -628,7 +632,17 @@ def _run_phases(s: _Session, started_at: str) -> Results:
     kafka_client = _kafka_client_phase(s, transactions=transactions, expected=expected)
     if not config.keep_topics:
         delete_topics(config.bootstrap, [transactions])  # free the broker's disk for the rest
-    latency = _latency_phase(s)
+    latency, *more = _latency_runs(s)
+    cluster = (
+        _latency_phase(
+            s,
+            label="latency-cluster",
+            processes=config.cluster_processes,
+            rate=config.cluster_rate,
+        )
+        if config.cluster_processes > 0
+        else None
+    )
     rss = _rss_phase(s) if config.rss_cards > 0 else None
     return Results(
         config=config,
@@ -641,31 +655,43 @@ def _run_phases(s: _Session, started_at: str) -> Results:
         kafka_streams=kafka_streams,
         kafka_client=kafka_client,
         latency=latency,
+        latency_more=tuple(more),
+        latency_cluster=cluster,
         rss=rss,
     )
 
 
-def _latency_phase(s: _Session) -> Latency:
-    """Offer transactions at the fixed rate to ``streamscore run`` in tail mode."""
+def _latency_runs(s: _Session) -> list[Latency]:
+    """The consecutive latency runs at ``--rate``, each from a fresh start."""
     config = s.config
-    label = "latency"
-    plan = LatencyPlan(
-        rate=config.rate, warmup_s=config.latency_warmup_s, seconds=config.latency_seconds
-    )
+    return [
+        _latency_phase(
+            s,
+            label=f"latency-{run}" if config.latency_runs > 1 else "latency",
+            processes=config.latency_processes,
+            rate=config.rate,
+        )
+        for run in range(1, config.latency_runs + 1)
+    ]
+
+
+def _latency_phase(s: _Session, *, label: str, processes: int, rate: float) -> Latency:
+    """Offer transactions at ``rate`` to ``processes`` of ``streamscore run`` in tail mode."""
+    config = s.config
+    plan = LatencyPlan(rate=rate, warmup_s=config.latency_warmup_s, seconds=config.latency_seconds)
     transactions = f"{s.run_id}-{label}-transactions"
     chargebacks = f"{s.run_id}-{label}-chargebacks"
     s.new_topics([transactions, chargebacks])
     topics = s.pipeline_topics(label, transactions=transactions, chargebacks=chargebacks)
     env = pipeline_env(config.bootstrap, topics, s.state_dir(label))
-    processes = config.latency_processes
     logs = [s.work / f"{label}-process-{i}.log" for i in range(processes)]
-    s.say(f"{label}: starting {processes} pipeline process(es) in tail mode")
+    s.say(f"{label}: starting {processes} pipeline process(es) in tail mode, {rate:,.0f} ev/s")
     procs = [
         s.children.spawn(argv, env=env, log=log)
         for argv, log in zip(pipeline_argv(processes, until_eof=False), logs, strict=True)
     ]
     # Generated while the pipeline starts up, so the sender only formats and produces.
-    sim = SimConfig(seed=config.seed + 1, cards=config.cards, events_per_second=config.rate)
+    sim = SimConfig(seed=config.seed + 1, cards=config.cards, events_per_second=rate)
     items = templates(sim, plan.total)
     s.say(f"{label}: {len(items):,} transactions generated")
 
@@ -693,7 +719,7 @@ def _latency_phase(s: _Session) -> Latency:
     result = latency_from_samples(
         samples.samples_s,
         processes=processes,
-        offered_rate=config.rate,
+        offered_rate=rate,
         sent=samples.sent,
         sent_seconds=samples.sent_seconds,
         warmup_s=config.latency_warmup_s,

@@ -25,6 +25,7 @@ TARGET_OVER_QUIX = 4.0
 TARGET_P99_MS = 50.0
 TARGET_RSS_MIB = 1024.0
 TARGET_RSS_CARDS = 1_000_000
+TARGET_COLD_START_S = 5.0
 
 DEFINITIONS = {
     "events": (
@@ -92,6 +93,17 @@ DEFINITIONS = {
         "time.perf_counter() just before produce() of the input (the input's Kafka timestamp "
         "is set to that instant too); one clock, one process; warm-up excluded; includes both "
         "Kafka hops, the producer's linger and the consumer's fetch wait"
+    ),
+    "latency_runs": (
+        "--latency-runs consecutive latency runs at --rate, each with fresh topics, state "
+        "and pipeline processes; the p99 target holds only if it holds in every run; "
+        "latency_cluster: one more run with --cluster-processes (a bytewax cluster) at "
+        "--cluster-rate"
+    ),
+    "cold_start_s": (
+        "the 1-process throughput run's startup_s: from spawning `streamscore run` to its "
+        "first score on the scores topic, with the whole input waiting (interpreter start, "
+        "imports, model load and any JIT compilation, broker connection, the first batch)"
     ),
     "latency_cpu": (
         "user + system CPU seconds of the latency run's pipeline processes (/proc/<pid>/stat) "
@@ -290,9 +302,17 @@ class Results:
     quix: Throughput
     kafka_streams: Throughput
     kafka_client: KafkaClient
-    latency: Latency
+    latency: Latency  # the first latency run at --rate
     # The whole-pipeline RSS phase; None when skipped (--rss-cards 0).
     rss: CardsRss | None = None
+    # The further consecutive runs at --rate, and the cluster run (None when skipped).
+    latency_more: tuple[Latency, ...] = ()
+    latency_cluster: Latency | None = None
+
+    @property
+    def latency_runs(self) -> tuple[Latency, ...]:
+        """Every latency run at --rate, in order."""
+        return (self.latency, *self.latency_more)
 
     @property
     def throughputs(self) -> tuple[Throughput, ...]:
@@ -321,13 +341,16 @@ def ratios(results: Results, *, steady: bool = True) -> dict[str, float | None]:
 
 def peak_rss(results: Results) -> dict[str, float]:
     """Peak RSS per pipeline run in MiB (the 2-process run per process and summed)."""
-    b1, b2, lat = results.pipeline_1p, results.pipeline_2p, results.latency
+    b1, b2 = results.pipeline_1p, results.pipeline_2p
+    lat = [m for run in results.latency_runs for m in run.peak_rss_mib]
     out = {"pipeline_1p": max(b1.peak_rss_mib, default=0.0)}
     for i, mib in enumerate(b2.peak_rss_mib):
         out[f"pipeline_2p_process_{i}"] = mib
     out["pipeline_2p_total"] = sum(b2.peak_rss_mib)
-    out["latency_run"] = max(lat.peak_rss_mib, default=0.0)
-    runs = [*b1.peak_rss_mib, *b2.peak_rss_mib, *lat.peak_rss_mib]
+    out["latency_run"] = max(lat, default=0.0)
+    if results.latency_cluster is not None:
+        lat.extend(results.latency_cluster.peak_rss_mib)
+    runs = [*b1.peak_rss_mib, *b2.peak_rss_mib, *lat]
     if results.rss is not None:
         out["rss_phase"] = results.rss.peak_rss_mib
         runs.append(results.rss.peak_rss_mib)
@@ -406,7 +429,6 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
     """The issue's targets beside what this run measured."""
     eps_2p = results.pipeline_2p.steady_events_per_s
     over_quix = ratios(results)["pipeline_2p_over_quix"]
-    lat = results.latency
     rss = peak_rss(results)["max_per_process"]
     checked: dict[str, dict[str, object]] = {
         "pipeline_2p_events_per_s": {
@@ -419,19 +441,34 @@ def targets(results: Results) -> dict[str, dict[str, object]]:
             "measured": over_quix,
             "met": over_quix is not None and over_quix >= TARGET_OVER_QUIX,
         },
-        "p99_ms_at_offered_rate": p99_target(lat),
-        "peak_rss_mib_per_process": rss_target(results.rss, rss, results.config.cards),
+        "p99_ms_at_offered_rate": p99_target(results.latency_runs),
+    }
+    if results.latency_cluster is not None:
+        checked["p99_ms_at_cluster_rate"] = p99_target([results.latency_cluster])
+    checked["peak_rss_mib_per_process"] = rss_target(results.rss, rss, results.config.cards)
+    cold = results.pipeline_1p.startup_s
+    checked["cold_start_s"] = {
+        "target": TARGET_COLD_START_S,
+        "measured": cold,
+        "met": cold < TARGET_COLD_START_S,
     }
     return checked
 
 
-def p99_target(lat: Latency) -> dict[str, object]:
-    """The p99 target beside what a latency phase measured."""
-    return {
+def p99_target(runs: Sequence[Latency]) -> dict[str, object]:
+    """The p99 target beside what latency runs measured: met only if met in every run."""
+    worst = max(runs, key=lambda lat: lat.p99_ms)
+    out: dict[str, object] = {
         "target": TARGET_P99_MS,
-        "measured": lat.p99_ms,
-        "met": lat.p99_ms < TARGET_P99_MS and not lat.lower_bounds,
+        "measured": worst.p99_ms,
+        "met": all(lat.p99_ms < TARGET_P99_MS and not lat.lower_bounds for lat in runs),
     }
+    if len(runs) > 1:
+        each = ", ".join(f"{lat.p99_ms:,.1f}" for lat in runs)
+        out["note"] = f"worst of {len(runs)} runs at {worst.offered_rate:,.0f} ev/s: {each} ms"
+    else:
+        out["note"] = f"{worst.processes} process(es) at {worst.offered_rate:,.0f} ev/s"
+    return out
 
 
 def _throughput_json(t: Throughput) -> dict[str, object]:
@@ -472,6 +509,9 @@ def _run_json(benchmark: str, started_at: str, config: BenchConfig) -> dict[str,
             "latency_seconds": config.latency_seconds,
             "latency_warmup_s": config.latency_warmup_s,
             "latency_processes": config.latency_processes,
+            "latency_runs": config.latency_runs,
+            "cluster_rate": config.cluster_rate,
+            "cluster_processes": config.cluster_processes,
             "phase_timeout_s": config.phase_timeout_s,
             "latency_only": config.latency_only,
             "rss_cards": config.rss_cards,
@@ -494,6 +534,10 @@ def build_report(results: Results) -> dict[str, object]:
         "ratios": ratios(results),
         "ratios_raw": ratios(results, steady=False),
         "latency": _latency_json(results.latency),
+        "latency_runs": [_latency_json(lat) for lat in results.latency_runs],
+        "latency_cluster": (
+            None if results.latency_cluster is None else _latency_json(results.latency_cluster)
+        ),
         "kafka_client": kafka_client_json(results.kafka_client, results.pipeline_1p),
         "rss_phase": None if results.rss is None else rss_json(results.rss),
         "peak_rss_mib": peak_rss(results),
@@ -501,13 +545,16 @@ def build_report(results: Results) -> dict[str, object]:
     }
 
 
-def build_latency_report(config: BenchConfig, started_at: str, lat: Latency) -> dict[str, object]:
+def build_latency_report(
+    config: BenchConfig, started_at: str, runs: Sequence[Latency]
+) -> dict[str, object]:
     """The figures of a ``--latency-only`` run and its p99 target, as a JSON-ready dict."""
     return {
         **_run_json("streamscore bench --latency-only (on the real broker)", started_at, config),
         "definitions": {k: DEFINITIONS[k] for k in DEFINITIONS if "latency" in k},
-        "latency": _latency_json(lat),
-        "targets": {"p99_ms_at_offered_rate": p99_target(lat)},
+        "latency": _latency_json(runs[0]),
+        "latency_runs": [_latency_json(lat) for lat in runs],
+        "targets": {"p99_ms_at_offered_rate": p99_target(runs)},
     }
 
 
@@ -549,7 +596,9 @@ def summary_lines(results: Results) -> list[str]:
         + ", ".join(f"{k} {_fmt_ratio(v)}" for k, v in ratios(results).items())
     )
     lines.append(kafka_client_line(results.kafka_client, results.pipeline_1p))
-    lines.append(latency_line(results.latency))
+    lines.extend(latency_line(lat) for lat in results.latency_runs)
+    if results.latency_cluster is not None:
+        lines.append(latency_line(results.latency_cluster))
     if results.rss is not None:
         lines.append(rss_line(results.rss))
     rss = peak_rss(results)
@@ -637,11 +686,13 @@ def write_chart(results: Results, path: Path) -> Path:
     ax_t.legend(fontsize="small")
     for i, value in enumerate(steady):
         ax_t.annotate(f"{value:,.0f}", (i + width / 2, value), ha="center", va="bottom", fontsize=7)
-    lat = results.latency
+    lat = max(results.latency_runs, key=lambda run: run.p99_ms)
     ax_l.bar(["p50", "p95", "p99"], [lat.p50_ms, lat.p95_ms, lat.p99_ms], color="tab:orange")
     ax_l.axhline(TARGET_P99_MS, color="grey", linestyle="--", label="p99 target")
     ax_l.set_ylabel("ms")
     title = f"ingest to score at {lat.offered_rate:,.0f} ev/s"
+    if len(results.latency_runs) > 1:
+        title += f"\n(worst p99 of {len(results.latency_runs)} runs)"
     if lat.lower_bounds:
         title += f"\n(only {lat.received:,} of {lat.sent:,} scored: lower bounds)"
     ax_l.set_title(title)
@@ -651,7 +702,7 @@ def write_chart(results: Results, path: Path) -> Path:
     rss_values = [
         max(results.pipeline_1p.peak_rss_mib, default=0.0),
         *b2,
-        max(lat.peak_rss_mib, default=0.0),
+        peak_rss(results)["latency_run"],
     ]
     if results.rss is not None:
         rss_labels.append(f"{_short_count(results.rss.cards_done)}\ncards")
