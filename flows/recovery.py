@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from operators import internals
 from schemas.errors import REBUILD_HINT, ConfigError, StateError
 from schemas.settings import Settings
 from state.rocksdb import RocksStore, process_state_path
@@ -50,39 +51,12 @@ def partitions(recovery_dir: Path) -> list[Path]:
 
 def has_snapshots(recovery_dir: Path) -> bool:
     """Whether any partition holds a state snapshot (a run has committed state)."""
-    for part in partitions(recovery_dir):
-        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-            (rows,) = db.execute("SELECT COUNT(*) FROM snaps").fetchone()
-        if rows:
-            return True
-    return False
+    return any(internals.snapshot_count(part) for part in partitions(recovery_dir))
 
 
 def resume_epoch(recovery_dir: Path) -> int | None:
-    """The epoch the next run resumes from, as bytewax computes it; None when unknown.
-
-    That is the smallest, over the workers of the latest execution, of the
-    frontier each one recorded (the execution's own resume epoch for a worker
-    that recorded none). None when no run has started yet, or when not every
-    partition is in ``recovery_dir`` (a cluster whose hosts keep their own).
-    """
-    parts = partitions(recovery_dir)
-    executions: list[tuple[int, int, int]] = []
-    fronts: list[tuple[int, int, int]] = []
-    counts: set[int] = set()
-    for part in parts:
-        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-            counts.update(c for (c,) in db.execute("SELECT part_count FROM parts"))
-            executions += db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs")
-            fronts += db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts")
-    if not executions or counts != {len(parts)}:
-        return None
-    ex, workers, resumed_at = max(executions)
-    frontier = dict.fromkeys(range(workers), resumed_at)
-    for ex_num, worker, front in fronts:
-        if ex_num == ex and worker in frontier:
-            frontier[worker] = max(frontier[worker], front)
-    return min(frontier.values())
+    """The epoch the next run resumes from, as bytewax computes it; None when unknown."""
+    return internals.resume_epoch(partitions(recovery_dir))
 
 
 def prune_uncommitted_snapshots(recovery_dir: Path) -> int:
@@ -99,10 +73,7 @@ def prune_uncommitted_snapshots(recovery_dir: Path) -> int:
     epoch = resume_epoch(recovery_dir)
     if epoch is None:
         return 0
-    deleted = 0
-    for part in partitions(recovery_dir):
-        with sqlite3.connect(part) as db:
-            deleted += db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)).rowcount
+    deleted = internals.delete_snapshots_from(partitions(recovery_dir), epoch)
     if deleted:
         log.info(
             "deleted %d snapshot(s) of epoch %d or later that an interrupted run wrote "
@@ -231,10 +202,7 @@ def _partitions_ready(recovery_dir: Path) -> bool:
         return False
     try:
         for part in parts:
-            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-                counts = {c for (c,) in db.execute("SELECT part_count FROM parts")}
-                db.execute("SELECT COUNT(*) FROM snaps").fetchone()
-            if not counts:  # a host may hold only some of the partitions: any count
+            if not internals.partition_counts(part):  # a host may hold only some: any count
                 return False
     except sqlite3.Error:
         return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar
 
+from operators.internals import rebuild_model
 from schemas.records import Chargeback, Transaction
 
 _T = TypeVar("_T")
@@ -180,17 +181,8 @@ def _envelope_row(env: TxnEnvelope) -> _EnvelopeRow:
 
 
 def _envelope(row: _EnvelopeRow) -> TxnEnvelope:
-    # The transaction was validated where it was decoded: rebuild it through pydantic's
-    # unpickling hook, as its own pickling would (cheaper than ``model_construct``).
-    txn = Transaction.__new__(Transaction)
-    txn.__setstate__(
-        {
-            "__dict__": row[0],
-            "__pydantic_extra__": None,
-            "__pydantic_fields_set__": set(_ALL_TXN_FIELDS if row[1] is None else row[1]),
-            "__pydantic_private__": None,
-        }
-    )
+    # The transaction was validated where it was decoded: rebuild it without validating.
+    txn = rebuild_model(Transaction, row[0], set(_ALL_TXN_FIELDS if row[1] is None else row[1]))
     return TxnEnvelope(txn, RawRecord(*row[2:8]), row[8], row[9])
 
 

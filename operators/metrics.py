@@ -6,8 +6,6 @@ No global registry: the entry point creates one, serves it, and hands it to
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -119,29 +117,3 @@ class ServiceMetrics:
                 "Chargebacked transactions that were declined (latest final window)",
             ),
         )
-
-
-def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
-    """``histogram.observe(a)`` for each amount, with one update per bucket hit.
-
-    prometheus-client has no batch observe, and a per-event ``observe`` (lock,
-    linear bucket search) would add that cost to every scored event. This
-    relies on the client's histogram internals (``_upper_bounds``,
-    ``_buckets``, ``_sum``, as in the pinned 0.26); the unit test compares the
-    exposition with per-amount ``observe``. The sum may differ from per-amount
-    additions in the last bits of its float.
-    """
-    if not amounts:
-        return
-    bounds = histogram._upper_bounds
-    hits = [0] * len(bounds)
-    for amount in amounts:
-        # observe() counts an amount in the first bucket with amount <= bound (none for NaN).
-        i = bisect.bisect_left(bounds, amount)
-        if i < len(bounds) and amount <= bounds[i]:
-            hits[i] += 1
-    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
-    histogram._sum.inc(sum(amounts))
-    for bucket, n in zip(histogram._buckets, hits, strict=True):
-        if n:
-            bucket.inc(n)

@@ -36,8 +36,9 @@ from models.rules import RULES_VERSION, rules_scores
 from operators.breaker import BreakerConfig, CircuitBreaker
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import ALL_FEATURES, txn_features
+from operators.internals import observe_many
 from operators.messages import Featured, OutMessage
-from operators.metrics import ServiceMetrics, observe_many
+from operators.metrics import ServiceMetrics
 from operators.quality import DECISIONS
 from schemas.timefmt import format_ms
 

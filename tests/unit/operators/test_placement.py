@@ -15,7 +15,8 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main
 
-from operators.placement import bytewax_worker, shard_keys, siphash13
+from operators.internals import bytewax_worker, siphash13
+from operators.placement import shard_keys
 
 
 def test_siphash13_matches_pythons_own_siphash_with_a_zero_key() -> None:

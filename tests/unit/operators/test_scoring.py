@@ -21,8 +21,9 @@ from operators import scoring
 from operators.breaker import BreakerConfig
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import txn_features
+from operators.internals import observe_many
 from operators.messages import Featured
-from operators.metrics import LATENCY_BUCKETS, ServiceMetrics, observe_many
+from operators.metrics import LATENCY_BUCKETS, ServiceMetrics
 from operators.quality import QualityInput
 from operators.replay import ReplayRecord, replay
 from operators.scoring import Scorer, ScoringConfig
