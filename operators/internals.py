@@ -59,6 +59,10 @@ def verified(dist: str) -> bool:
     return installed(dist) == VERIFIED[dist]
 
 
+# Whether each library is at its verified version, decided once: the hot paths read this.
+fast = {dist: verified(dist) for dist in VERIFIED}
+
+
 def require(dist: str, what: str) -> None:
     """Raise :class:`InternalsError` unless ``dist`` is at its verified version."""
     if not verified(dist):
@@ -138,7 +142,7 @@ def bytewax_worker(key: str, workers: int) -> int:
     Rust's ``DefaultHasher``: SipHash-1-3 with zero keys over the key's UTF-8
     bytes and a ``0xff`` terminator (``src/timely.rs``, ``PartitionFn``).
     """
-    if not verified("bytewax"):
+    if not fast["bytewax"]:
         _warn_once("bytewax", "shard placement")
     return siphash13(key.encode() + b"\xff") % workers
 
@@ -218,7 +222,7 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     """
     if not amounts:
         return
-    if not verified("prometheus-client"):
+    if not fast["prometheus-client"]:
         _warn_once("prometheus-client", "the batch histogram observe")
         for amount in amounts:
             histogram.observe(amount)
@@ -247,7 +251,7 @@ def rebuild_model(cls: type[M], values: dict[str, Any], fields_set: set[str]) ->
     ``model_construct``, which is the fallback (it also fills defaults, which
     ``values`` holds already).
     """
-    if not verified("pydantic"):
+    if not fast["pydantic"]:
         _warn_once("pydantic", "rebuilding validated records")
         return cls.model_construct(fields_set, **values)
     model = cls.__new__(cls)

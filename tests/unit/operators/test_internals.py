@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def other_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every guarded library reports a version other than the one verified."""
     monkeypatch.setattr(internals, "installed", lambda dist: "999.0")
+    monkeypatch.setattr(internals, "fast", dict.fromkeys(internals.VERIFIED, False))
     internals._warn_once.cache_clear()
 
 
