@@ -209,10 +209,42 @@ def describe(
     for how, keys in diffs.items():
         for key in keys[:SHOWN]:
             lines.append(f"{how}: {key}")
-            if key in canonical.records:
-                lines.append(f"  new: {shown(canonical.records[key].decode())}")
+            new = canonical.records[key].decode() if key in canonical.records else None
+            if new is not None:
+                lines.append(f"  new: {shown(new)}")
             if old is not None:
                 lines.append(f"  old: {shown(old.get(key, '(none)'))}")
+                if new is not None and key in old:
+                    lines.extend(f"  {d}" for d in field_changes(old[key], new)[:SHOWN])
     if old is None:
         lines.append("(old records not shown: git or the pinned commit is not available)")
     return "\n".join(lines)
+
+
+def field_changes(old: str, new: str) -> list[str]:
+    """The fields that differ between two canonical records, as ``path: old -> new``.
+
+    >>> field_changes('{"v": {"a": 1, "b": [1, 2]}}', '{"v": {"a": 1.0, "b": [1, 3], "c": 0}}')
+    ['v.a: 1 -> 1.0', 'v.b.1: 2 -> 3', 'v.c: (none) -> 0']
+    """
+    changes: list[str] = []
+
+    def walk(path: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(a.keys() | b.keys()):
+                walk(f"{path}.{name}" if path else name, a.get(name, _NONE), b.get(name, _NONE))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(f"{path}.{i}", x, y)
+        elif type(a) is not type(b) or a != b:
+            changes.append(f"{path}: {_repr(a)} -> {_repr(b)}")
+
+    walk("", orjson.loads(old), orjson.loads(new))
+    return changes
+
+
+_NONE = object()
+
+
+def _repr(value: Any) -> str:
+    return "(none)" if value is _NONE else orjson.dumps(value).decode()[:200]

@@ -3,10 +3,12 @@
 The one place that knows how to drive the engine: ``flows.dataflow.build_flow``
 with an in-memory source (the flow's own per-partition decoders) and a sink
 that keeps what it is given, a fixed clock and monotonic clock, the committed
-model, a fresh state directory and ``bytewax.testing.run_main``. Only
-``build_flow``'s keyword interface and the messages' ``topic``, ``key``,
-``value``, ``origin`` and ``position`` are used, so the runner works for any
-engine that keeps that interface (the pinned commit included).
+model, a fresh state directory and ``bytewax.testing.run_main``. It uses
+``build_flow``'s keyword interface, the decoder factory it hands to
+``make_source`` (``decode`` a list of ``RawRecord``, ``idle``) and the output
+messages' ``topic``, ``key``, ``value``, ``origin`` and ``position``; an engine
+that changes those changes this module, which must still drive the pinned
+commit (``tests/golden/regenerate.py`` runs it there).
 """
 
 from __future__ import annotations
