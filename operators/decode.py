@@ -91,6 +91,7 @@ class PartitionDecoder:
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
         parse, observe, to_dead = self._parse, self._wm.observe, self._dead
+        fast, limit = self._fast, self._config.max_message_bytes
         now = None if self._wall_clock is None else self._wall_clock()
         skip = self._skip
         for rec in batch:
@@ -98,7 +99,9 @@ class PartitionDecoder:
                 dead.append(to_dead(rec, "quarantined", skip[rec.offset]))
                 continue
             try:
-                parsed = parse(rec)
+                value = rec.value
+                fast_record = fast(value) if value is not None and len(value) <= limit else None
+                parsed = parse(rec) if fast_record is None else fast_record
             except Exception as exc:
                 # Every failure a record can cause on purpose is classified above; this
                 # one is a bug. Nothing was changed yet, so the record is skipped now.
@@ -139,6 +142,7 @@ class PartitionDecoder:
         return PartitionBatch(self._source, self._kind, self._wm.watermark, True, [], [], [], True)
 
     def _parse(self, rec: RawRecord) -> Transaction | Chargeback | tuple[DeadLetterReason, str]:
+        """A record the fast path declined: pydantic's verdict, after the size checks."""
         value = rec.value
         if value is None:
             return "json", "message has no value"
@@ -148,8 +152,7 @@ class PartitionDecoder:
                 f"value is {len(value)} bytes, limit is {limit}; "
                 f"payload cut to the first {limit} bytes"
             )
-        fast = self._fast(value)
-        return validate(self._model, value) if fast is None else fast
+        return validate(self._model, value)
 
 
 def validate(
