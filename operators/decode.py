@@ -6,7 +6,10 @@ the limit), ``json`` (missing value, not UTF-8, not JSON, a key named twice),
 partition's watermark and of its own Kafka timestamp, or of the wall clock;
 see :mod:`operators.watermarks`) and ``quarantined`` (a record that crashed a
 step before, see :mod:`operators.quarantine`, or that made decoding itself
-raise). Time rules: the partition's watermark
+raise). pydantic (:func:`validate`) decides what a record is and every
+dead letter's error; :mod:`operators.decode_fast` reads the plain records it
+is sure pydantic would accept, as the same instances, with msgspec, and hands
+every other value to pydantic. Time rules: the partition's watermark
 advances when accepted records agree; a transaction behind it by more than the
 allowed lateness is marked late. State: the partition's two largest accepted
 event times, snapshotted with the source offset.
@@ -31,6 +34,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from operators.decode_fast import fast_chargeback, fast_transaction
 from operators.messages import CbEnvelope, OutMessage, PartitionBatch, RawRecord, TxnEnvelope
 from operators.watermarks import PartitionWatermark, TimeConfig, WatermarkState
 from schemas.records import Chargeback, DeadLetterReason, Transaction
@@ -74,6 +78,8 @@ class PartitionDecoder:
         self._wall_clock = wall_clock
         self._broadcast_wm: int | None = None
         self._idle = False
+        self._model = Transaction if kind == "transaction" else Chargeback
+        self._fast = fast_transaction if kind == "transaction" else fast_chargeback
 
     def snapshot(self) -> WatermarkState:
         """Resume state: the partition's two largest accepted event times."""
@@ -85,6 +91,7 @@ class PartitionDecoder:
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
         parse, observe, to_dead = self._parse, self._wm.observe, self._dead
+        fast, limit = self._fast, self._config.max_message_bytes
         now = None if self._wall_clock is None else self._wall_clock()
         skip = self._skip
         for rec in batch:
@@ -92,7 +99,9 @@ class PartitionDecoder:
                 dead.append(to_dead(rec, "quarantined", skip[rec.offset]))
                 continue
             try:
-                parsed = parse(rec)
+                value = rec.value
+                fast_record = fast(value) if value is not None and len(value) <= limit else None
+                parsed = parse(rec) if fast_record is None else fast_record
             except Exception as exc:
                 # Every failure a record can cause on purpose is classified above; this
                 # one is a bug. Nothing was changed yet, so the record is skipped now.
@@ -133,6 +142,7 @@ class PartitionDecoder:
         return PartitionBatch(self._source, self._kind, self._wm.watermark, True, [], [], [], True)
 
     def _parse(self, rec: RawRecord) -> Transaction | Chargeback | tuple[DeadLetterReason, str]:
+        """A record the fast path declined: pydantic's verdict, after the size checks."""
         value = rec.value
         if value is None:
             return "json", "message has no value"
@@ -142,15 +152,21 @@ class PartitionDecoder:
                 f"value is {len(value)} bytes, limit is {limit}; "
                 f"payload cut to the first {limit} bytes"
             )
-        model = Transaction if self._kind == "transaction" else Chargeback
-        try:
-            record = model.model_validate_json(value)
-        except ValidationError as exc:
-            return _classify(exc)
-        duplicate = _duplicate_key(value, len(record.model_fields_set))
-        if duplicate is not None:
-            return "json", f"duplicate key {duplicate!r}: a record names each field once"
-        return record
+        return validate(self._model, value)
+
+
+def validate(
+    model: type[Transaction] | type[Chargeback], value: bytes
+) -> Transaction | Chargeback | tuple[DeadLetterReason, str]:
+    """pydantic's verdict on a value: the record, or the dead letter's reason and error."""
+    try:
+        record = model.model_validate_json(value)
+    except ValidationError as exc:
+        return _classify(exc)
+    duplicate = _duplicate_key(value, len(record.model_fields_set))
+    if duplicate is not None:
+        return "json", f"duplicate key {duplicate!r}: a record names each field once"
+    return record
 
 
 def _duplicate_key(value: bytes, fields_present: int) -> str | None:

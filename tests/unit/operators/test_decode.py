@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from operators import decode
 from operators.decode import DeadLetters, DecodeConfig, PartitionDecoder, dead_letter
 from operators.messages import OutMessage, PartitionBatch, RawRecord
 from schemas.records import DeadLetter, DeadLetterReason, Transaction
@@ -442,12 +443,17 @@ def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
     assert (dl.reason, dl.offset) == ("quarantined", 101) and "crashed step" in dl.error
 
 
+@pytest.mark.parametrize("path", ["msgspec", "pydantic"])
 def test_a_decoding_bug_is_a_quarantined_dead_letter_not_a_crash(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     def broken(_value: bytes) -> Transaction:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(Transaction, "model_validate_json", broken)
+    if path == "msgspec":
+        monkeypatch.setattr(decode, "fast_transaction", broken)
+    else:
+        monkeypatch.setattr(decode, "fast_transaction", lambda _value: None)
+        monkeypatch.setattr(Transaction, "model_validate_json", broken)
     dl, _ = _decode_one(_txn("tx-1"))
     assert dl.reason == "quarantined" and "RuntimeError: bug" in dl.error

@@ -1,0 +1,171 @@
+"""The decoder's fast path: msgspec reads the common records, pydantic decides the rest.
+
+pydantic (:mod:`schemas.records`) is the authority on the contract. This
+module only answers, for one raw value, "pydantic would accept this record and
+build exactly this instance", or ``None`` ("ask pydantic"). It answers only
+for values where the two parsers cannot disagree:
+
+- ASCII bytes with no backslash: no escapes, surrogates, invalid UTF-8 or
+  BOM; every ``"`` opens or closes a string, and a string's length in code
+  points is its length in bytes;
+- every key is a contract field (msgspec forbids the others) named once: the
+  value holds two quotes per key and per string value, and no more;
+- every value has the contract's JSON type and bounds, checked by msgspec with
+  the same limits as the pydantic field (``amount`` a finite number, read as a
+  float as pydantic's strict float reads an integer; identifiers 1 to 128
+  characters; ``currency`` three capitals; optional text a string of at most
+  128 characters or ``null``);
+- ``event_time`` is a string or an integer that
+  :func:`schemas.timefmt.parse_event_time`, the function pydantic's own
+  validator calls, accepts.
+
+Any other value (whatever msgspec rejects, too) goes to pydantic, which gives
+the verdict and its error text. The instance is built as validation leaves
+one: the same ``__dict__`` (every field, defaults included, in field order),
+fields set, and no extras or private attributes (pydantic's four instance
+slots, set as ``model_construct`` sets them, without its per-field work).
+``tests/unit/operators/test_decode_fast.py`` holds both paths to one verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from schemas.records import Chargeback, Transaction
+from schemas.timefmt import parse_event_time
+
+_Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
+_OptionalText = Annotated[str, Meta(max_length=128)] | None | UnsetType
+# Three ASCII capitals, matched whole (``\Z``: not before a trailing newline).
+_Currency = Annotated[str, Meta(pattern=r"\A[A-Z]{3}\Z")]
+# msgspec reads a JSON integer into a float field as a float, as pydantic's strict float does.
+_Amount = Annotated[float, Meta(ge=0, le=1e9)]
+
+
+class _Txn(Struct, forbid_unknown_fields=True):
+    event_id: _Identifier
+    card_id: _Identifier
+    merchant_id: _Identifier
+    amount: _Amount
+    currency: _Currency
+    event_time: int | str
+    country: _OptionalText = UNSET
+    channel: _OptionalText = UNSET
+    device_id: _OptionalText = UNSET
+
+
+class _Cb(Struct, forbid_unknown_fields=True):
+    event_id: _Identifier
+    txn_event_id: _Identifier
+    merchant_id: _Identifier
+    event_time: int | str
+    card_id: _OptionalText = UNSET
+
+
+_TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
+_CB_DECODER: Final = msgspec.json.Decoder(_Cb)
+_TXN_REQUIRED: Final = frozenset(
+    ("event_id", "card_id", "merchant_id", "amount", "currency", "event_time")
+)
+_CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
+
+
+def fast_transaction(value: bytes) -> Transaction | None:
+    """The :class:`Transaction` pydantic would build from ``value``; None: ask pydantic."""
+    if not (value.isascii() and b"\\" not in value):
+        return None
+    try:
+        r = _TXN_DECODER.decode(value)
+    except msgspec.DecodeError:
+        return None
+    event_time, country, channel, device_id = r.event_time, r.country, r.channel, r.device_id
+    fields_set = set(_TXN_REQUIRED)
+    strings = 4 + isinstance(event_time, str)  # string values: ids, currency, event_time
+    if country is UNSET:
+        country = None
+    else:
+        fields_set.add("country")
+        strings += country is not None
+    if channel is UNSET:
+        channel = None
+    else:
+        fields_set.add("channel")
+        strings += channel is not None
+    if device_id is UNSET:
+        device_id = None
+    else:
+        fields_set.add("device_id")
+        strings += device_id is not None
+    if value.count(b'"') != 2 * (len(fields_set) + strings):
+        return None  # a key named twice
+    try:
+        ms = parse_event_time(event_time)
+    except ValueError:
+        return None
+    return _build(
+        Transaction,
+        {
+            "event_id": r.event_id,
+            "card_id": r.card_id,
+            "merchant_id": r.merchant_id,
+            "amount": r.amount,
+            "currency": r.currency,
+            "event_time": ms,
+            "country": country,
+            "channel": channel,
+            "device_id": device_id,
+        },
+        fields_set,
+    )
+
+
+def fast_chargeback(value: bytes) -> Chargeback | None:
+    """The :class:`Chargeback` pydantic would build from ``value``; None: ask pydantic."""
+    if not (value.isascii() and b"\\" not in value):
+        return None
+    try:
+        r = _CB_DECODER.decode(value)
+    except msgspec.DecodeError:
+        return None
+    event_time, card_id = r.event_time, r.card_id
+    fields_set = set(_CB_REQUIRED)
+    strings = 3 + isinstance(event_time, str)  # string values: ids, event_time
+    if card_id is UNSET:
+        card_id = None
+    else:
+        fields_set.add("card_id")
+        strings += card_id is not None
+    if value.count(b'"') != 2 * (len(fields_set) + strings):
+        return None  # a key named twice
+    try:
+        ms = parse_event_time(event_time)
+    except ValueError:
+        return None
+    return _build(
+        Chargeback,
+        {
+            "event_id": r.event_id,
+            "txn_event_id": r.txn_event_id,
+            "merchant_id": r.merchant_id,
+            "card_id": card_id,
+            "event_time": ms,
+        },
+        fields_set,
+    )
+
+
+_M = TypeVar("_M", Transaction, Chargeback)
+_set = object.__setattr__
+
+
+def _build(model: type[_M], values: dict[str, object], fields_set: set[str]) -> _M:
+    """An instance with these field values, as validation or unpickling leaves one."""
+    record = model.__new__(model)
+    _set(record, "__dict__", values)
+    _set(record, "__pydantic_fields_set__", fields_set)
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
