@@ -29,11 +29,12 @@ slots, set as ``model_construct`` sets them, without its per-field work).
 
 from __future__ import annotations
 
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Final
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from operators.internals import rebuild_model
 from schemas.records import Chargeback, Transaction
 from schemas.timefmt import parse_event_time
 
@@ -105,7 +106,7 @@ def fast_transaction(value: bytes) -> Transaction | None:
         ms = parse_event_time(event_time)
     except ValueError:
         return None
-    return _build(
+    return rebuild_model(
         Transaction,
         {
             "event_id": r.event_id,
@@ -144,7 +145,7 @@ def fast_chargeback(value: bytes) -> Chargeback | None:
         ms = parse_event_time(event_time)
     except ValueError:
         return None
-    return _build(
+    return rebuild_model(
         Chargeback,
         {
             "event_id": r.event_id,
@@ -155,17 +156,3 @@ def fast_chargeback(value: bytes) -> Chargeback | None:
         },
         fields_set,
     )
-
-
-_M = TypeVar("_M", Transaction, Chargeback)
-_set = object.__setattr__
-
-
-def _build(model: type[_M], values: dict[str, object], fields_set: set[str]) -> _M:
-    """An instance with these field values, as validation or unpickling leaves one."""
-    record = model.__new__(model)
-    _set(record, "__dict__", values)
-    _set(record, "__pydantic_fields_set__", fields_set)
-    _set(record, "__pydantic_extra__", None)
-    _set(record, "__pydantic_private__", None)
-    return record

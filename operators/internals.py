@@ -9,8 +9,10 @@ StreamScore uses four things its dependencies do not promise:
   pruned at startup (:mod:`flows.recovery`);
 - **prometheus-client histogram internals**: a batch ``observe``
   (:func:`observe_many`);
-- **pydantic's unpickling hook**: rebuilding an already validated model
-  without validating it again (:func:`rebuild_model`).
+- **pydantic's instance slots**: building a record whose values are already
+  validated without validating them again (:func:`rebuild_model`), when a
+  transaction crosses processes and when msgspec has read it
+  (:mod:`operators.decode_fast`).
 
 Each was verified against the version in :data:`VERIFIED` (the versions
 ``pyproject.toml`` pins), and ``tests/unit/operators/test_internals.py``
@@ -244,23 +246,22 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
 # --- pydantic: rebuilding a validated model --------------------------------------------
 
 
+_set = object.__setattr__
+
+
 def rebuild_model(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
     """A ``cls`` instance with ``values`` (validated before) and ``fields_set``, unvalidated.
 
-    Through pydantic's unpickling hook, as its own pickling does: cheaper than
-    ``model_construct``, which is the fallback (it also fills defaults, which
-    ``values`` holds already).
+    Sets the four instance slots that validation or unpickling fills, as
+    pydantic's own ``__setstate__`` does: cheaper than ``model_construct``
+    (which also fills defaults, which ``values`` holds already), the fallback.
     """
     if not fast["pydantic"]:
         _warn_once("pydantic", "rebuilding validated records")
         return cls.model_construct(fields_set, **values)
     model = cls.__new__(cls)
-    model.__setstate__(
-        {
-            "__dict__": values,
-            "__pydantic_extra__": None,
-            "__pydantic_fields_set__": fields_set,
-            "__pydantic_private__": None,
-        }
-    )
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", fields_set)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
     return model
