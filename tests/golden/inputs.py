@@ -1,4 +1,4 @@
-"""The golden inputs: 212,000 seeded records in three transaction and two chargeback partitions.
+"""The golden inputs: 212,453 seeded records in three transaction and two chargeback partitions.
 
 Simulated traffic (:mod:`models.simulator`, about 5.4 h of event time) laid
 out as Kafka holds it: transactions keyed by card, chargebacks by merchant,
@@ -17,7 +17,7 @@ rule of the decoder and the windows:
   ``event_id`` on another card, integer and offset event times, unknown
   fields, no key, integer amounts.
 
-Everything is a pure function of the constants below.
+Everything is a pure function of the constants below and of the simulator.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class _Builder:
         return f"golden-{what}-{self.serial}"
 
 
-def _txn_injection(b: _Builder, base: dict[str, Any], ts: int) -> str:
+def _txn_injection(b: _Builder, base: dict[str, Any]) -> str:
     """Add one record derived from the simulated transaction ``base``; return its kind."""
     rng = b.rng
     source = f"{TXN_TOPIC}#{zlib.crc32(base['card_id'].encode()) % TXN_PARTITIONS}"
@@ -270,7 +270,7 @@ def generate() -> GoldenInputs:
         if event.kind == "transaction":
             b.txn(event.payload, event.event_time_ms)
             if b.rng.random() < INJECT_SHARE:
-                b.injected[_txn_injection(b, event.payload, event.event_time_ms)] += 1
+                b.injected[_txn_injection(b, event.payload)] += 1
         else:
             b.cb(event.payload, event.event_time_ms)
             if b.rng.random() < CB_INJECT_SHARE:
