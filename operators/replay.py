@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flows.testing import ReplayRecord
 from operators.card_features import CardConfig, CardFeatureEngine
 from operators.decode import DeadLetters, DecodeConfig, PartitionDecoder
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
@@ -26,18 +27,6 @@ from state.store import StateStore
 TOPICS = {"transaction": "transactions", "chargeback": "chargebacks"}
 FLUSH_WATERMARK = 2**62
 _CARDS = "cards"
-
-
-@dataclass(frozen=True)
-class ReplayRecord:
-    """One input record of the log."""
-
-    kind: Literal["transaction", "chargeback"]
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import pytest
 from kafka import KafkaProducer
 
 from benchmarks.replay import pipeline_env
+from flows.testing import ReplayRecord
 from models.simulator import SimConfig, simulate
-from operators.replay import FeatureRow, ReplayRecord, replay
+from operators.replay import FeatureRow, replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 

@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import ReplayRecord
+from operators.replay import replay
 from schemas.settings import Settings
 from state import keys
 from state.rocksdb import RocksStore, process_state_path

@@ -37,10 +37,11 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from flows.testing import ReplayRecord
 from flows.tooling import contract_topics, create_topics
 from models.simulator import SimConfig, simulate
 from operators.exactly_once import commit_topic
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.crash_helpers import (

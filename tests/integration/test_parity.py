@@ -15,9 +15,10 @@ import uuid
 import pytest
 from kafka import KafkaProducer
 
+from flows.testing import ReplayRecord
 from flows.tooling import contract_topics, create_topics
 from models.simulator import SimConfig, simulate
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from operators.scoring import Scorer, ScoringConfig
 from schemas.settings import Settings, TopicNames
 from tests.integration.kafka_helpers import read_all, run_flow_to_end

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from flows.testing import ReplayRecord
 from flows.tooling import contract_topics, create_topics
-from operators.replay import ReplayRecord
 from schemas.settings import Settings
 from state.epochs import EpochStore
 from state.rocksdb import RocksStore, process_state_path

@@ -12,7 +12,8 @@ import json
 import pytest
 from kafka import KafkaProducer
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import ReplayRecord
+from operators.replay import replay
 from operators.watermarks import TimeConfig
 from schemas.settings import Settings
 from schemas.timefmt import format_ms

@@ -8,9 +8,10 @@ import pickle
 
 import pytest
 
+from flows.testing import ReplayRecord
 from models.simulator import SimConfig, simulate
 from operators.card_features import _load
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from state import keys
 from state.memory import MemoryStore
 

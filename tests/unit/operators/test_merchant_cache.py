@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from flows.testing import ReplayRecord
 from models.simulator import SimConfig, simulate
 from operators.merchant_windows import WINDOW_MS, MerchantConfig, MerchantWindowEngine
 from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, TxnEnvelope
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from operators.watermarks import MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys

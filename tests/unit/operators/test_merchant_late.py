@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from flows.testing import ReplayRecord
 from operators.merchant_windows import RETAIN_MS, WINDOW_MS
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from state import keys
 from state.memory import MemoryStore
 

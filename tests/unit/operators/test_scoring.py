@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from flows.testing import ReplayRecord
 from models.onnx_scorer import OnnxModel, load_model
 from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
@@ -24,7 +25,7 @@ from operators.features import txn_features
 from operators.messages import Featured
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics, observe_many
 from operators.quality import QualityInput
-from operators.replay import ReplayRecord, replay
+from operators.replay import replay
 from operators.scoring import Scorer, ScoringConfig
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"

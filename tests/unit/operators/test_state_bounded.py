@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import ReplayRecord
+from operators.replay import replay
 from state import keys
 from state.rocksdb import RocksStore
 
