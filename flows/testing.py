@@ -48,9 +48,11 @@ from operators.decode import PartitionDecoder
 from operators.kafka_io import DecoderFactory
 from operators.messages import OutMessage, PartitionBatch, RawRecord
 from operators.metrics import ServiceMetrics
+from operators.placement import shard_keys
 from operators.watermarks import TimeConfig
 from schemas.settings import DEFAULT_MODEL, Settings
 from schemas.timefmt import parse_event_time
+from state.epochs import shard_data_prefix
 from state.memory import MemoryStore
 from state.store import StateStore
 
@@ -60,6 +62,7 @@ END_OF_TIME_MS = 253_402_300_799_999
 # The watermark every partition reaches at the end of a flushed log.
 FLUSH_WATERMARK = 2**62
 DEFAULT_BATCH = 1_000
+CARD_SHARD, MERCHANT_SHARD = shard_keys("c", 1, 1)[0], shard_keys("m", 1, 1)[0]
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,19 @@ class MemorySinkPartition(StatelessSinkPartition[tuple[str, list[OutMessage]]]):
                     out[m.topic].append(m)
 
 
+def shard_state(store: StateStore, shard: str) -> MemoryStore:
+    """A copy of the keys ``shard`` holds in ``store``, as its engine sees them (unprefixed).
+
+    A :func:`run_log` run has one card shard (:data:`CARD_SHARD`) and
+    one merchant shard (:data:`MERCHANT_SHARD`).
+    """
+    prefix = shard_data_prefix(shard)
+    view = MemoryStore()
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    view.write({k[len(prefix) :]: v for k, v in store.scan(prefix, end)})
+    return view
+
+
 @functools.cache
 def default_models() -> ModelRegistry:
     """The committed model (the default ``model_dir``), loaded once per process.
@@ -331,7 +347,8 @@ def run_log(
 
     ``settings`` (default: ``Settings()``) apply with
     ``time``, ``card_cache`` and ``merchant_cache`` laid over them (see
-    :func:`log_settings`); there is no recovery. ``store`` (default: a fresh
+    :func:`log_settings`); there is no recovery, and one worker runs one card
+    and one merchant shard (the ordering rule needs them). ``store`` (default: a fresh
     :class:`MemoryStore`) holds the shards' state, complete when this returns;
     ``models`` default to :func:`default_models`.
     """
@@ -341,7 +358,7 @@ def run_log(
     sink = MemorySink()
     with tempfile.TemporaryDirectory(prefix="streamscore-log-") as tmp:
         # The state directory holds only the quarantine ledger here: none.
-        config = base.model_copy(update={"state_dir": Path(tmp), "recovery_dir": None})
+        config = base.model_copy(update={"state_dir": Path(tmp), "recovery_dir": None, "shards": 1})
         kinds: dict[Kind, str] = {
             "transaction": config.topics.transactions,
             "chargeback": config.topics.chargebacks,
