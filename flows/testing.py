@@ -15,11 +15,13 @@ stages that apply a step's records in ingest order (Kafka timestamp, then
 partition and offset) apply them in log order: results do not depend on
 ``batch_size``. A partition joins the flow's watermarks with its first
 accepted record (event time is the minimum over the partitions seen so far;
-until then it counts as idle);
-with ``flush`` every partition's watermark then moves to the end of time, so
-every window closes and its aggregate is emitted, and card state expires.
+until then it counts as idle). With ``flush``, every partition's watermark
+then moves to the end of time: every window closes and its aggregate is
+emitted, and card state expires. ``polls="partitions"`` instead polls every
+partition for its next batch in turn, as the Kafka source does (the stage
+profile), and gives up the order across partitions.
 
-Time: the clock is fixed (``clock_ms``; by default the last instant the
+Time: the wall clock is fixed (``clock_ms``; by default the last instant the
 contract's times can name, so the absolute far-future bound never applies
 and results depend on the log alone). Dead letters come back in log order;
 everything else in the order the flow emitted it.
@@ -369,7 +371,6 @@ def run_log(
             metrics=ServiceMetrics.create(CollectorRegistry()),
             store=lambda: state,
             clock=lambda: clock_ms,
-            monotonic=lambda: 0.0,
             make_source=lambda decoder: LogSource(
                 records, decoder, topics=kinds, batch_size=batch_size, flush=flush, polls=polls
             ),
