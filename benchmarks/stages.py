@@ -2,7 +2,8 @@
 
 Builds the real flow (``flows.dataflow.build_flow``: decode, card and merchant
 windows in RocksDB, ONNX scoring, drift, quality) with the Kafka source and
-sink swapped for in-memory partitions of simulated records, runs it to the
+sink swapped for :mod:`flows.testing`'s in-memory ones over simulated records
+(every partition polled for its next batch in turn, as Kafka's are), runs it to the
 end of its input in this process, and times every function the flow hands
 to bytewax (each stateful logic's methods, each mapper and predicate, the
 decoder, the sink) with the process CPU clock, by step. What is left of the
@@ -30,19 +31,20 @@ from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from benchmarks.kafka_load import preload_sim
 from flows.dataflow import build_flow
+from flows.testing import LogSource, MemorySink, MemorySinkPartition, ReplayRecord
 from models.simulator import simulate
 from operators.decode import PartitionDecoder
 from operators.kafka_io import DecoderFactory
-from operators.messages import OutMessage, PartitionBatch, RawRecord
+from operators.messages import OutMessage
+from operators.watermarks import WatermarkState
 
 if TYPE_CHECKING:
     from bytewax.dataflow import Dataflow
+    from bytewax.outputs import DynamicSink
 
     from schemas.settings import Settings
 
@@ -152,102 +154,60 @@ def timed_operators(clock: StageClock) -> Iterator[None]:
             setattr(op, name, original)
 
 
-class _MemorySource(FixedPartitionedSource[PartitionBatch, None]):
-    """The simulated records as fixed partitions, decoded by the flow's own decoders."""
+def timed_decoders(decoder: DecoderFactory, clock: StageClock) -> DecoderFactory:
+    """``decoder``, whose decoders time their batches under ``decode``."""
 
-    def __init__(
-        self,
-        parts: dict[str, list[RawRecord]],
-        decoder: DecoderFactory,
-        batch: int,
-        clock: StageClock,
-    ) -> None:
-        self._parts, self._decoder, self._batch, self._clock = parts, decoder, batch, clock
+    def build(source: str, topic: str, resume: WatermarkState) -> PartitionDecoder:
+        dec = decoder(source, topic, resume)
+        dec.decode = clock.wrap("decode", dec.decode)  # type: ignore[method-assign]
+        dec.idle = clock.wrap("decode", dec.idle)  # type: ignore[method-assign]
+        return dec
 
-    def list_parts(self) -> list[str]:
-        return list(self._parts)
-
-    def build_part(self, step_id: str, for_part: str, resume: None) -> _MemoryPartition:
-        decoder = self._decoder(for_part, for_part.rpartition("#")[0], None)
-        return _MemoryPartition(self._parts[for_part], decoder, self._batch, self._clock)
+    return build
 
 
-class _MemoryPartition(StatefulSourcePartition[PartitionBatch, None]):
-    def __init__(
-        self, records: list[RawRecord], decoder: PartitionDecoder, batch: int, clock: StageClock
-    ) -> None:
-        self._records, self._batch, self._next = records, batch, 0
-        self._decode = clock.wrap("decode", decoder.decode)
-        self._idle = clock.wrap("decode", decoder.idle)
-        self._idle_sent = False
+class TimedSink(MemorySink):
+    """A :class:`MemorySink` that counts (keeps nothing) and times its writes under ``sink``."""
 
-    def next_batch(self) -> list[PartitionBatch]:
-        if self._next >= len(self._records):
-            if self._idle_sent:
-                raise StopIteration
-            self._idle_sent = True  # a finished partition must not hold the watermark back
-            return [self._idle()]
-        chunk = self._records[self._next : self._next + self._batch]
-        self._next += len(chunk)
-        return [self._decode(chunk)]
-
-    def snapshot(self) -> None:
-        return None
-
-
-class _CountingSink(DynamicSink[tuple[str, list[OutMessage]]]):
     def __init__(self, clock: StageClock) -> None:
-        self.counts: dict[str, int] = defaultdict(int)
+        super().__init__(keep=False)
         self._clock = clock
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
-        return _CountingPartition(self.counts, self._clock)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> MemorySinkPartition:
+        part = super().build(step_id, worker_index, worker_count)
+        part.write_batch = self._clock.wrap("sink", part.write_batch)  # type: ignore[method-assign]
+        return part
 
 
-class _CountingPartition(StatelessSinkPartition[tuple[str, list[OutMessage]]]):
-    def __init__(self, counts: dict[str, int], clock: StageClock) -> None:
-        self._counts = counts
-        self._write = clock.wrap("sink", self._count)
-
-    def write_batch(self, items: list[tuple[str, list[OutMessage]]]) -> None:
-        self._write(items)
-
-    def _count(self, items: list[tuple[str, list[OutMessage]]]) -> None:
-        for _key, messages in items:
-            for m in messages:
-                self._counts[m.topic] += 1
-
-
-def simulated_partitions(events: int, cards: int, partitions: int) -> dict[str, list[RawRecord]]:
+def simulated_log(events: int, cards: int, partitions: int) -> list[ReplayRecord]:
     """The simulator's records as Kafka would hold them (transactions keyed by card)."""
     sim = preload_sim(seed=7, cards=cards, events=events, now_ms=NOW_MS)
-    parts: dict[str, list[RawRecord]] = {f"{TXN_TOPIC}#{i}": [] for i in range(partitions)}
-    parts[f"{CB_TOPIC}#0"] = []
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    log = []
     for ev in simulate(sim, events):
         key = ev.key.encode()
-        if ev.kind == "transaction":
-            topic, partition = TXN_TOPIC, zlib.crc32(key) % partitions
-        else:
-            topic, partition = CB_TOPIC, 0
-        records = parts[f"{topic}#{partition}"]
+        partition = zlib.crc32(key) % partitions if ev.kind == "transaction" else 0
+        offset = offsets[ev.kind, partition]
+        offsets[ev.kind, partition] = offset + 1
         value = orjson.dumps(ev.payload)
-        records.append(RawRecord(topic, partition, len(records), key, value, ev.event_time_ms))
-    return parts
+        log.append(ReplayRecord(ev.kind, partition, offset, key, value, ev.event_time_ms))
+    return log
 
 
 def memory_flow(
     base: Settings,
-    parts: dict[str, list[RawRecord]],
+    log: list[ReplayRecord],
     state_dir: Path,
     *,
     batch: int,
     clock: StageClock,
     sink: DynamicSink[tuple[str, list[OutMessage]]],
 ) -> Dataflow:
-    """The real flow over in-memory partitions into ``sink``, state under ``state_dir``.
+    """The real flow over ``log`` (:class:`flows.testing.LogSource`, polled by partition).
 
-    ``base``'s other settings (shards, windows, model paths) apply; there is no
-    recovery and no metrics endpoint.
+    Into ``sink``, with state under ``state_dir``. ``base``'s other settings
+    (shards, windows, model paths) apply; there is no recovery and no metrics
+    endpoint.
     """
     from prometheus_client import CollectorRegistry
 
@@ -272,7 +232,14 @@ def memory_flow(
         metrics=metrics,
         store=ProcessStore(state_dir, 0, fresh=True),
         stop_at_eof=True,
-        make_source=lambda decoder: _MemorySource(parts, decoder, batch, clock),
+        make_source=lambda decoder: LogSource(
+            log,
+            timed_decoders(decoder, clock),
+            topics={"transaction": TXN_TOPIC, "chargeback": CB_TOPIC},
+            batch_size=batch,
+            flush=False,
+            polls="partitions",
+        ),
         sink=sink,
     )
 
@@ -282,16 +249,14 @@ def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, A
     from flows.main import Tenure, tune_gc
     from schemas.settings import load_settings
 
-    parts = simulated_partitions(events, cards, partitions)
-    transactions = sum(len(r) for p, r in parts.items() if p.startswith(TXN_TOPIC))
+    log = simulated_log(events, cards, partitions)
+    transactions = sum(r.kind == "transaction" for r in log)
     clock = StageClock()
     with tempfile.TemporaryDirectory(prefix="streamscore-stages-") as tmp:
-        sink = _CountingSink(clock)
+        sink = TimedSink(clock)
         with timed_operators(clock):
             # The environment's settings apply, as they would to `streamscore run`.
-            flow = memory_flow(
-                load_settings(), parts, Path(tmp), batch=batch, clock=clock, sink=sink
-            )
+            flow = memory_flow(load_settings(), log, Path(tmp), batch=batch, clock=clock, sink=sink)
         tune_gc()  # the service's collector settings, as start_service sets them
         tenure = Tenure().start()
         start = time.process_time()
@@ -302,7 +267,7 @@ def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, A
         total = time.process_time() - start
     stages = clock.by_stage(total)
     return {
-        "events": sum(len(r) for r in parts.values()),
+        "events": len(log),
         "transactions": transactions,
         "cards": cards,
         "partitions": partitions,

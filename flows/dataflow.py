@@ -92,7 +92,7 @@ def build_flow(
     the cluster's bytewax workers, over which the shards are spread evenly. Setting
     ``stop`` ends the input: the flow finishes its epoch and returns. ``make_source``
     (given the per-partition decoder factory) and ``sink`` replace the Kafka source
-    and sink, for the in-process stage profile (``benchmarks/stages.py``).
+    and sink, for runs in this process over an in-memory log (:mod:`flows.testing`).
     """
     exactly_once = settings.delivery == "exactly-once"
     if exactly_once and settings.recovery_dir is None:

@@ -1,9 +1,9 @@
 """Recorded history for training: transactions and chargebacks from Kafka, JSONL or the simulator.
 
-Whatever the source, the result is one log of :class:`operators.replay.ReplayRecord`
+Whatever the source, the result is one log of :class:`flows.testing.ReplayRecord`
 in the order the live flow would have consumed it (by record timestamp,
-each partition in offset order), which training replays through the serving
-operators, plus every chargeback that may label a transaction. Chargebacks
+each partition in offset order), which training runs through the serving
+flow, plus every chargeback that may label a transaction. Chargebacks
 arrive days after their transactions, so labels are read past the end of the
 feature range: a transaction is labelled from chargebacks up to
 ``label_horizon_ms`` after it, and :attr:`Recorded.labels_through_ms` says how
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flows.testing import ReplayRecord
 from models.simulator import SimEvent, to_replay_records
-from operators.replay import ReplayRecord
 from schemas.errors import TrainingError
 from schemas.settings import TopicNames
 from schemas.timefmt import parse_event_time

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from operators.replay import ReplayRecord
+from flows.testing import ReplayRecord
 from schemas.timefmt import format_ms
 
 DEFAULT_START_MS = 1_795_392_000_000  # 2026-11-23T00:00:00Z

@@ -1,11 +1,13 @@
 """Training: recorded history -> features -> gradient-boosted model -> ONNX + manifest + report.
 
-Features come from replaying the history (:mod:`models.history`) through
-:func:`operators.replay.replay`, the same decode, watermark, card and merchant
-operators the live flow runs, with the service's time settings, plus
-:mod:`operators.features` for the transaction features: there is no second
-feature implementation to drift from the one that serves, and a record the
-service would dead-letter is left out here too.
+Features come from running the history (:mod:`models.history`) through the
+service's own flow in this process (:func:`flows.testing.run_log`: the
+``build_flow`` that serves, with an in-memory source and sink) with the
+service's time settings, and are read from the scores it emits: there is no
+second feature implementation or wiring to drift from the one that serves,
+and a record the service would dead-letter is left out here too. Features do
+not depend on the model that scores them, so the flow runs with the committed
+model whatever model is being trained.
 
 Labels: a transaction is fraud when a chargeback names it (``txn_event_id``)
 within ``label_horizon_ms`` of its event time. Rows are kept when both their
@@ -31,6 +33,7 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
 
+from flows.testing import run_log
 from models.evaluation import evaluate, write_report_png
 from models.history import Recorded
 from models.manifest import (
@@ -44,8 +47,7 @@ from models.manifest import (
 from models.rules import rules_scores
 from models.simulator import SimConfig, simulate, to_replay_records
 from operators.card_features import DAY
-from operators.features import ALL_FEATURES, txn_features
-from operators.replay import replay
+from operators.features import ALL_FEATURES
 from operators.watermarks import TimeConfig
 from schemas.errors import TrainingError
 from schemas.records import Chargeback
@@ -84,7 +86,7 @@ class Dataset:
 
 
 def dataset(recorded: Recorded, *, time: TimeConfig, label_horizon_ms: int) -> Dataset:
-    """Replay the history through the serving operators; label rows from the chargebacks."""
+    """Run the history through the serving flow; label rows from the chargebacks."""
     first_label: dict[str, int] = {}
     for value in recorded.label_chargebacks:
         try:
@@ -94,19 +96,18 @@ def dataset(recorded: Recorded, *, time: TimeConfig, label_horizon_ms: int) -> D
         known = first_label.get(cb.txn_event_id)
         if known is None or cb.event_time < known:
             first_label[cb.txn_event_id] = cb.event_time
-    result = replay(recorded.records, time=time, batch_size=1_000)
+    result = run_log(recorded.records, time=time, batch_size=1_000)
     rows: list[list[float]] = []
     labels: list[int] = []
     times: list[int] = []
     cards: list[str] = []
-    for item in result.featured:
-        txn = item.env.txn
-        feats = {**item.features, **txn_features(txn)}
+    for row in result.rows:
+        feats = row.features
         rows.append([feats[name] for name in ALL_FEATURES])
-        filed = first_label.get(txn.event_id)
-        labels.append(int(filed is not None and 0 <= filed - txn.event_time <= label_horizon_ms))
-        times.append(txn.event_time)
-        cards.append(txn.card_id)
+        filed = first_label.get(row.event_id)
+        labels.append(int(filed is not None and 0 <= filed - row.event_time <= label_horizon_ms))
+        times.append(row.event_time)
+        cards.append(row.card_id)
     return Dataset(
         np.asarray(rows, dtype=np.float32).reshape(-1, len(ALL_FEATURES)),
         np.asarray(labels, dtype=np.int8),
@@ -122,12 +123,9 @@ def build_dataset(
     """Features and true fraud flags of the dense simulator's traffic, in scoring order."""
     log = list(simulate(sim, events))
     fraud = {e.payload["event_id"]: e.fraud for e in log if e.kind == "transaction"}
-    result = replay(to_replay_records(log), batch_size=500)
-    rows = []
-    for item in result.featured:
-        feats = {**item.features, **txn_features(item.env.txn)}
-        rows.append([feats[name] for name in ALL_FEATURES])
-    y = [int(fraud[item.env.txn.event_id]) for item in result.featured]
+    result = run_log(to_replay_records(log), batch_size=500)
+    rows = [[row.features[name] for name in ALL_FEATURES] for row in result.rows]
+    y = [int(fraud[row.event_id]) for row in result.rows]
     return np.asarray(rows, dtype=np.float32), np.asarray(y, dtype=np.int8)
 
 

@@ -7,8 +7,8 @@ Watermarks travel in-band with the batches, and a stage tells every
 downstream shard when its watermark moved by a second or more, so shards with
 no traffic still close their windows. Records that reach a shard in one
 batch from several inputs are applied in ingest order (Kafka timestamp, then
-partition and offset), so a single-process run matches the offline replay of
-the log.
+partition and offset), so a single-process run applies a log in its order
+(:mod:`flows.testing`).
 
 State: the window contents live in the RocksDB store (see
 :mod:`operators.card_features` and :mod:`operators.merchant_windows`), one

@@ -64,6 +64,11 @@ def _prefix(namespace: bytes, shard: str) -> bytes:
     return namespace + bytes([len(raw)]) + raw
 
 
+def shard_data_prefix(shard: str) -> bytes:
+    """The prefix under which ``shard``'s own keys lie in the process store."""
+    return _prefix(_DATA, shard)
+
+
 def _after(prefix: bytes) -> bytes:
     """The smallest key above every key that starts with ``prefix``."""
     head = prefix.rstrip(b"\xff")

@@ -13,8 +13,8 @@ import pytest
 from kafka import KafkaProducer
 
 from benchmarks.replay import pipeline_env
+from flows.testing import FeatureRow, ReplayRecord, run_log
 from models.simulator import SimConfig, simulate
-from operators.replay import FeatureRow, ReplayRecord, replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 
@@ -84,12 +84,12 @@ def ingest_order(records: list[ReplayRecord]) -> list[ReplayRecord]:
 
 
 def replayed_rows(sent: list[ReplayRecord]) -> dict[str, FeatureRow]:
-    """The offline replay's rows (one pass, no crash) of what was published, by event_id."""
-    return {row.event_id: row for row in replay(ingest_order(sent), flush=False).rows}
+    """The rows of one in-process pass (no crash) over what was published, by event_id."""
+    return {row.event_id: row for row in run_log(ingest_order(sent), flush=False).rows}
 
 
 def assert_scored_as_replayed(score: dict[str, Any], row: FeatureRow) -> None:
-    """A score's lateness and features equal the offline replay's."""
+    """A score's lateness and features equal the in-process run's."""
     assert score["late"] == row.late, score["event_id"]
     got = {name: score["features"][name] for name in row.features}
     assert got == pytest.approx(row.features, rel=1e-12), score["event_id"]

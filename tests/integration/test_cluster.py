@@ -2,7 +2,7 @@
 
 Each process owns some input partitions and shards and its own RocksDB; card
 shards hand transactions to merchant shards across processes; each process
-produces its own output. Checked with kafka-python against the offline replay.
+produces its own output. Checked with kafka-python against an in-process run.
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ short epochs) while a producer publishes a seeded simulated log. It is killed
 with SIGKILL ten times, each time a seeded random 0-1.5 s after that
 incarnation wrote its first new scores, and restarted each time, then
 run once more to the end of the input. An independent kafka-python consumer
-then checks, against the offline replay of the same log (the same operators,
-one pass, no crash) and against a crash-free run of the flow:
+then checks, against an in-process run of the same log (``flows.testing``: the
+same flow, one pass, no crash) and against a crash-free run of the flow:
 
 - every valid transaction was scored; every copy of a score is identical
   (same score, features, decision; only ``processed_at`` may differ);
 - every invalid record and every duplicate has its dead letter, nothing else;
-- the distinct window aggregates equal the replay's, none counted twice;
+- the distinct window aggregates equal the in-process run's, none counted twice;
 - the window state left in RocksDB equals the crash-free run's.
 
 The seed is in the test id; ``CRASH_SEED=<n>`` replays a failure.
@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import ReplayRecord, run_log
 from schemas.settings import Settings
 from state import keys
 from state.rocksdb import RocksStore, process_state_path
@@ -148,7 +148,7 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
     assert logs.read_text().count("resuming from the recovery store") >= KILLS // 2
 
     # The reference: one pass through the same operators, no crash.
-    expected = replay(ingest_order(sent), flush=False)
+    expected = run_log(ingest_order(sent), flush=False)
     want_rows = {row.event_id: row for row in expected.rows}
 
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(want_rows))
@@ -174,7 +174,7 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
     want_aggs = {
         json.dumps({**a, "_key": None}, sort_keys=True) for a in expected.window_aggregates
     }
-    # Repeats are identical copies: one distinct record per window, and the replay's set.
+    # Repeats are identical copies: one distinct record per window, and the in-process run's set.
     assert len({(a["merchant_id"], a["window_start"]) for a in aggregates}) == len(got_aggs)
     assert got_aggs == want_aggs
 

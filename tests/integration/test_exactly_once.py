@@ -3,7 +3,7 @@
 ``streamscore run --delivery exactly-once`` runs as a child process with
 recovery. Every check reads the outputs with ``isolation_level=read_committed``
 (what a consumer that never deduplicates uses) and compares them with the
-offline replay of the same log:
+in-process run of the same log (``flows.testing``):
 
 - ten ``kill -9`` at seeded random moments while paced input with invalid
   records and duplicates runs: every valid event scored once, every dead
@@ -37,10 +37,10 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from flows.testing import ReplayRecord, run_log
 from flows.tooling import contract_topics, create_topics
 from models.simulator import SimConfig, simulate
 from operators.exactly_once import commit_topic
-from operators.replay import ReplayRecord, replay
 from schemas.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.crash_helpers import (
@@ -137,7 +137,7 @@ def _wait_committed(bootstrap: str, topic: str, count: int, timeout_s: float) ->
 
 def _assert_scored_once(settings: Settings, sent: list[ReplayRecord]) -> None:
     """Every valid transaction scored exactly once; dead letters exactly once."""
-    expected = replay(ingest_order(sent), flush=False)
+    expected = run_log(ingest_order(sent), flush=False)
     scored = read_records(settings.bootstrap_servers, settings.topics.scores)
     scores = Counter(s["event_id"] for s in scored)
     assert set(scores) == {row.event_id for row in expected.rows}
@@ -191,7 +191,7 @@ def test_kill_9_ten_times_commits_every_output_exactly_once(
     assert text.count("resuming from the recovery store") >= KILLS // 2
 
     bootstrap = settings.bootstrap_servers
-    expected = replay(ingest_order(sent), flush=False)
+    expected = run_log(ingest_order(sent), flush=False)
     _assert_scored_once(settings, sent)
     # The kills left open transactions behind, aborted at the next start: their records
     # are in the log (read_uncommitted sees them) but never visible as committed.

@@ -1,9 +1,10 @@
-"""Training/serving parity: the live flow over the broker equals the offline replay, bit for bit.
+"""Training/serving parity: the live flow over the broker equals the in-process run, bit for bit.
 
-The offline side is what training uses (``operators.replay``) plus the same
-scoring operator; the live side is the dataflow reading the same log from
-Kafka. Transactions only, on one partition, with increasing timestamps: the
-order of processing is then the log's order on both sides.
+The offline side is what training uses (``flows.testing.run_log``: the same
+``build_flow`` over an in-memory log, with the same models); the live side is
+the service reading the same log from Kafka. Transactions only, on one
+partition, with increasing timestamps: the order of processing is then the
+log's order on both sides.
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ import uuid
 import pytest
 from kafka import KafkaProducer
 
+from flows.testing import ReplayRecord, run_log
 from flows.tooling import contract_topics, create_topics
 from models.simulator import SimConfig, simulate
-from operators.replay import ReplayRecord, replay
-from operators.scoring import Scorer, ScoringConfig
 from schemas.settings import Settings, TopicNames
 from tests.integration.kafka_helpers import read_all, run_flow_to_end
 
 pytestmark = pytest.mark.integration
 
 
-def test_live_flow_equals_offline_replay_bit_for_bit(
+def test_live_flow_equals_the_in_process_run_bit_for_bit(
     settings: Settings, throwaway_topics: list[str]
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -47,25 +47,21 @@ def test_live_flow_equals_offline_replay_bit_for_bit(
     producer.flush()
     producer.close()
 
-    models, metrics = run_flow_to_end(settings)
+    models, _metrics = run_flow_to_end(settings)
     live = {s["event_id"]: s for s in read_all(settings.bootstrap_servers, topics.scores)}
 
-    offline = replay(records, batch_size=500, flush=False)
-    scorer = Scorer(
-        ScoringConfig(scores_topic=topics.scores), models, monotonic=time.monotonic, metrics=metrics
-    )
-    feats, outcomes = scorer.score(offline.featured)
-    assert len(live) == len(offline.rows) == len(txns)
+    offline = run_log(records, models=models, batch_size=500, flush=False)
+    assert len(live) == len(offline.scores) == len(txns)
     mismatches = []
-    for row, f, outcome in zip(offline.rows, feats, outcomes, strict=True):
-        got = live[row.event_id]
+    for want in offline.scores:
+        got = live[want["event_id"]]
         same = (
-            got["features"] == f
-            and got["score"] == outcome.score
-            and got["decision"] == outcome.decision
-            and got["late"] == row.late
+            got["features"] == want["features"]
+            and got["score"] == want["score"]
+            and got["decision"] == want["decision"]
+            and got["late"] == want["late"]
         )
         if not same:
-            mismatches.append(row.event_id)
+            mismatches.append(want["event_id"])
     assert mismatches == []
     assert sum(s["decision"] != "approve" for s in live.values()) > 0

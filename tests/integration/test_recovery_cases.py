@@ -2,7 +2,7 @@
 
 Each test runs ``streamscore run --recovery-dir`` as a child process over a
 seeded simulated log and checks the outputs with kafka-python against the
-offline replay of the same log.
+in-process run of the same log (``flows.testing``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from flows.testing import ReplayRecord
 from flows.tooling import contract_topics, create_topics
-from operators.replay import ReplayRecord
 from schemas.settings import Settings
 from state.epochs import EpochStore
 from state.rocksdb import RocksStore, process_state_path
@@ -45,7 +45,7 @@ def _run_to_end(env: dict[str, str], recovery: Path, log: Path, *args: str) -> N
 
 
 def _check_scores(settings: Settings, sent: list[ReplayRecord]) -> Counter[str]:
-    """Every transaction scored with the replay's features; the copies per event_id."""
+    """Every transaction scored with the in-process run's features; the copies per event_id."""
     expected = replayed_rows(sent)
     scores = read_all(settings.bootstrap_servers, settings.topics.scores, expect=len(expected))
     copies = Counter(s["event_id"] for s in scores)

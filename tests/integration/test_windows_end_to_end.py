@@ -1,7 +1,7 @@
 """A crafted card and merchant history through the real broker: features and window aggregates.
 
-The flow's features must equal the offline replay of the same log (the same
-operators, one process) and a few values computed by hand from the contract;
+The flow's features must equal an in-process run of the same log (``flows.testing``:
+the same flow, one process) and a few values computed by hand from the contract;
 the closed windows on ``window-aggregates`` must equal a recomputation.
 """
 
@@ -12,7 +12,7 @@ import json
 import pytest
 from kafka import KafkaProducer
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import ReplayRecord, run_log
 from operators.watermarks import TimeConfig
 from schemas.settings import Settings
 from schemas.timefmt import format_ms
@@ -87,11 +87,11 @@ def test_features_and_window_aggregates_through_kafka(settings: Settings) -> Non
     assert sorted(scores) == ["tx-1", "tx-2", "tx-3", "tx-4", "tx-5", "tx-6", "tx-7"]
     assert [(d["reason"], d["offset"]) for d in dead] == [("duplicate", 4)]
 
-    # Parity with the offline replay through the same operators. The chargeback
+    # Parity with the in-process run of the same flow. The chargeback
     # comes on another topic, consumed concurrently: whether the flow applied it
     # before tx-4 depends on timing, so that one feature is checked below.
     racy = "merchant_chargeback_rate_prev_5m"
-    expected = replay(records, time=TimeConfig(), flush=False)
+    expected = run_log(records, time=TimeConfig(), flush=False)
     for row in expected.rows:
         got = scores[row.event_id]
         assert got["late"] == row.late

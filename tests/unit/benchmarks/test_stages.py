@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.stages import ENGINE, OTHER, STAGES, main, profile, render, simulated_partitions
+from benchmarks.stages import ENGINE, OTHER, STAGES, main, profile, render, simulated_log
 
 
-def test_simulated_partitions_hold_every_record_once_in_offset_order() -> None:
-    parts = simulated_partitions(2_000, 200, 3)
-    assert sum(len(r) for r in parts.values()) == 2_000
-    for name, records in parts.items():
-        topic, _, partition = name.rpartition("#")
-        assert all(r.topic == topic and r.partition == int(partition) for r in records)
-        assert [r.offset for r in records] == list(range(len(records)))
+def test_simulated_log_holds_every_record_once_in_offset_order() -> None:
+    log = simulated_log(2_000, 200, 3)
+    assert len(log) == 2_000
+    parts: dict[tuple[str, int], list[int]] = {}
+    for r in log:
+        parts.setdefault((r.kind, r.partition), []).append(r.offset)
+    assert {p for _kind, p in parts} == {0, 1, 2}
+    for offsets in parts.values():
+        assert offsets == list(range(len(offsets)))
 
 
 def test_every_transaction_is_scored_and_the_stages_add_up_to_the_run() -> None:

@@ -99,7 +99,7 @@ class RecordLike(Protocol):
 
 @dataclass(frozen=True)
 class Record:
-    """A plain input record, structurally the same as ``operators.replay.ReplayRecord``."""
+    """A plain input record, structurally the same as ``flows.testing.ReplayRecord``."""
 
     kind: Kind
     partition: int

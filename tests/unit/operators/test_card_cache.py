@@ -8,9 +8,9 @@ import pickle
 
 import pytest
 
+from flows.testing import CARD_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
 from operators.card_features import _load
-from operators.replay import ReplayRecord, replay
 from state import keys
 from state.memory import MemoryStore
 
@@ -21,7 +21,7 @@ HOUR = 3_600_000
 def _state(store: MemoryStore) -> dict[bytes, object]:
     """Every key the card engine wrote, card blobs decoded."""
     out: dict[bytes, object] = {}
-    for key, value in store.scan(b"", b"\xff" * 8):
+    for key, value in shard_state(store, CARD_SHARD).scan(b"", b"\xff" * 8):
         if key.startswith(keys.CARD):
             out[key] = pickle.loads(value)
         elif key.startswith(keys.CARD_EXPIRY):
@@ -44,8 +44,9 @@ def _simulated(n: int) -> list[ReplayRecord]:
 def test_cached_engine_scores_and_stores_as_write_through(card_cache: int) -> None:
     records = _simulated(3000)
     plain, cached = MemoryStore(), MemoryStore()
-    want = replay(records, store=plain, batch_size=64)
-    got = replay(records, store=cached, batch_size=64, card_cache=card_cache)
+    # No final flush: the cards still held at the end stay in the store to compare.
+    want = run_log(records, store=plain, batch_size=64, flush=False, card_cache=0)
+    got = run_log(records, store=cached, batch_size=64, flush=False, card_cache=card_cache)
     assert got.rows == want.rows
     assert got.dead_letters == want.dead_letters
     assert _state(cached) == _state(plain)
@@ -72,7 +73,7 @@ def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> Non
     records = [_txn(0, "busy", T0), _txn(1, "idle", T0 + 1000), _txn(2, "other", T0 + 2000)]
     records += [_txn(10 + i, "busy", T0 + (i + 1) * HOUR // 2) for i in range(100)]
     store = MemoryStore()
-    result = replay(records, store=store, batch_size=1, card_cache=2)
+    result = run_log(records, store=store, batch_size=1, flush=False, card_cache=2)
     busy = [r for r in result.rows if r.card_id == "busy"]
     assert busy[-1].features["card_count_24h"] == 48.0  # 47 earlier within 24 h, plus itself
     cards = {k for k in _state(store) if k.startswith(keys.CARD)}
@@ -95,5 +96,5 @@ def test_first_amount_of_a_card_is_summed_like_any_window() -> None:
     body = json.loads(_txn(0, "c", T0).value)
     body["amount"] = -0.0
     record = ReplayRecord("transaction", 0, 0, b"c", json.dumps(body).encode(), T0)
-    (row,) = replay([record]).rows
+    (row,) = run_log([record]).rows
     assert math.copysign(1.0, row.features["card_amount_24h"]) == 1.0

@@ -1,4 +1,4 @@
-"""``operators.replay.replay`` against the brute-force oracle in ``oracle.py``.
+"""The flow (``flows.testing.run_log``) against the brute-force oracle in ``oracle.py``.
 
 The first half checks the oracle itself on tiny sequences whose values are
 worked out by hand in the comments. The second half generates random event
@@ -26,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from operators.replay import ReplayRecord, ReplayResult, replay
+from flows.testing import LogResult, ReplayRecord, run_log
+from operators.features import ALL_FEATURES
 from operators.watermarks import TimeConfig
 from tests.unit.operators.oracle import (
     DAY,
@@ -400,7 +401,7 @@ def test_oracle_late_event_joins_long_retained_session() -> None:
     )
     assert row.features["card_count_24h"] == 59.0  # t3..t60 and itself
     # (a summary whose end fell below H is gone: see
-    # test_replay_session_summary_is_kept_while_its_end_is_retained)
+    # test_flow_session_summary_is_kept_while_its_end_is_retained)
 
 
 def test_oracle_merchant_windows_and_chargebacks() -> None:
@@ -589,7 +590,7 @@ def scenarios(draw: st.DrawFn, *, max_records: int = 24) -> Scenario:
     return Scenario(cfg, b.records)
 
 
-def _to_replay(records: Sequence[Record]) -> list[ReplayRecord]:
+def _to_records(records: Sequence[Record]) -> list[ReplayRecord]:
     return [
         ReplayRecord(
             kind=r.kind,
@@ -634,15 +635,15 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def assert_matches_oracle(got: ReplayResult, want: OracleResult) -> None:
+def assert_matches_oracle(got: LogResult, want: OracleResult) -> None:
     got_ids = [(r.event_id, r.late) for r in got.rows]
     want_ids = [(r.event_id, r.late) for r in want.rows]
     assert got_ids == want_ids, "scored rows (event_id, late) differ"
     for i, (g, w) in enumerate(zip(got.rows, want.rows, strict=True)):
         assert (g.card_id, g.merchant_id, g.event_time) == (w.card_id, w.merchant_id, w.event_time)
-        assert set(g.features) == set(FEATURE_NAMES), f"row {i}: feature names"
+        assert set(g.features) == set(ALL_FEATURES), f"row {i}: feature names"
         bad = [
-            f"{name}: oracle={w.features[name]!r} replay={g.features[name]!r}"
+            f"{name}: oracle={w.features[name]!r} flow={g.features[name]!r}"
             for name in FEATURE_NAMES
             if name not in w.ambiguous and not _close(g.features[name], w.features[name])
         ]
@@ -669,10 +670,10 @@ def assert_matches_oracle(got: ReplayResult, want: OracleResult) -> None:
         assert _close(got_w["chargeback_rate"], want_w.chargeback_rate), f"{key} chargeback_rate"
 
 
-# Every example runs a whole (small) replay through the operators: well over the
+# Every example runs a whole (small) log through the flow: well over the
 # default 200 ms deadline on a cold start, and generation draws many small
 # values per example. One failure at a time keeps a failing run short (shrinking
-# replays hundreds of inputs); the minimal cases below pin down each known one.
+# runs hundreds of inputs); the minimal cases below pin down each known one.
 PROPERTY = settings(
     max_examples=1_000,
     derandomize=True,
@@ -685,10 +686,10 @@ PROPERTY = settings(
 
 @PROPERTY
 @given(scenarios())
-def test_replay_matches_oracle(scenario: Scenario) -> None:
+def test_flow_matches_oracle(scenario: Scenario) -> None:
     note(_describe(scenario))
     want = oracle(scenario.records, scenario.time)
-    got = replay(_to_replay(scenario.records), time=scenario.time)
+    got = run_log(_to_records(scenario.records), time=scenario.time)
     assert_matches_oracle(got, want)
 
 
@@ -699,14 +700,14 @@ def test_replay_matches_oracle(scenario: Scenario) -> None:
     st.sampled_from([1, 3, 1000]),
     st.sampled_from([1, 3, 50]),
 )
-def test_replay_with_small_caches_matches_oracle(
+def test_flow_with_small_caches_matches_oracle(
     scenario: Scenario, card_cache: int, merchant_cache: int, batch_size: int
 ) -> None:
     """Cards and windows evicted and written back, expired or purged while cached: same results."""
     note(_describe(scenario))
     want = oracle(scenario.records, scenario.time)
-    got = replay(
-        _to_replay(scenario.records),
+    got = run_log(
+        _to_records(scenario.records),
         time=scenario.time,
         batch_size=batch_size,
         card_cache=card_cache,
@@ -718,7 +719,7 @@ def test_replay_with_small_caches_matches_oracle(
 _PROCESSING_TIME_FIELDS = frozenset({"received_at", "processed_at", "emitted_at"})
 
 
-def _stable(result: ReplayResult) -> tuple[object, ...]:
+def _stable(result: LogResult) -> tuple[object, ...]:
     def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in d.items() if k not in _PROCESSING_TIME_FIELDS} for d in items]
 
@@ -737,21 +738,21 @@ def _first_difference(a: tuple[object, ...], b: tuple[object, ...]) -> str:
     return "no difference"
 
 
-# Shrinking this one replays every candidate three times and took minutes; the
+# Shrinking this one runs every candidate three times and took minutes; the
 # failing input is printed unshrunk (note() gives a compact listing) and
-# test_replay_window_deletion_does_not_depend_on_batch_size has a minimal one.
+# test_flow_window_deletion_does_not_depend_on_batch_size has a minimal one.
 @settings(PROPERTY, max_examples=200, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(scenarios())
-def test_replay_does_not_depend_on_batch_size(scenario: Scenario) -> None:
+def test_flow_does_not_depend_on_batch_size(scenario: Scenario) -> None:
     note(_describe(scenario))
-    records = _to_replay(scenario.records)
-    results = [_stable(replay(records, time=scenario.time, batch_size=n)) for n in (1, 3, 50)]
+    records = _to_records(scenario.records)
+    results = [_stable(run_log(records, time=scenario.time, batch_size=n)) for n in (1, 3, 50)]
     for other, n in ((results[1], 3), (results[2], 50)):
         assert results[0] == other, f"batch_size 1 vs {n}: " + _first_difference(results[0], other)
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_replay_matches_hand_written_merchant_example(batch_size: int) -> None:
+def test_flow_matches_hand_written_merchant_example(batch_size: int) -> None:
     w0, w1 = BASE, BASE + TUMBLING_MS
     b = _Builder()
     b.txn("a1", w0 + 1_000, amount=10.0)
@@ -762,7 +763,7 @@ def test_replay_matches_hand_written_merchant_example(batch_size: int) -> None:
     b.txn("a5", w1 + 65_000, amount=3.0)
     b.cb("k3", w0 + 299_999)
     b.txn("a6", w0 + 2_000, amount=100.0)
-    got = replay(_to_replay(b.records), time=DEFAULT, batch_size=batch_size)
+    got = run_log(_to_records(b.records), time=DEFAULT, batch_size=batch_size)
     assert_matches_oracle(got, oracle(b.records, DEFAULT))
 
 
@@ -773,7 +774,7 @@ def test_replay_matches_hand_written_merchant_example(batch_size: int) -> None:
 
 def _check(b: _Builder, time: TimeConfig = DEFAULT, batch_size: int = 1) -> OracleResult:
     want = oracle(b.records, time)
-    assert_matches_oracle(replay(_to_replay(b.records), time=time, batch_size=batch_size), want)
+    assert_matches_oracle(run_log(_to_records(b.records), time=time, batch_size=batch_size), want)
     return want
 
 
@@ -783,7 +784,7 @@ def _expect_oracle(b: _Builder, time: TimeConfig, event_id: str, **features: flo
         assert row.features[name] == value, name
 
 
-def test_replay_late_copy_below_the_horizon_is_scored_late_not_a_duplicate() -> None:
+def test_flow_late_copy_below_the_horizon_is_scored_late_not_a_duplicate() -> None:
     # semantics.md "Duplicates": the check reads retained state; a late copy of an
     # event already below the horizon is scored as late (changing nothing).
     b = _Builder()
@@ -796,7 +797,7 @@ def test_replay_late_copy_below_the_horizon_is_scored_late_not_a_duplicate() -> 
     _check(b, WIDE)
 
 
-def test_replay_retention_horizon_is_inclusive() -> None:
+def test_flow_retention_horizon_is_inclusive() -> None:
     # semantics.md "Card features": seen events are those with event time >= H,
     # H = wm_card - L - W. Here wm = BASE + 24 h + 60 s, so H = BASE exactly and the
     # event at BASE is still seen.
@@ -808,7 +809,7 @@ def test_replay_retention_horizon_is_inclusive() -> None:
 
 
 @pytest.mark.parametrize(("push", "count", "seconds"), [(65_999, 3.0, 2.0), (66_001, 1.0, 0.0)])
-def test_replay_session_summary_is_kept_while_its_end_is_retained(
+def test_flow_session_summary_is_kept_while_its_end_is_retained(
     push: int, count: float, seconds: float
 ) -> None:
     # semantics.md "Card features": a session summary is retained while its end is
@@ -825,7 +826,7 @@ def test_replay_session_summary_is_kept_while_its_end_is_retained(
 
 @pytest.mark.parametrize("filler", [False, True])
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_replay_window_is_deleted_once_the_watermark_passes(filler: bool, batch_size: int) -> None:
+def test_flow_window_is_deleted_once_the_watermark_passes(filler: bool, batch_size: int) -> None:
     # semantics.md "Merchant features and windows": a closed window stays readable
     # until the watermark passes end + L + T + W, then it is deleted; a late transaction
     # is scored from current state. The window [BASE - 5 min, BASE) ends at BASE;
@@ -841,7 +842,7 @@ def test_replay_window_is_deleted_once_the_watermark_passes(filler: bool, batch_
     _check(b, cfg, batch_size)
 
 
-def test_replay_window_deletion_does_not_depend_on_batch_size() -> None:
+def test_flow_window_deletion_does_not_depend_on_batch_size() -> None:
     # L = 0, B = 0: W0 = [BASE, BASE + 5 min) closes at tx-1 and passes its deletion
     # point (end + L + T + W = BASE + 10 min + 24 h) at tx-2; batch_size must not matter.
     cfg = TimeConfig(
@@ -852,13 +853,13 @@ def test_replay_window_deletion_does_not_depend_on_batch_size() -> None:
     b.txn("tx-1", BASE + TUMBLING_MS)
     b.txn("tx-2", BASE + 2 * TUMBLING_MS + DAY)
     b.txn("tx-3", BASE + 2 * TUMBLING_MS - 1)  # late; its previous window is W0
-    records = _to_replay(b.records)
-    rows = [replay(records, time=cfg, batch_size=n).rows for n in (1, 2, 3)]
+    records = _to_records(b.records)
+    rows = [run_log(records, time=cfg, batch_size=n).rows for n in (1, 2, 3)]
     assert rows[0] == rows[1] == rows[2]
 
 
 @pytest.mark.parametrize("last", [0.1, 1.0])
-def test_replay_zscore_is_zero_for_equal_earlier_amounts(last: float) -> None:
+def test_flow_zscore_is_zero_for_equal_earlier_amounts(last: float) -> None:
     # contract.md / semantics.md: card_amount_zscore is 0 when std == 0. Three
     # earlier amounts of 0.1 have std exactly 0 (their float mean is not exactly
     # 0.1, so a float std comes out near 1e-17 instead).
@@ -868,3 +869,17 @@ def test_replay_zscore_is_zero_for_equal_earlier_amounts(last: float) -> None:
     b.txn("last", BASE + 3, amount=last)
     _expect_oracle(b, DEFAULT, "last", card_amount_zscore=0.0)
     _check(b)
+
+
+def test_flow_partition_joins_with_its_first_accepted_record() -> None:
+    # The chargebacks partition's first record is far future (a dead letter): the
+    # partition joins the merchant watermark only with cb-12, which cannot lower it,
+    # so cb-12's window is already closed (a dead letter), as the texts say.
+    b = _Builder()
+    for i in range(3):
+        b.txn(f"tx-{i}", BASE)
+    b.cb("cb-3", BASE + HOUR - 4_999, ts=BASE - 5_000)
+    b.txn("tx-4", BASE + HOUR - 4_999)
+    b.cb("cb-5", BASE + HOUR - 304_998)
+    want = _check(b)
+    assert _dead(want) == [("chargeback", 0, "timestamp"), ("chargeback", 1, "timestamp")]

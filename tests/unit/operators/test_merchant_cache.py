@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from flows.testing import MERCHANT_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
 from operators.merchant_windows import WINDOW_MS, MerchantConfig, MerchantWindowEngine
 from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, TxnEnvelope
-from operators.replay import ReplayRecord, replay
 from operators.watermarks import MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
@@ -44,15 +44,16 @@ def test_cached_windows_score_and_store_as_write_through(merchant_cache: int) ->
     assert any(r.kind == "chargeback" for r in records)
     plain, cached = MemoryStore(), MemoryStore()
     # No final flush: the windows still open at the end stay in the store to compare.
-    want = replay(records, store=plain, batch_size=16, flush=False)
-    got = replay(records, store=cached, batch_size=16, flush=False, merchant_cache=merchant_cache)
+    want = run_log(records, store=plain, batch_size=16, flush=False, merchant_cache=0)
+    got = run_log(records, store=cached, batch_size=16, flush=False, merchant_cache=merchant_cache)
     assert got.rows == want.rows
     assert got.window_aggregates == want.window_aggregates
     assert got.dead_letters == want.dead_letters
     assert len(want.window_aggregates) > 40  # windows closed on the way
-    assert _merchant_state(cached) == _merchant_state(plain)
+    plain_state = _merchant_state(shard_state(plain, MERCHANT_SHARD))
+    assert _merchant_state(shard_state(cached, MERCHANT_SHARD)) == plain_state
     # Purged windows left the cache's store as well: only the last day's remain.
-    windows = [k for k in _merchant_state(plain) if k.startswith(keys.WINDOW)]
+    windows = [k for k in plain_state if k.startswith(keys.WINDOW)]
     first = min(r.event_time for r in want.rows)
     assert windows and min(int.from_bytes(k[-8:], "big") for k in windows) > first + WINDOW_MS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from flows.testing import MERCHANT_SHARD, ReplayRecord, run_log, shard_state
 from operators.merchant_windows import RETAIN_MS, WINDOW_MS
-from operators.replay import ReplayRecord, replay
 from state import keys
 from state.memory import MemoryStore
 
@@ -39,7 +39,7 @@ def _log(late_at: int, ticks_until: int) -> list[ReplayRecord]:
 def test_a_late_transaction_counts_its_previous_windows_seen_transactions() -> None:
     # Event time is 30 min on: the old purge horizon (end + lateness + 5 min) has passed.
     late_at = T0 + WINDOW_MS + 30_000
-    result = replay(_log(late_at, T0 + 30 * MINUTE), flush=False)
+    result = run_log(_log(late_at, T0 + 30 * MINUTE), flush=False)
     row = result.rows[-1]
     assert row.card_id == "late"
     assert row.late
@@ -49,7 +49,7 @@ def test_a_late_transaction_counts_its_previous_windows_seen_transactions() -> N
 def test_late_reads_reach_as_far_back_as_card_history() -> None:
     # 23 h on, the late transaction is still within the card history kept (24 h + lateness).
     late_at = T0 + WINDOW_MS + 30_000
-    result = replay(_log(late_at, T0 + 23 * 60 * MINUTE), flush=False)
+    result = run_log(_log(late_at, T0 + 23 * 60 * MINUTE), flush=False)
     assert result.rows[-1].late
     assert result.rows[-1].features["merchant_txn_count_prev_5m"] == 2.0
 
@@ -57,6 +57,7 @@ def test_late_reads_reach_as_far_back_as_card_history() -> None:
 def test_windows_are_deleted_once_no_late_transaction_can_read_them() -> None:
     store = MemoryStore()
     end = T0 + WINDOW_MS
-    replay(_log(T0 + 40_000, end + RETAIN_MS + 2 * 60 * MINUTE), store=store, flush=False)
-    stored = [k for k, _ in store.scan(keys.WINDOW, keys.WINDOW + b"\xff")]
+    run_log(_log(T0 + 40_000, end + RETAIN_MS + 2 * 60 * MINUTE), store=store, flush=False)
+    view = shard_state(store, MERCHANT_SHARD)
+    stored = [k for k, _ in view.scan(keys.WINDOW, keys.WINDOW + b"\xff")]
     assert stored and all(b"m-tick" in k for k in stored)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from flows.testing import run_log
 from models.history import from_simulation
 from models.manifest import Thresholds
 from models.realistic import RealisticConfig, simulate_realistic
 from models.rules import rules_score
 from operators.card_features import DAY
-from operators.features import txn_features
 from operators.quality import QualityAggregator, QualityConfig, QualityEngine, QualityRecord
-from operators.replay import replay
 from operators.watermarks import TimeConfig
 from schemas.records import Chargeback
 from schemas.timefmt import parse_event_time
@@ -34,17 +33,16 @@ def test_a_compromised_merchant_shows_up_in_the_quality_records() -> None:
     breach = sorted(e.event_time_ms for e in events if e.scenario == "compromised_merchant")
     assert breach
     recorded = from_simulation(events, "test")
-    featured = replay(recorded.records, time=TimeConfig(max_future_ms=2 * DAY)).featured
+    rows = run_log(recorded.records, time=TimeConfig(max_future_ms=2 * DAY)).rows
     thresholds = Thresholds(review=0.3, decline=0.7)
 
     # The service's quality path, in event-time order: decisions as transactions are
     # scored (by the rules fallback here), chargebacks as they arrive, the watermark on.
     steps: list[tuple[int, str, str, str]] = []
-    for item in featured:
-        if not item.env.late:
-            txn = item.env.txn
-            score = rules_score({**item.features, **txn_features(txn)})
-            steps.append((txn.event_time, "d", txn.event_id, thresholds.decide(score)))
+    for row in rows:
+        if not row.late:
+            score = rules_score(row.features)
+            steps.append((row.event_time, "d", row.event_id, thresholds.decide(score)))
     for value in recorded.label_chargebacks:
         cb = Chargeback.model_validate_json(value)
         steps.append((cb.event_time, "c", cb.txn_event_id, ""))

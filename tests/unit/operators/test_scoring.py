@@ -14,19 +14,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from flows.testing import ReplayRecord, run_log
 from models.onnx_scorer import OnnxModel, load_model
 from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import txn_features
+from operators.features import TXN_FEATURES, txn_features
 from operators.internals import observe_many
-from operators.messages import Featured
+from operators.messages import Featured, RawRecord, TxnEnvelope
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics
 from operators.quality import QualityInput
-from operators.replay import ReplayRecord, replay
 from operators.scoring import Scorer, ScoringConfig
+from schemas.records import Transaction
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
 T0 = 1_795_392_000_000
@@ -55,7 +56,16 @@ def _featured(n: int) -> list[Featured]:
         records.append(
             ReplayRecord("transaction", 0, i, None, json.dumps(body).encode(), T0 + i * 20_000)
         )
-    return replay(records, flush=False).featured
+    # What the merchant stage hands to scoring: the flow's rows before transaction features.
+    by_id = {json.loads(r.value)["event_id"]: r for r in records}
+    out = []
+    for row in run_log(records, flush=False).rows:
+        r = by_id[row.event_id]
+        raw = RawRecord("transactions", r.partition, r.offset, r.key, r.value, r.timestamp_ms)
+        env = TxnEnvelope(Transaction.model_validate_json(r.value), raw, row.late, 0)
+        features = {k: v for k, v in row.features.items() if k not in TXN_FEATURES}
+        out.append(Featured(env, features, 0))
+    return out
 
 
 def _scorer(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.replay import ReplayRecord, replay
+from flows.testing import CARD_SHARD, MERCHANT_SHARD, ReplayRecord, run_log, shard_state
 from state import keys
 from state.rocksdb import RocksStore
 
@@ -27,8 +27,8 @@ def _txn(i: int, card: str, t: int) -> ReplayRecord:
     return ReplayRecord("transaction", 0, i, card.encode(), json.dumps(body).encode(), t)
 
 
-def _count(store: RocksStore, prefix: bytes) -> int:
-    return sum(1 for _ in store.scan(prefix, prefix + b"\xff" * 8))
+def _count(store: RocksStore, shard: str, prefix: bytes) -> int:
+    return sum(1 for _ in shard_state(store, shard).scan(prefix, prefix + b"\xff" * 8))
 
 
 @pytest.mark.parametrize("card_cache", [0, 2], ids=["write-through", "cached"])
@@ -37,9 +37,9 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(
 ) -> None:
     store = RocksStore(tmp_path / "db")
     day_one = [_txn(i, f"old-{i}", T0 + i * 1000) for i in range(500)]
-    replay(day_one, store=store, batch_size=100, flush=False, card_cache=card_cache)
-    assert _count(store, keys.CARD) == 500
-    assert _count(store, keys.WINDOW) > 0
+    run_log(day_one, store=store, batch_size=100, flush=False, card_cache=card_cache)
+    assert _count(store, CARD_SHARD, keys.CARD) == 500
+    assert _count(store, MERCHANT_SHARD, keys.WINDOW) > 0
 
     # Event time moves on steadily (within the far-future bound) for two days,
     # then other cards: the old ones are past 24 h + lateness.
@@ -48,7 +48,7 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(
     later = T0 + 50 * HOUR
     ticks = [_txn(600 + i, "new-ticker", T0 + 600_000 + i * 1_800_000) for i in range(100)]
     day_three = [_txn(1000 + i, f"new-{i}", later + i * 1000) for i in range(300)]
-    replay(
+    run_log(
         day_one + ticks + day_three,
         store=store,
         batch_size=100,
@@ -56,16 +56,18 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(
         card_cache=card_cache,
     )
 
-    cards = [k for k, _ in store.scan(keys.CARD, keys.CARD + b"\xff")]
+    card_state = shard_state(store, CARD_SHARD)
+    cards = [k for k, _ in card_state.scan(keys.CARD, keys.CARD + b"\xff")]
     assert cards and all(k.startswith(keys.CARD + b"new-") for k in cards)
-    namespace = keys.shard_namespace(keys.CARD_EXPIRY, "")  # replay runs one unnamed shard
+    namespace = keys.shard_namespace(keys.CARD_EXPIRY, CARD_SHARD)
     expiry = [
         keys.parse_timer_key(k, len(namespace))[1]
-        for k, _ in store.scan(namespace, keys.CARD_EXPIRY + b"\xff")
+        for k, _ in card_state.scan(namespace, keys.CARD_EXPIRY + b"\xff")
     ]
     assert expiry and all(c.startswith("new-") for c in expiry)
     # Windows of day one were closed and purged; those of the last 24 h (plus a
     # window and the lateness) stay readable for late transactions.
-    starts = [int.from_bytes(k[-8:], "big") for k, _ in store.scan(keys.WINDOW, b"X")]
+    merchant_state = shard_state(store, MERCHANT_SHARD)
+    starts = [int.from_bytes(k[-8:], "big") for k, _ in merchant_state.scan(keys.WINDOW, b"X")]
     assert starts and min(starts) >= later - 25 * HOUR
     store.close()
