@@ -30,6 +30,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from operators.card_features import CardConfig, CardFeatureEngine
+from operators.card_kernel import compile_kernels
 from operators.decode import DeadLetters
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
 from operators.messages import (
@@ -400,6 +401,9 @@ def windows(
     a re-key: every operator costs a fixed amount per worker step, which is
     most of what a step costs at moderate load (small batches).
     """
+
+    # The card kernels compile (or load from numba's cache) now, before any input is read.
+    compile_kernels()
 
     def route(batch: PartitionBatch) -> list[Routed]:
         on_input(batch)
