@@ -60,6 +60,10 @@ OUTPUT: tuple[str, ...] = (
 # What :func:`card_step` returns when it computed the features but left accepting
 # to the caller: a tie on the event time (ordered by strings), or a full buffer.
 SLOW = -1
+# Partials an exact sum can need here: they do not overlap, so each takes bits of its
+# own between 2**-1074 (the smallest amount) and 2**127 (far above any window's sum
+# of squared deviations, each at most 1e18).
+PARTIALS = 1074 + 127 + 1
 POSITION_BITS = 32
 POSITION_MASK = (1 << POSITION_BITS) - 1
 
@@ -72,7 +76,15 @@ def _jit(fn: Callable[..., Any]) -> Any:
         return njit(cache=False)(fn)
 
 
-@njit
+# Helpers are only called from other kernels: no CPython or C entry points to build.
+_HELPER: dict[str, Any] = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
+
+def _helper(fn: Callable[..., Any]) -> Any:
+    return njit(**_HELPER)(fn)
+
+
+@_helper
 def _bisect_right(a: Any, x: int, lo: int, hi: int) -> int:
     while lo < hi:
         mid = (lo + hi) // 2
@@ -83,7 +95,7 @@ def _bisect_right(a: Any, x: int, lo: int, hi: int) -> int:
     return lo
 
 
-@njit
+@_helper
 def _bisect_left(a: Any, x: int, lo: int, hi: int) -> int:
     while lo < hi:
         mid = (lo + hi) // 2
@@ -94,9 +106,9 @@ def _bisect_left(a: Any, x: int, lo: int, hi: int) -> int:
     return lo
 
 
-@njit
-def _fsum_add(p: Any, n: int, x: float) -> tuple[Any, int]:
-    """Add ``x`` to the ``n`` non-overlapping partials ``p`` (grown when full), as fsum does."""
+@_helper
+def _fsum_add(p: Any, n: int, x: float) -> int:
+    """Add ``x`` to the ``n`` non-overlapping partials ``p``, as fsum does; return their count."""
     i = 0
     for j in range(n):
         y = p[j]
@@ -109,20 +121,13 @@ def _fsum_add(p: Any, n: int, x: float) -> tuple[Any, int]:
             p[i] = lo
             i += 1
         x = hi
-    n = i
     if x != 0.0:
-        if n == p.shape[0]:
-            # Element by element: numba compiles a slice assignment many times slower.
-            grown = np.empty(2 * n)
-            for k in range(n):
-                grown[k] = p[k]
-            p = grown
-        p[n] = x
-        n += 1
-    return p, n
+        p[i] = x
+        i += 1
+    return i
 
 
-@njit
+@_helper
 def _fsum_total(p: Any, n: int) -> float:
     """The partials' sum, rounded once (half-even across partials), as fsum returns it."""
     hi = 0.0
@@ -149,15 +154,15 @@ def _fsum_total(p: Any, n: int) -> float:
 
 
 @njit
-def fsum_range(values: Any, lo: int, hi: int, p: Any) -> tuple[float, Any]:
-    """``math.fsum(values[lo:hi])``, and the partials array (grown if it had to be)."""
+def fsum_range(values: Any, lo: int, hi: int, p: Any) -> float:
+    """``math.fsum(values[lo:hi])``, with room for :data:`PARTIALS` partials in ``p``."""
     n = 0
     for k in range(lo, hi):
-        p, n = _fsum_add(p, n, values[k])
-    return _fsum_total(p, n), p
+        n = _fsum_add(p, n, values[k])
+    return float(_fsum_total(p, n))
 
 
-@njit
+@_helper
 def _zscore(amount: float, earlier: Any, lo: int, hi: int, total: float, p: Any) -> float:
     """Population z-score of ``amount`` against ``earlier[lo:hi]``, whose exact sum is ``total``."""
     n = hi - lo
@@ -175,12 +180,12 @@ def _zscore(amount: float, earlier: Any, lo: int, hi: int, total: float, p: Any)
     m = 0
     for k in range(lo, hi):
         d = earlier[k] - mean
-        p, m = _fsum_add(p, m, d * d)
+        m = _fsum_add(p, m, d * d)
     std = np.sqrt(_fsum_total(p, m) / n)
     return 0.0 if std == 0 else (amount - mean) / std
 
 
-@njit
+@_helper
 def _sift_down(a: Any, root: int, end: int) -> None:
     while 2 * root + 1 < end:
         child = 2 * root + 1
@@ -192,7 +197,7 @@ def _sift_down(a: Any, root: int, end: int) -> None:
         root = child
 
 
-@njit
+@_helper
 def _distinct(codes: Any, lo: int, hi: int, own: int) -> int:
     """How many distinct values ``codes[lo:hi]`` and ``own`` hold together."""
     k = hi - lo
@@ -226,7 +231,7 @@ def _distinct(codes: Any, lo: int, hi: int, own: int) -> int:
     return count
 
 
-@njit
+@_helper
 def _session_after(buf: Any, q: int, start: int, end: int, count: int) -> bool:
     """Whether the session summary at ``q`` sorts after ``(start, end, count)``."""
     if buf[q] != start:
@@ -236,7 +241,7 @@ def _session_after(buf: Any, q: int, start: int, end: int, count: int) -> bool:
     return bool(buf[q + 2] > count)
 
 
-@njit
+@_helper
 def _insert(
     buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, gap: int
 ) -> None:
@@ -271,7 +276,7 @@ def _insert(
     buf[NS] = (kept - s) // 3 + 1
 
 
-@njit
+@_helper
 def _prune(buf: Any, amounts: Any, horizon: int) -> int:
     """Drop events and session summaries below ``horizon``; return how many events went."""
     cap, n = buf[CAP], buf[N]
@@ -327,11 +332,11 @@ def card_step(
     lo_5m = _bisect_right(buf, t - 5 * MINUTE, lo_day, hi)
     lo_min = _bisect_right(buf, t - MINUTE, lo_day, hi)
     shift = am - at  # from an event's time to its amount
-    p = np.empty(32)
-    total_min, p = fsum_range(amounts, lo_min + shift, hi + shift, p)
-    total_5m, p = fsum_range(amounts, lo_5m + shift, hi + shift, p)
-    total_hour, p = fsum_range(amounts, lo_hour + shift, hi + shift, p)
-    total_day, p = fsum_range(amounts, lo_day + shift, hi + shift, p)
+    p = np.empty(PARTIALS)
+    total_min = fsum_range(amounts, lo_min + shift, hi + shift, p)
+    total_5m = fsum_range(amounts, lo_5m + shift, hi + shift, p)
+    total_hour = fsum_range(amounts, lo_hour + shift, hi + shift, p)
+    total_day = fsum_range(amounts, lo_day + shift, hi + shift, p)
     out[row, 0] = hi - lo_min + 1
     out[row, 1] = total_min + amount
     out[row, 2] = hi - lo_5m + 1
