@@ -28,6 +28,7 @@ call per transaction, plus its event ids; the store keeps the list layout
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
@@ -134,7 +135,7 @@ class CardFeatureEngine:
         batch = list(batch)
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
-        cards, created = self._cards(list(dict.fromkeys(env.txn.card_id for env in batch)))
+        cards, created = self._cards(Counter(env.txn.card_id for env in batch))
         dirty = self._dirty
         out: list[Featured | Tick] = []
         dead: list[OutMessage] = []
@@ -170,7 +171,7 @@ class CardFeatureEngine:
                 card.buf, matrix, row, txn.event_time, txn.amount, code, horizon, gap, accept, prune
             )
             if done == SLOW:
-                done = self._accept(card, txn, code, horizon, prune)
+                done = self._accept(card, txn, code, horizon, prune, matrix, row)
             if accept:
                 ids.insert(done & POSITION_MASK, event_id)
             if done >> POSITION_BITS:
@@ -224,16 +225,17 @@ class CardFeatureEngine:
         self._store.write(changes)
         return expired
 
-    def _cards(self, ids: list[str]) -> tuple[dict[str, _Card], list[str]]:
-        """The batch's cards, and those new to the store.
+    def _cards(self, counts: dict[str, int]) -> tuple[dict[str, _Card], list[str]]:
+        """The batch's cards (with how many of its transactions each has), and those new.
 
-        Cached cards become the most recent; the rest are read in one multi-get.
+        Cached cards become the most recent; the rest are read in one multi-get and
+        get room for the batch's transactions.
         """
         cache = self._cache
         out: dict[str, _Card] = {}
         missing: list[str] = []
         created: list[str] = []
-        for card_id in ids:
+        for card_id in counts:
             card = cache.pop(card_id, None)
             if card is None:
                 missing.append(card_id)
@@ -242,7 +244,8 @@ class CardFeatureEngine:
         if missing:
             blobs = self._store.get_many([keys.card_key(c) for c in missing])
             for card_id, blob in zip(missing, blobs, strict=True):
-                cache[card_id] = out[card_id] = _load(blob, self._merchants)
+                card = _load(blob, self._merchants, counts[card_id])
+                cache[card_id] = out[card_id] = card
                 if blob is None:
                     created.append(card_id)
         return out, created
@@ -271,18 +274,35 @@ class CardFeatureEngine:
         for card_id in victims:
             del self._cache[card_id]
 
-    def _accept(self, card: _Card, txn: Transaction, code: int, horizon: int, prune: bool) -> int:
+    def _accept(
+        self,
+        card: _Card,
+        txn: Transaction,
+        code: int,
+        horizon: int,
+        prune: bool,
+        out: np.ndarray[Any, np.dtype[np.float64]],
+        row: int,
+    ) -> int:
         """Accept ``txn`` where the kernel would not: a tie on its time, or a full buffer.
 
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
+        t, amount = txn.event_time, txn.amount
         if n == cap or ns == cap_s:
             card.buf = _resized(
                 card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
             )
+            # With room, the kernel accepts it (and writes the same features again)
+            # unless its time ties.
+            done: int = kernel.card_step(
+                card.buf, out, row, t, amount, code, horizon, self._gap, True, prune
+            )
+            if done != SLOW:
+                return done
         pos = _position(card, txn, self._merchants.names)
-        kernel.card_insert(card.buf, pos, txn.event_time, txn.amount, code, self._gap)
+        kernel.card_insert(card.buf, pos, t, amount, code, self._gap)
         cut = kernel.card_prune(card.buf, horizon) if prune else 0
         return int(pos) | cut << POSITION_BITS
 
@@ -367,9 +387,11 @@ def _resized(
     return new
 
 
-def _load(blob: bytes | None, merchants: _Merchants) -> _Card:
+def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
+    """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
+    room = max(room, 4)
     if blob is None:
-        return _Card(kernel.empty_card(), [], None)
+        return _Card(kernel.empty_card(room), [], None)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -380,8 +402,8 @@ def _load(blob: bytes | None, merchants: _Merchants) -> _Card:
     else:
         times, amounts, names, ids, sessions, expiry = state
     n, ns = len(times), len(sessions)
-    buf = kernel.empty_card(n + 4, ns + 2)
-    cap = n + 4
+    cap = n + room
+    buf = kernel.empty_card(cap, ns + 2)
     buf[N], buf[NS] = n, ns
     buf[HEAD : HEAD + n] = times
     buf[HEAD + cap : HEAD + cap + n].view(np.float64)[:] = amounts
