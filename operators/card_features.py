@@ -302,9 +302,8 @@ class CardFeatureEngine:
             if done != SLOW:
                 return done
         pos = _position(card, txn, self._merchants.names)
-        kernel.card_insert(card.buf, pos, t, amount, code, self._gap)
-        cut = kernel.card_prune(card.buf, horizon) if prune else 0
-        return int(pos) | cut << POSITION_BITS
+        placed: int = kernel.card_place(card.buf, pos, t, amount, code, self._gap, horizon, prune)
+        return placed
 
     def _recode(self) -> None:
         """Write back and forget every cached card, and number the merchants afresh."""
@@ -313,7 +312,12 @@ class CardFeatureEngine:
 
     def _expiry_time(self, card: _Card) -> int | None:
         """When the card leaves the state: its newest event or session end, plus retention."""
-        newest: int = kernel.card_newest(card.buf)
+        buf = card.buf
+        n, cap, ns = int(buf[N]), int(buf[CAP]), int(buf[NS])
+        newest = int(buf[HEAD + n - 1]) if n else NO_WATERMARK
+        if ns:  # session ends: every third slot from the second
+            ends = buf[HEAD + 3 * cap + 1 : HEAD + 3 * cap + 3 * ns : 3]
+            newest = max(newest, int(ends.max()))
         return newest + self._lateness + DAY if newest != NO_WATERMARK else None
 
     def _move_index(

@@ -34,8 +34,6 @@ import numpy as np
 from numba import njit, types
 from numba.core.errors import NumbaWarning
 
-from operators.watermarks import NO_WATERMARK
-
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
@@ -371,26 +369,14 @@ def card_step(
 
 
 @_jit
-def card_insert(buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int) -> None:
-    """Accept an event at index ``pos`` (the caller ordered its ties and made room)."""
-    _insert(buf, buf.view(np.float64), pos, t, amount, merchant, gap)
-
-
-@_jit
-def card_prune(buf: Any, horizon: int) -> int:
-    """Drop events and session summaries below ``horizon``; return how many events went."""
-    return int(_prune(buf, buf.view(np.float64), horizon))
-
-
-@_jit
-def card_newest(buf: Any) -> int:
-    """The card's newest event time or session end (``NO_WATERMARK`` for an empty card)."""
-    n, s = buf[N], HEAD + 3 * buf[CAP]
-    newest = buf[HEAD + n - 1] if n > 0 else NO_WATERMARK
-    for j in range(s, s + 3 * buf[NS], 3):
-        if buf[j + 1] > newest:
-            newest = buf[j + 1]
-    return int(newest)
+def card_place(
+    buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
+) -> int:
+    """Accept an event at index ``pos`` (the caller ordered its ties and made room), then
+    prune the card if ``prune``; returns as :func:`card_step` does."""
+    amounts = buf.view(np.float64)
+    _insert(buf, amounts, pos, t, amount, merchant, gap)
+    return pos | (_prune(buf, amounts, horizon) << POSITION_BITS if prune else 0)
 
 
 _BUF = types.Array(types.int64, 1, "C")
@@ -411,9 +397,7 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
             types.boolean,
         ),
     ),
-    (card_insert, (_BUF, _INT, _INT, types.float64, _INT, _INT)),
-    (card_prune, (_BUF, _INT)),
-    (card_newest, (_BUF,)),
+    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
 )
 
 
