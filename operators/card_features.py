@@ -19,19 +19,25 @@ evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
 recovery is on, and the end of the input), so a
 card seen again is neither read nor unpickled nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
-through. A card's events are kept as columns (times, amounts, merchants, ids),
-so windows are slices of lists rather than rebuilt per event.
+through. A cached card is one packed array (times, amounts, interned merchant
+codes, sessions) that :mod:`operators.card_kernel` reads and updates in one
+call per transaction, plus its event ids; the store keeps the list layout
+(times, amounts, merchants, ids, sessions, expiry) either way.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import pickle
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
+import numpy as np
+
+from operators import card_kernel as kernel
+from operators.card_kernel import CAP, HEAD, NS, POSITION_BITS, POSITION_MASK, SLOW, N
 from operators.messages import Featured, OutMessage, RawRecord, Tick, TxnEnvelope
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
@@ -63,15 +69,33 @@ class CardConfig:
     cache_cards: int = 0
 
 
+# Past this many interned merchant ids the engine writes back and forgets its cached
+# cards and starts the codes afresh, so the table stays bounded on an endless stream.
+MERCHANT_CODES_MAX = 1 << 18
+_PENDING: dict[str, float] = {}  # a Featured's features until its batch's matrix is read
+
+
 @dataclass(slots=True)
 class _Card:
-    # Accepted events as columns, sorted by (time, amount, merchant, event id).
-    times: list[int]
-    amounts: list[float]
-    merchants: list[str]
-    ids: list[str]
-    sessions: list[list[int]]  # [start, end, count], sorted, disjoint
+    # Accepted events and session summaries, packed (layout: operators.card_kernel).
+    buf: np.ndarray[Any, np.dtype[np.int64]]
+    ids: list[str]  # the events' ids, in the buffer's order
     expiry: int | None  # the expiry-index time currently written for this card
+
+
+class _Merchants:
+    """Merchant ids as the integer codes the kernel compares (distinct merchants)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def code(self, merchant: str) -> int:
+        code = self.codes.get(merchant)
+        if code is None:
+            code = self.codes[merchant] = len(self.names)
+            self.names.append(merchant)
+        return code
 
 
 class CardFeatureEngine:
@@ -95,8 +119,10 @@ class CardFeatureEngine:
         # Decoded cards, least recently used first; ``_dirty`` ones differ from the store.
         self._cache: dict[str, _Card] = {}
         self._dirty: set[str] = set()
+        self._merchants = _Merchants()
         # The record being processed: the one to blame if processing raises.
         self.at: RawRecord | None = None
+        kernel.compile_kernels()
 
     def process(
         self, batch: Iterable[TxnEnvelope], watermarks: MinWatermark
@@ -107,12 +133,20 @@ class CardFeatureEngine:
         carried still reaches the next operator in order.
         """
         batch = list(batch)
-        cards, created = self._cards(list(dict.fromkeys(env.txn.card_id for env in batch)))
+        if len(self._merchants.names) > MERCHANT_CODES_MAX:
+            self._recode()
+        cards, created = self._cards(Counter(env.txn.card_id for env in batch))
         dirty = self._dirty
         out: list[Featured | Tick] = []
         dead: list[OutMessage] = []
+        featured: list[Featured] = []
+        # One row of features per scored transaction, filled by the kernel.
+        matrix = np.empty((len(batch), len(kernel.OUTPUT)))
+        row = 0
         update, current = watermarks.update, watermarks.current
-        lateness, gap, features = self._lateness, self._gap, self._features
+        lateness, gap, step = self._lateness, self._gap, kernel.card_step
+        merchants = self._merchants
+        codes = merchants.codes
         for env in batch:
             self.at = env.raw
             update(env.raw.source, env.watermark)
@@ -121,16 +155,34 @@ class CardFeatureEngine:
             card_id = txn.card_id
             card = cards[card_id]
             horizon = wm - lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            if txn.event_id in card.ids and _is_duplicate(card, txn, horizon):
+            event_id, ids = txn.event_id, card.ids
+            if event_id in ids and _is_duplicate(card, txn, horizon):
                 dead.append(self._dead_letter(env, "event_id already accepted for this card"))
                 out.append(Tick(wm))
                 continue
-            out.append(Featured(env, features(card, env, horizon), wm))
-            if not env.late:
-                _accept(card, txn.event_time, txn.amount, txn.merchant_id, txn.event_id, gap)
+            code = codes.get(txn.merchant_id)
+            if code is None:
+                code = merchants.code(txn.merchant_id)
+            accept = not env.late
+            if accept:
                 dirty.add(card_id)
-            if card_id in dirty:
-                _prune(card, horizon)
+            prune = card_id in dirty
+            done = step(
+                card.buf, matrix, row, txn.event_time, txn.amount, code, horizon, gap, accept, prune
+            )
+            if done == SLOW:
+                done = self._accept(card, txn, code, horizon, prune, matrix, row)
+            if accept:
+                ids.insert(done & POSITION_MASK, event_id)
+            if done >> POSITION_BITS:
+                del ids[: done >> POSITION_BITS]
+            item = Featured(env, _PENDING, wm)
+            out.append(item)
+            featured.append(item)
+            row += 1
+        names = kernel.OUTPUT
+        for item, values in zip(featured, matrix[:row].tolist(), strict=True):
+            item.features = dict(zip(names, values, strict=True))
         if self._cache_max <= 0:
             self.flush()
             return out, dead
@@ -173,16 +225,17 @@ class CardFeatureEngine:
         self._store.write(changes)
         return expired
 
-    def _cards(self, ids: list[str]) -> tuple[dict[str, _Card], list[str]]:
-        """The batch's cards, and those new to the store.
+    def _cards(self, counts: dict[str, int]) -> tuple[dict[str, _Card], list[str]]:
+        """The batch's cards (with how many of its transactions each has), and those new.
 
-        Cached cards become the most recent; the rest are read in one multi-get.
+        Cached cards become the most recent; the rest are read in one multi-get and
+        get room for the batch's transactions.
         """
         cache = self._cache
         out: dict[str, _Card] = {}
         missing: list[str] = []
         created: list[str] = []
-        for card_id in ids:
+        for card_id in counts:
             card = cache.pop(card_id, None)
             if card is None:
                 missing.append(card_id)
@@ -191,7 +244,8 @@ class CardFeatureEngine:
         if missing:
             blobs = self._store.get_many([keys.card_key(c) for c in missing])
             for card_id, blob in zip(missing, blobs, strict=True):
-                cache[card_id] = out[card_id] = _load(blob)
+                card = _load(blob, self._merchants, counts[card_id])
+                cache[card_id] = out[card_id] = card
                 if blob is None:
                     created.append(card_id)
         return out, created
@@ -220,70 +274,50 @@ class CardFeatureEngine:
         for card_id in victims:
             del self._cache[card_id]
 
-    def _features(self, card: _Card, env: TxnEnvelope, horizon: int) -> dict[str, float]:
-        txn = env.txn
-        t = txn.event_time
-        amount = txn.amount
-        times = card.times
-        hi = bisect.bisect_right(times, t)
-        lo_all = bisect.bisect_left(times, horizon, 0, hi)
-        # The windows nest (1m in 5m in 1h in 24h) and all end at ``hi``: take the 24 h
-        # amounts once and each shorter window as a tail of them.
-        lo_day = max(lo_all, bisect.bisect_right(times, t - DAY, 0, hi))
-        if lo_day >= hi:
-            total = 0.0 + amount  # an empty sum plus the amount, as below (-0.0 -> 0.0)
-            feats = {
-                "card_count_1m": 1.0,
-                "card_amount_1m": total,
-                "card_count_5m": 1.0,
-                "card_amount_5m": total,
-                "card_count_1h": 1.0,
-                "card_amount_1h": total,
-                "card_distinct_merchants_1h": 1.0,
-                "card_count_24h": 1.0,
-                "card_amount_24h": total,
-                "card_amount_zscore": 0.0,
-            }
-        else:
-            amounts = card.amounts[lo_day:hi]
-            lo_min = bisect.bisect_right(times, t - MINUTE, lo_day, hi) - lo_day
-            lo_5m = bisect.bisect_right(times, t - 5 * MINUTE, lo_day, hi) - lo_day
-            lo_hour = bisect.bisect_right(times, t - HOUR, lo_day, hi)
-            merchants = set(card.merchants[lo_hour:hi])
-            merchants.add(txn.merchant_id)
-            lo_hour -= lo_day
-            n = len(amounts)
-            day_sum = math.fsum(amounts)
-            feats = {
-                "card_count_1m": float(n - lo_min + 1),
-                "card_amount_1m": math.fsum(amounts[lo_min:]) + amount,
-                "card_count_5m": float(n - lo_5m + 1),
-                "card_amount_5m": math.fsum(amounts[lo_5m:]) + amount,
-                "card_count_1h": float(n - lo_hour + 1),
-                "card_amount_1h": math.fsum(amounts[lo_hour:]) + amount,
-                "card_distinct_merchants_1h": float(len(merchants)),
-                "card_count_24h": float(n + 1),
-                "card_amount_24h": day_sum + amount,
-                "card_amount_zscore": _zscore(amount, amounts, day_sum),
-            }
-        feats["card_seconds_since_last"] = (t - times[hi - 1]) / 1000 if hi > lo_all else -1.0
-        start, end, count = t, t, 1
-        gap = self._gap
-        for s_start, s_end, s_count in card.sessions:
-            if s_end < horizon:
-                continue
-            if s_start - gap <= t <= s_end + gap:
-                start, end, count = min(start, s_start), max(end, s_end), count + s_count
-        feats["card_session_count"] = float(count)
-        feats["card_session_seconds"] = (end - start) / 1000
-        return feats
+    def _accept(
+        self,
+        card: _Card,
+        txn: Transaction,
+        code: int,
+        horizon: int,
+        prune: bool,
+        out: np.ndarray[Any, np.dtype[np.float64]],
+        row: int,
+    ) -> int:
+        """Accept ``txn`` where the kernel would not: a tie on its time, or a full buffer.
+
+        Returns what :func:`operators.card_kernel.card_step` would have returned.
+        """
+        n, cap, ns, cap_s = card.buf[:HEAD].tolist()
+        t, amount = txn.event_time, txn.amount
+        if n == cap or ns == cap_s:
+            card.buf = _resized(
+                card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
+            )
+            # With room, the kernel accepts it (and writes the same features again)
+            # unless its time ties.
+            done: int = kernel.card_step(
+                card.buf, out, row, t, amount, code, horizon, self._gap, True, prune
+            )
+            if done != SLOW:
+                return done
+        pos = _position(card, txn, self._merchants.names)
+        placed: int = kernel.card_place(card.buf, pos, t, amount, code, self._gap, horizon, prune)
+        return placed
+
+    def _recode(self) -> None:
+        """Write back and forget every cached card, and number the merchants afresh."""
+        self._evict(len(self._cache))
+        self._merchants = _Merchants()
 
     def _expiry_time(self, card: _Card) -> int | None:
         """When the card leaves the state: its newest event or session end, plus retention."""
-        newest = card.times[-1] if card.times else NO_WATERMARK
-        for s in card.sessions:
-            if s[1] > newest:
-                newest = s[1]
+        buf = card.buf
+        n, cap, ns = int(buf[N]), int(buf[CAP]), int(buf[NS])
+        newest = int(buf[HEAD + n - 1]) if n else NO_WATERMARK
+        if ns:  # session ends: every third slot from the second
+            ends = buf[HEAD + 3 * cap + 1 : HEAD + 3 * cap + 3 * ns : 3]
+            newest = max(newest, int(ends.max()))
         return newest + self._lateness + DAY if newest != NO_WATERMARK else None
 
     def _move_index(
@@ -304,91 +338,102 @@ class CardFeatureEngine:
             expiry = self._expiry_time(card)
             if card.expiry != expiry:
                 self._move_index(changes, card_id, card, expiry)
-            if card.times or card.sessions:
-                changes[keys.card_key(card_id)] = _dump(card)
+            if card.buf[N] or card.buf[NS]:
+                changes[keys.card_key(card_id)] = _dump(card, self._merchants.names)
             else:
                 changes[keys.card_key(card_id)] = None
         self._store.write(changes)
 
 
 def _is_duplicate(card: _Card, txn: Transaction, horizon: int) -> bool:
-    times, event_id, event_time = card.times, txn.event_id, txn.event_time
+    event_id, event_time = txn.event_id, txn.event_time
+    times = card.buf[HEAD : HEAD + len(card.ids)].tolist()
     for i, e_id in enumerate(card.ids):
         if e_id == event_id and abs(times[i] - event_time) <= DAY and times[i] >= horizon:
             return True
     return False
 
 
-def _accept(card: _Card, t: int, amount: float, merchant: str, event_id: str, gap: int) -> None:
-    times = card.times
-    i = bisect.bisect_right(times, t)
-    if i and times[i - 1] == t:  # ties keep the (time, amount, merchant, id) order
-        i = bisect.bisect_left(times, t)
-        row = (amount, merchant, event_id)
+def _position(card: _Card, txn: Transaction, names: list[str]) -> int:
+    """Where ``txn`` goes among the card's events, ties in (time, amount, merchant, id) order."""
+    buf, t = card.buf, txn.event_time
+    n, cap = int(buf[N]), int(buf[CAP])
+    times = buf[HEAD : HEAD + n]
+    i = int(np.searchsorted(times, t, "right"))
+    if i and times[i - 1] == t:
+        i = int(np.searchsorted(times, t, "left"))
+        amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64)
+        codes = buf[HEAD + 2 * cap : HEAD + 2 * cap + n]
+        row = (txn.amount, txn.merchant_id, txn.event_id)
         while (
-            i < len(times)
+            i < n
             and times[i] == t
-            and (card.amounts[i], card.merchants[i], card.ids[i]) <= row
+            and (float(amounts[i]), names[int(codes[i])], card.ids[i]) <= row
         ):
             i += 1
-    times.insert(i, t)
-    card.amounts.insert(i, amount)
-    card.merchants.insert(i, merchant)
-    card.ids.insert(i, event_id)
-    merged = [t, t, 1]
-    keep = []
-    for s in card.sessions:
-        if s[0] - gap <= t <= s[1] + gap:
-            merged = [min(merged[0], s[0]), max(merged[1], s[1]), merged[2] + s[2]]
-        else:
-            keep.append(s)
-    bisect.insort(keep, merged)
-    card.sessions = keep
+    return i
 
 
-def _prune(card: _Card, horizon: int) -> None:
-    times = card.times
-    if times and times[0] < horizon:
-        cut = bisect.bisect_left(times, horizon)
-        del times[:cut], card.amounts[:cut], card.merchants[:cut], card.ids[:cut]
-    for s in card.sessions:
-        if s[1] < horizon:
-            card.sessions = [s for s in card.sessions if s[1] >= horizon]
-            break
+def _resized(
+    buf: np.ndarray[Any, np.dtype[np.int64]], cap: int, cap_s: int
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """``buf``'s events and sessions in a buffer with room for ``cap`` and ``cap_s``."""
+    n, old_cap, ns, _ = buf[:HEAD].tolist()
+    new = kernel.empty_card(cap, cap_s)
+    new[N], new[NS] = n, ns
+    for column in range(3):
+        new[HEAD + column * cap : HEAD + column * cap + n] = buf[
+            HEAD + column * old_cap : HEAD + column * old_cap + n
+        ]
+    new[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = buf[
+        HEAD + 3 * old_cap : HEAD + 3 * old_cap + 3 * ns
+    ]
+    return new
 
 
-def _zscore(amount: float, earlier: list[float], total: float) -> float:
-    """Population z-score of ``amount`` against ``earlier``, whose exact sum is ``total``."""
-    n = len(earlier)
-    if n < 2 or earlier.count(earlier[0]) == n:
-        # Equal amounts have std exactly 0; float rounding of their mean would not say so.
-        return 0.0
-    mean = total / n
-    var = math.fsum([(d := a - mean) * d for a in earlier]) / n
-    std = math.sqrt(var)
-    return 0.0 if std == 0 else (amount - mean) / std
-
-
-def _load(blob: bytes | None) -> _Card:
+def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
+    """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
+    room = max(room, 4)
     if blob is None:
-        return _Card([], [], [], [], [], None)
+        return _Card(kernel.empty_card(room), [], None)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
-        return _Card(
-            [e[0] for e in events],
-            [e[1] for e in events],
-            [e[2] for e in events],
-            [e[3] for e in events],
-            sessions,
-            expiry,
-        )
-    times, amounts, merchants, ids, sessions, expiry = state
-    return _Card(times, amounts, merchants, ids, sessions, expiry)
+        times = [e[0] for e in events]
+        amounts = [e[1] for e in events]
+        names = [e[2] for e in events]
+        ids = [e[3] for e in events]
+    else:
+        times, amounts, names, ids, sessions, expiry = state
+    n, ns = len(times), len(sessions)
+    cap = n + room
+    buf = kernel.empty_card(cap, ns + 2)
+    buf[N], buf[NS] = n, ns
+    buf[HEAD : HEAD + n] = times
+    buf[HEAD + cap : HEAD + cap + n].view(np.float64)[:] = amounts
+    buf[HEAD + 2 * cap : HEAD + 2 * cap + n] = [merchants.code(m) for m in names]
+    if ns:
+        buf[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = np.array(sessions, np.int64).ravel()
+    return _Card(buf, ids, expiry)
 
 
-def _dump(card: _Card) -> bytes:
+def _columns(
+    card: _Card, names: list[str]
+) -> tuple[list[int], list[float], list[str], list[list[int]]]:
+    """The card's event times, amounts and merchants, and its sessions, as lists."""
+    buf = card.buf
+    ints = buf.tolist()  # one conversion: slicing lists is cheaper than slicing arrays
+    n, cap, ns = ints[N], ints[CAP], ints[NS]
+    amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64).tolist()
+    merchants = [names[c] for c in ints[HEAD + 2 * cap : HEAD + 2 * cap + n]]
+    s = HEAD + 3 * cap
+    sessions = [ints[j : j + 3] for j in range(s, s + 3 * ns, 3)]
+    return ints[HEAD : HEAD + n], amounts, merchants, sessions
+
+
+def _dump(card: _Card, names: list[str]) -> bytes:
+    times, amounts, merchants, sessions = _columns(card, names)
     return pickle.dumps(
-        (card.times, card.amounts, card.merchants, card.ids, card.sessions, card.expiry),
+        (times, amounts, merchants, card.ids, sessions, card.expiry),
         protocol=5,
     )

@@ -30,6 +30,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from operators.card_features import CardConfig, CardFeatureEngine
+from operators.card_kernel import compile_kernels
 from operators.decode import DeadLetters
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
 from operators.messages import (
@@ -371,6 +372,9 @@ def windows(
     batch, the card shards' duplicates from the card stage; the second stream
     carries both, as ``("dead", [OutMessage])``, straight to the output.
     """
+
+    # The card kernels compile (or load from numba's cache) now, before any input is read.
+    compile_kernels()
 
     def route(batch: PartitionBatch) -> list[tuple[str, Any]]:
         on_input(batch)

@@ -319,16 +319,20 @@ def test_fuzzed_input_never_stops_the_flow_and_is_accounted_for_exactly(
 # A bug that only one record triggers, injected into the card stage of a real `streamscore run`.
 _INJECT_BUG = """
 import sys
-import operators.card_features as cards
-accept = cards._accept
-def buggy(card, t, amount, merchant, event_id, gap):
-    if event_id == "poison":
+import operators.card_kernel as kernel
+step = kernel.card_step
+def buggy(buf, out, row, t, amount, *args):
+    if amount == 666.0:  # the poison record's amount
         raise RuntimeError("injected bug")
-    return accept(card, t, amount, merchant, event_id, gap)
-cards._accept = buggy
+    return step(buf, out, row, t, amount, *args)
+kernel.card_step = buggy
 from flows.cli import main
 sys.exit(main(["run", "--until-eof"]))
 """
+
+
+def _poisoned(event_id: str, t: int) -> dict[str, Any]:
+    return {**_txn(event_id, t), "amount": 666.0} if event_id == "poison" else _txn(event_id, t)
 
 
 def test_a_record_that_crashes_a_step_is_quarantined_after_two_crashes(
@@ -340,7 +344,7 @@ def test_a_record_that_crashes_a_step_is_quarantined_after_two_crashes(
     sent = _publish(
         settings,
         [
-            (topic, b"c-1", json.dumps(_txn(i, now - 1_000 + n)).encode(), 0, now)
+            (topic, b"c-1", json.dumps(_poisoned(i, now - 1_000 + n)).encode(), 0, now)
             for n, i in enumerate(ids)
         ],
     )

@@ -487,6 +487,16 @@ def test_image_installs_every_package_with_its_data() -> None:
     assert any("pip install ." in args for args in _args("RUN"))
 
 
+def test_image_ships_the_card_kernels_compiled() -> None:
+    # Built into numba's cache at image build, from the installed package, in a directory
+    # the service's user owns (so a different CPU can recompile into it).
+    assert any("compile_kernels()" in args and args.startswith("cd / ") for args in _args("RUN"))
+    assert any(
+        a.startswith("--from=build --chown=10001:10001 /opt/numba-cache") for a in _args("COPY")
+    )
+    assert "NUMBA_CACHE_DIR=/opt/numba-cache" in " ".join(_args("ENV")).split()
+
+
 def _docker_ignored(path: str, patterns: list[str]) -> bool:
     """Whether .dockerignore patterns exclude ``path``: the last matching pattern wins and a
     pattern matching a parent directory matches everything below it."""

@@ -10,7 +10,7 @@ import pytest
 
 from flows.testing import CARD_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
-from operators.card_features import _load
+from operators.card_features import _columns, _dump, _load, _Merchants
 from state import keys
 from state.memory import MemoryStore
 
@@ -82,13 +82,24 @@ def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> Non
 
 def test_cards_written_before_columns_still_load() -> None:
     events = [(T0, 5.0, "m1", "e1"), (T0 + 1000, 7.5, "m2", "e2")]
-    card = _load(pickle.dumps((events, [[T0, T0 + 1000, 2]], T0 + 25 * HOUR)))
-    assert card.times == [T0, T0 + 1000]
-    assert card.amounts == [5.0, 7.5]
-    assert card.merchants == ["m1", "m2"]
+    merchants = _Merchants()
+    card = _load(pickle.dumps((events, [[T0, T0 + 1000, 2]], T0 + 25 * HOUR)), merchants)
+    times, amounts, names, sessions = _columns(card, merchants.names)
+    assert times == [T0, T0 + 1000]
+    assert amounts == [5.0, 7.5]
+    assert names == ["m1", "m2"]
     assert card.ids == ["e1", "e2"]
-    assert card.sessions == [[T0, T0 + 1000, 2]]
+    assert sessions == [[T0, T0 + 1000, 2]]
     assert card.expiry == T0 + 25 * HOUR
+    # Written back, it is in the column layout.
+    assert pickle.loads(_dump(card, merchants.names)) == (
+        [T0, T0 + 1000],
+        [5.0, 7.5],
+        ["m1", "m2"],
+        ["e1", "e2"],
+        [[T0, T0 + 1000, 2]],
+        T0 + 25 * HOUR,
+    )
 
 
 def test_first_amount_of_a_card_is_summed_like_any_window() -> None:

@@ -1,0 +1,418 @@
+"""Numba kernels of the card windows: one call per transaction over the card's packed state.
+
+:mod:`operators.card_features` owns the rules (windows, sessions, lateness,
+retention); this module computes them. A card's accepted events and session
+summaries live in one ``int64`` buffer, so a kernel call unboxes a single array:
+
+``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], sessions[3 * cap_s]]``
+
+``n`` events sorted by (time, amount, merchant, event id), amounts stored as the
+bits of their ``float64``, merchants as the engine's interned codes; ``ns``
+session summaries ``(start, end, count)``, sorted and disjoint. The slots past
+``n`` and ``ns`` are spare room for accepted events.
+
+Sums are exactly rounded: :func:`_fsum_add` and :func:`_fsum_total` are
+CPython's ``math.fsum`` (Shewchuk's partials and its half-even fix-up) step for
+step, so every sum has the bits ``math.fsum`` gives. Amounts are finite and at
+most 1e9 (the contract), so neither they, nor their squared deviations, nor any
+partial sum can overflow, and ``fsum``'s handling of infinities is left out.
+
+The kernels compile once per process, at :func:`compile_kernels` (the engine's
+construction), for the one signature the engine calls them with; numba caches
+the machine code on disk (beside this file, or under ``NUMBA_CACHE_DIR`` or the
+user's cache directory where this file's directory is read-only), and where no
+cache directory is writable they compile in memory every start.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+from numba.core.errors import NumbaWarning
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+# Header slots of a card buffer.
+N, CAP, NS, CAP_S, HEAD = 0, 1, 2, 3, 4
+# Columns of a kernel's output row, in the order of the features dict it becomes.
+OUTPUT: tuple[str, ...] = (
+    "card_count_1m",
+    "card_amount_1m",
+    "card_count_5m",
+    "card_amount_5m",
+    "card_count_1h",
+    "card_amount_1h",
+    "card_distinct_merchants_1h",
+    "card_count_24h",
+    "card_amount_24h",
+    "card_amount_zscore",
+    "card_seconds_since_last",
+    "card_session_count",
+    "card_session_seconds",
+)
+# What :func:`card_step` returns when it computed the features but left accepting
+# to the caller: a tie on the event time (ordered by strings), or a full buffer.
+SLOW = -1
+# Partials an exact sum can need here: they do not overlap, so each takes bits of its
+# own between 2**-1074 (the smallest amount) and 2**127 (far above any window's sum
+# of squared deviations, each at most 1e18).
+PARTIALS = 1074 + 127 + 1
+POSITION_BITS = 32
+POSITION_MASK = (1 << POSITION_BITS) - 1
+
+
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``fn`` compiled by numba, cached on disk where some cache directory is writable."""
+    try:
+        return njit(cache=True)(fn)
+    except RuntimeError:  # numba found no writable place for a cache ("no locator available")
+        return njit(cache=False)(fn)
+
+
+# Helpers are only called from other kernels: no CPython or C entry points to build.
+_HELPER: dict[str, Any] = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
+
+def _helper(fn: Callable[..., Any]) -> Any:
+    return njit(**_HELPER)(fn)
+
+
+@_helper
+def _bisect_right(a: Any, x: int, lo: int, hi: int) -> int:
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@_helper
+def _bisect_left(a: Any, x: int, lo: int, hi: int) -> int:
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_helper
+def _fsum_add(p: Any, n: int, x: float) -> int:
+    """Add ``x`` to the ``n`` non-overlapping partials ``p``, as fsum does; return their count."""
+    i = 0
+    for j in range(n):
+        y = p[j]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            p[i] = lo
+            i += 1
+        x = hi
+    if x != 0.0:
+        p[i] = x
+        i += 1
+    return i
+
+
+@_helper
+def _fsum_total(p: Any, n: int) -> float:
+    """The partials' sum, rounded once (half-even across partials), as fsum returns it."""
+    hi = 0.0
+    if n > 0:
+        n -= 1
+        hi = p[n]
+        lo = 0.0
+        while n > 0:
+            x = hi
+            n -= 1
+            y = p[n]
+            hi = x + y
+            yr = hi - x
+            lo = y - yr
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and p[n - 1] < 0.0) or (lo > 0.0 and p[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            yr = x - hi
+            if y == yr:
+                hi = x
+    return hi
+
+
+@njit
+def fsum_range(values: Any, lo: int, hi: int, p: Any) -> float:
+    """``math.fsum(values[lo:hi])``, with room for :data:`PARTIALS` partials in ``p``."""
+    n = 0
+    for k in range(lo, hi):
+        n = _fsum_add(p, n, values[k])
+    return float(_fsum_total(p, n))
+
+
+@_helper
+def _zscore(amount: float, earlier: Any, lo: int, hi: int, total: float, p: Any) -> float:
+    """Population z-score of ``amount`` against ``earlier[lo:hi]``, whose exact sum is ``total``."""
+    n = hi - lo
+    if n < 2:
+        return 0.0
+    first = earlier[lo]
+    same = True
+    for k in range(lo + 1, hi):
+        if earlier[k] != first:
+            same = False
+            break
+    if same:  # equal amounts have std exactly 0; float rounding of their mean would not say so
+        return 0.0
+    mean = total / n
+    m = 0
+    for k in range(lo, hi):
+        d = earlier[k] - mean
+        m = _fsum_add(p, m, d * d)
+    std = np.sqrt(_fsum_total(p, m) / n)
+    return 0.0 if std == 0 else (amount - mean) / std
+
+
+@_helper
+def _sift_down(a: Any, root: int, end: int) -> None:
+    while 2 * root + 1 < end:
+        child = 2 * root + 1
+        if child + 1 < end and a[child] < a[child + 1]:
+            child += 1
+        if a[root] >= a[child]:
+            return
+        a[root], a[child] = a[child], a[root]
+        root = child
+
+
+@_helper
+def _distinct(codes: Any, lo: int, hi: int, own: int) -> int:
+    """How many distinct values ``codes[lo:hi]`` and ``own`` hold together."""
+    k = hi - lo
+    if k <= 32:  # pairwise: no allocation for the windows most cards have
+        count = 1
+        for i in range(lo, hi):
+            c = codes[i]
+            if c == own:
+                continue
+            seen = False
+            for j in range(lo, i):
+                if codes[j] == c:
+                    seen = True
+                    break
+            if not seen:
+                count += 1
+        return count
+    # Heapsort a copy (numba's np.sort takes seconds to compile), then count the runs.
+    a = np.empty(k, np.int64)
+    for i in range(k):
+        a[i] = codes[lo + i]
+    for root in range(k // 2 - 1, -1, -1):
+        _sift_down(a, root, k)
+    for end in range(k - 1, 0, -1):
+        a[0], a[end] = a[end], a[0]
+        _sift_down(a, 0, end)
+    count = 1
+    for i in range(k):
+        if a[i] != own and (i == 0 or a[i] != a[i - 1]):
+            count += 1
+    return count
+
+
+@_helper
+def _session_after(buf: Any, q: int, start: int, end: int, count: int) -> bool:
+    """Whether the session summary at ``q`` sorts after ``(start, end, count)``."""
+    if buf[q] != start:
+        return bool(buf[q] > start)
+    if buf[q + 1] != end:
+        return bool(buf[q + 1] > end)
+    return bool(buf[q + 2] > count)
+
+
+@_helper
+def _insert(
+    buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, gap: int
+) -> None:
+    """Accept an event at index ``pos`` and merge it into the sessions; room must be there."""
+    cap, n = buf[CAP], buf[N]
+    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    for k in range(n, pos, -1):
+        buf[at + k] = buf[at + k - 1]
+        amounts[am + k] = amounts[am + k - 1]
+        buf[mc + k] = buf[mc + k - 1]
+    buf[at + pos] = t
+    amounts[am + pos] = amount
+    buf[mc + pos] = merchant
+    buf[N] = n + 1
+    # Every session within the gap of ``t`` merges with it; the others keep their order.
+    s = HEAD + 3 * cap
+    start, end, count = t, t, 1
+    kept = s
+    for j in range(s, s + 3 * buf[NS], 3):
+        a, b, c = buf[j], buf[j + 1], buf[j + 2]
+        if a - gap <= t <= b + gap:
+            start, end, count = min(start, a), max(end, b), count + c
+        else:
+            buf[kept], buf[kept + 1], buf[kept + 2] = a, b, c
+            kept += 3
+    q = kept  # after any equal summary, where bisect.insort puts it
+    while q > s and _session_after(buf, q - 3, start, end, count):
+        q -= 3
+    for j in range(kept, q, -3):
+        buf[j], buf[j + 1], buf[j + 2] = buf[j - 3], buf[j - 2], buf[j - 1]
+    buf[q], buf[q + 1], buf[q + 2] = start, end, count
+    buf[NS] = (kept - s) // 3 + 1
+
+
+@_helper
+def _prune(buf: Any, amounts: Any, horizon: int) -> int:
+    """Drop events and session summaries below ``horizon``; return how many events went."""
+    cap, n = buf[CAP], buf[N]
+    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    cut = 0
+    if n > 0 and buf[at] < horizon:
+        cut = _bisect_left(buf, horizon, at, at + n) - at
+        for k in range(cut, n):
+            buf[at + k - cut] = buf[at + k]
+            amounts[am + k - cut] = amounts[am + k]
+            buf[mc + k - cut] = buf[mc + k]
+        buf[N] = n - cut
+    s = HEAD + 3 * cap
+    kept = s
+    for j in range(s, s + 3 * buf[NS], 3):
+        if buf[j + 1] >= horizon:
+            buf[kept], buf[kept + 1], buf[kept + 2] = buf[j], buf[j + 1], buf[j + 2]
+            kept += 3
+    buf[NS] = (kept - s) // 3
+    return cut
+
+
+@_jit
+def card_step(
+    buf: Any,
+    out: Any,
+    row: int,
+    t: int,
+    amount: float,
+    merchant: int,
+    horizon: int,
+    gap: int,
+    accept: bool,
+    prune: bool,
+) -> int:
+    """Features of an event at ``t`` into ``out[row]``; then accept it and prune the card.
+
+    Returns the accepted event's index plus the count of pruned events shifted
+    left by :data:`POSITION_BITS`, or :data:`SLOW` when the event is to be accepted
+    but ties on its time or finds the buffer full: then nothing is accepted nor
+    pruned, and the caller does both.
+    """
+    amounts = buf.view(np.float64)
+    cap, n = buf[CAP], buf[N]
+    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    # Indexes below are into ``buf``: event i of the card is at ``at + i``.
+    hi = _bisect_right(buf, t, at, at + n)
+    lo_all = _bisect_left(buf, horizon, at, hi)
+    # The windows nest (1m in 5m in 1h in 24h), all end at ``hi`` and start no lower
+    # than the retention horizon.
+    lo_day = max(lo_all, _bisect_right(buf, t - DAY, at, hi))
+    lo_hour = _bisect_right(buf, t - HOUR, lo_day, hi)
+    lo_5m = _bisect_right(buf, t - 5 * MINUTE, lo_day, hi)
+    lo_min = _bisect_right(buf, t - MINUTE, lo_day, hi)
+    shift = am - at  # from an event's time to its amount
+    p = np.empty(PARTIALS)
+    total_min = fsum_range(amounts, lo_min + shift, hi + shift, p)
+    total_5m = fsum_range(amounts, lo_5m + shift, hi + shift, p)
+    total_hour = fsum_range(amounts, lo_hour + shift, hi + shift, p)
+    total_day = fsum_range(amounts, lo_day + shift, hi + shift, p)
+    out[row, 0] = hi - lo_min + 1
+    out[row, 1] = total_min + amount
+    out[row, 2] = hi - lo_5m + 1
+    out[row, 3] = total_5m + amount
+    out[row, 4] = hi - lo_hour + 1
+    out[row, 5] = total_hour + amount
+    out[row, 6] = _distinct(buf, lo_hour + mc - at, hi + mc - at, merchant)
+    out[row, 7] = hi - lo_day + 1
+    out[row, 8] = total_day + amount
+    out[row, 9] = _zscore(amount, amounts, lo_day + shift, hi + shift, total_day, p)
+    out[row, 10] = (t - buf[hi - 1]) / 1000 if hi > lo_all else -1.0
+    start, end, count = t, t, 1
+    s = HEAD + 3 * cap
+    for j in range(s, s + 3 * buf[NS], 3):
+        a, b, c = buf[j], buf[j + 1], buf[j + 2]
+        if b < horizon:
+            continue
+        if a - gap <= t <= b + gap:
+            start, end, count = min(start, a), max(end, b), count + c
+    out[row, 11] = count
+    out[row, 12] = (end - start) / 1000
+    result = 0
+    if accept:
+        pos = hi - at
+        if (pos > 0 and buf[hi - 1] == t) or n == cap or buf[NS] == buf[CAP_S]:
+            return SLOW
+        _insert(buf, amounts, pos, t, amount, merchant, gap)
+        result = pos
+    if prune:
+        result |= _prune(buf, amounts, horizon) << POSITION_BITS
+    return result
+
+
+@_jit
+def card_place(
+    buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
+) -> int:
+    """Accept an event at index ``pos`` (the caller ordered its ties and made room), then
+    prune the card if ``prune``; returns as :func:`card_step` does."""
+    amounts = buf.view(np.float64)
+    _insert(buf, amounts, pos, t, amount, merchant, gap)
+    return pos | (_prune(buf, amounts, horizon) << POSITION_BITS if prune else 0)
+
+
+_BUF = types.Array(types.int64, 1, "C")
+_INT = types.int64
+SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
+    (
+        card_step,
+        (
+            _BUF,
+            types.Array(types.float64, 2, "C"),
+            _INT,
+            _INT,
+            types.float64,
+            _INT,
+            _INT,
+            _INT,
+            types.boolean,
+            types.boolean,
+        ),
+    ),
+    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
+)
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's cache) every kernel for the engine's argument types."""
+    with warnings.catch_warnings():
+        # A cache that cannot be written (a read-only tree) is a warning, not a failure.
+        warnings.simplefilter("ignore", NumbaWarning)
+        for kernel, signature in SIGNATURES:
+            kernel.compile(signature)
+
+
+def empty_card(cap: int = 4, cap_s: int = 2) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """A card buffer with no events and room for ``cap`` events and ``cap_s`` sessions."""
+    buf = np.zeros(HEAD + 3 * cap + 3 * cap_s, np.int64)
+    buf[CAP] = cap
+    buf[CAP_S] = cap_s
+    return buf
