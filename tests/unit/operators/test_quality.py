@@ -362,9 +362,7 @@ def test_any_split_over_shards_matches_brute_force(
 @given(
     batches=st.lists(
         st.lists(
-            st.tuples(
-                st.integers(0, 30), st.integers(0, 5 * WINDOW), st.sampled_from(DECISIONS)
-            ),
+            st.tuples(st.integers(0, 30), st.integers(0, 5 * WINDOW), st.sampled_from(DECISIONS)),
             max_size=12,
         ),
         max_size=8,
