@@ -34,6 +34,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, TypedDict
 
 import bytewax.operators as op
@@ -230,9 +231,13 @@ class QualityEngine:
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
                 first = self._member_key(start, "")
-                for member, _ in self._store.scan(first, self._member_key(start + 1, "")):
-                    changes[member] = None
-                    changes[self._decided_key_raw(member[len(first) :])] = None
+                scan = self._store.scan(first, self._member_key(start + 1, ""))
+                members = [member for member, _ in scan]
+                # The window's index entries, then its transactions' entries (event id
+                # after the index prefix).
+                changes.update(dict.fromkeys(members, None))
+                ids = map(itemgetter(slice(len(first), None)), members)
+                changes.update(dict.fromkeys(map((self._prefix + _DECIDED).__add__, ids), None))
         self._store.write(changes)
         return partials, final
 
