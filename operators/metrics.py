@@ -6,10 +6,10 @@ No global registry: the entry point creates one, serves it, and hands it to
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Seconds; dense below 50 ms, the latency target.
@@ -131,13 +131,15 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     exposition with per-amount ``observe``. The sum may differ from per-amount
     additions in the last bits of its float.
     """
-    if not len(amounts):
+    if not amounts:
         return
     bounds = histogram._upper_bounds
-    # observe() counts an amount in the first bucket with amount <= bound: the left
-    # insertion point among the sorted bounds (NaN sorts past the last: none).
-    at = np.searchsorted(np.asarray(bounds, dtype=np.float64), amounts, side="left")
-    hits = np.bincount(at, minlength=len(bounds) + 1)[: len(bounds)].tolist()
+    hits = [0] * len(bounds)
+    for amount in amounts:
+        # observe() counts an amount in the first bucket with amount <= bound (none for NaN).
+        i = bisect.bisect_left(bounds, amount)
+        if i < len(bounds) and amount <= bounds[i]:
+            hits[i] += 1
     histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
     histogram._sum.inc(sum(amounts))
     for bucket, n in zip(histogram._buckets, hits, strict=True):
