@@ -30,6 +30,12 @@ times), the counters, the river detectors and the first event time,
 snapshotted by bytewax as one blob, so a restart resumes the same windows,
 detectors and warm-up. A new active model version resets the window (the
 reference changed), not the warm-up (the feature state did not).
+
+Each value's reference bin is found once, as it enters the window, and kept
+beside it (rebuilt from the values on restore, not snapshotted); an emission
+counts every signal's bins with one ``bincount`` and computes the proportions,
+PSI terms and KS gaps over all signals at once, each figure exactly what the
+signal's own computation gives.
 """
 
 from __future__ import annotations
@@ -145,6 +151,12 @@ class DriftMonitor:
         self._warm_from: int | None = None
         self._reset(manifest)
 
+    def __getstate__(self) -> dict[str, object]:
+        # The bins are a function of the window's values: rebuilt on restore, not pickled.
+        state = self.__dict__.copy()
+        del state["_bins"], state["_layout"]
+        return state
+
     def __setstate__(self, state: dict[str, object]) -> None:
         # Snapshots taken before warm-up tracking: treat their windows as warm.
         self.__dict__.update(state)
@@ -152,6 +164,8 @@ class DriftMonitor:
             self._origin = -(2**62)
             self._warmups = np.zeros(len(self._signals), dtype=np.int64)
             self._warm_from = None
+        self._layout = _Layout.of(self._binned)
+        self._bins = self._layout.bins(self._values)
 
     def _reset(self, manifest: Manifest) -> None:
         config = self._config
@@ -166,6 +180,9 @@ class DriftMonitor:
         self._warm_from = None if self._origin is None else self._origin + int(self._warmups[-1])
         width = len(self._signals)
         self._values = np.zeros((config.window_events, width), dtype=np.float64)
+        # Each value's reference bin, kept beside it: binned once, as it enters the window.
+        self._layout = _Layout.of(self._binned)
+        self._bins = np.zeros((config.window_events, width), dtype=np.intp)
         self._times = np.zeros(config.window_events, dtype=np.int64)
         self._filled = 0
         self._pos = 0
@@ -192,17 +209,24 @@ class DriftMonitor:
             self._warm_from = self._origin + int(self._warmups[-1])
         cols = [sample.names.index(s) for s in self._signals[:-1]]
         rows = np.column_stack([sample.values[:, cols], sample.scores])
+        bins = self._layout.bins(rows)
         stats: list[DriftStat] = []
         start = 0
         while start < len(rows):
             take = min(len(rows) - start, self._config.every_events - self._since_emit)
-            self._push(rows[start : start + take], sample.event_times[start : start + take])
+            end = start + take
+            self._push(rows[start:end], bins[start:end], sample.event_times[start:end])
             start += take
             if self._since_emit >= self._config.every_events:
                 stats.extend(self._emit())
         return stats
 
-    def _push(self, rows: npt.NDArray[np.float64], times: npt.NDArray[np.int64]) -> None:
+    def _push(
+        self,
+        rows: npt.NDArray[np.float64],
+        bins: npt.NDArray[np.intp],
+        times: npt.NDArray[np.int64],
+    ) -> None:
         n = len(rows)
         if not n:
             return
@@ -214,11 +238,13 @@ class DriftMonitor:
         skip = max(0, n - size)
         pos = (self._pos + skip) % size
         self._pos = (self._pos + n) % size
-        kept, kept_times = rows[skip:], times[skip:]
+        kept, kept_bins, kept_times = rows[skip:], bins[skip:], times[skip:]
         first = min(len(kept), size - pos)
         self._values[pos : pos + first] = kept[:first]
+        self._bins[pos : pos + first] = kept_bins[:first]
         self._times[pos : pos + first] = kept_times[:first]
         self._values[: len(kept) - first] = kept[first:]
+        self._bins[: len(kept) - first] = kept_bins[first:]
         self._times[: len(kept) - first] = kept_times[first:]
         # The same values, in the same order, as chunking row by row gave the detectors.
         scores = rows[:, -1]
@@ -228,8 +254,7 @@ class DriftMonitor:
         if self._amount_col is not None:
             # Relative to the reference mean, so the threshold does not depend on currency.
             ref = self._amount_ref
-            amounts = [a / ref for a in rows[:, self._amount_col].tolist()]
-            self._chunk(AMOUNT_SIGNAL, amounts, self._ph)
+            self._chunk(AMOUNT_SIGNAL, (rows[:, self._amount_col] / ref).tolist(), self._ph)
 
     def _chunk(
         self,
@@ -253,8 +278,10 @@ class DriftMonitor:
     def _emit(self) -> list[DriftStat]:
         self._since_emit = 0
         self.emitted += 1
-        # One contiguous row per signal: a strided column is slower to search and sum.
+        # One contiguous row per signal: a strided column is slower to sum.
         columns = np.ascontiguousarray(self._values[: self._filled].T)
+        means = columns.mean(axis=1).tolist()
+        psis, kss = self._layout.psi_ks(self._bins[: self._filled])
         times = self._times[: self._filled]
         first, last = int(times.min()), int(times.max())
         # Filled in event time since the first event: warm once the window's oldest
@@ -262,8 +289,7 @@ class DriftMonitor:
         filled = first - (self._origin if self._origin is not None else first)
         stats = []
         for i, (signal, ref) in enumerate(zip(self._signals, self._refs, strict=True)):
-            values = columns[i]
-            psi, ks = _psi_ks(values, self._binned[i])
+            psi, ks = psis[i], kss[i]
             warming = bool(filled < self._warmups[i])
             if signal in CALENDAR_SIGNALS:
                 detector = "none"
@@ -280,8 +306,8 @@ class DriftMonitor:
                     kind="score" if signal == SCORE_SIGNAL else "feature",
                     window_start=first,
                     window_end=last,
-                    n=len(values),
-                    mean=float(values.mean()),
+                    n=self._filled,
+                    mean=means[i],
                     reference_mean=ref.mean,
                     psi=psi,
                     ks=ks,
@@ -310,14 +336,55 @@ class _Binned:
         )
 
 
-def _psi_ks(values: npt.NDArray[np.float64], ref: _Binned) -> tuple[float, float]:
-    """PSI and KS of ``values`` against a binned reference (same bins as training)."""
-    counts = np.bincount(np.searchsorted(ref.edges, values, side="right"), minlength=len(ref.cdf))
-    observed = counts / max(1, len(values))
-    o, e = np.maximum(observed, _EPS), ref.floored
-    psi = float(np.sum((o - e) * np.log(o / e)))
-    ks = float(np.max(np.abs(np.cumsum(observed) - ref.cdf)))
-    return psi, ks
+@dataclass(frozen=True)
+class _Layout:
+    """Every signal's reference bins side by side: one bincount counts the whole window."""
+
+    binned: list[_Binned]
+    offsets: npt.NDArray[np.intp]  # where each signal's bins start
+    floored: npt.NDArray[np.float64]  # every signal's floored proportions, concatenated
+    cdf: npt.NDArray[np.float64]  # [signals, most bins], each row's tail padded with 0
+    tail: npt.NDArray[np.bool_]  # True where cdf is padding
+
+    @classmethod
+    def of(cls, binned: list[_Binned]) -> _Layout:
+        sizes = [len(b.cdf) for b in binned]
+        cdf = np.zeros((len(binned), max(sizes, default=0)), dtype=np.float64)
+        tail = np.ones(cdf.shape, dtype=bool)
+        for i, b in enumerate(binned):
+            cdf[i, : len(b.cdf)] = b.cdf
+            tail[i, : len(b.cdf)] = False
+        offsets = np.cumsum([0, *sizes[:-1]], dtype=np.intp)
+        floored = np.concatenate([b.floored for b in binned]) if binned else np.zeros(0)
+        return cls(binned, offsets, floored, cdf, tail)
+
+    def bins(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+        """``[n, signals]``: the reference bin of each value (as ``searchsorted``, right)."""
+        out = np.empty(rows.shape, dtype=np.intp)
+        for i, b in enumerate(self.binned):
+            out[:, i] = np.searchsorted(b.edges, rows[:, i], side="right")
+        return out
+
+    def psi_ks(self, bins: npt.NDArray[np.intp]) -> tuple[list[float], list[float]]:
+        """PSI and KS of each signal's window (``bins`` its values' bins) against its reference.
+
+        Exactly the per-signal formulas: the counts, proportions and terms are the
+        same elementwise operations over every signal at once; each PSI is its own
+        ``np.sum`` (the summation order of one signal's terms), each KS a max of
+        one row of a padded cumulative sum (padding never exceeds a real entry).
+        """
+        n = len(bins)
+        counts = np.bincount((bins + self.offsets).ravel(), minlength=len(self.floored))
+        observed = counts / max(1, n)
+        o, e = np.maximum(observed, _EPS), self.floored
+        terms = (o - e) * np.log(o / e)
+        ends = [*self.offsets[1:].tolist(), len(terms)]
+        psis = [float(np.sum(terms[a:b])) for a, b in zip(self.offsets.tolist(), ends, strict=True)]
+        rows = np.zeros(self.cdf.shape, dtype=np.float64)
+        rows[~self.tail] = observed
+        gaps = np.abs(np.cumsum(rows, axis=1) - self.cdf)
+        gaps[self.tail] = 0.0
+        return psis, gaps.max(axis=1, initial=0.0).tolist()
 
 
 def drift_records(

@@ -33,9 +33,12 @@ import json
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, TypedDict
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.messages import OutMessage
@@ -113,23 +116,59 @@ class QualityEngine:
         """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
         if not items:
             return
-        for event_id, event_time, decision in items:
-            if decision not in _CODES:
-                raise ValueError(f"unknown decision {decision!r} for {event_id!r}")
-            if event_time < 0:
-                raise ValueError(f"negative event time {event_time} for {event_id!r}")
-        ids = sorted({event_id for event_id, _, _ in items})
-        starts = sorted({self._start(t) for _, t, _ in items})
+        ids, times, names = zip(*items, strict=True)
+        if not set(names) <= _CODES.keys() or min(times) < 0:
+            _reject(items)
+        ids_sorted = sorted(set(ids))
+        starts = np.asarray(times, dtype=np.int64)
+        starts -= starts % self._window
+        windows = np.unique(starts).tolist()
         got = self._store.get_many(
-            [self._final_key(), *map(self._decided_key, ids), *map(self._window_key, starts)]
+            [
+                self._final_key(),
+                *map((self._prefix + _DECIDED).__add__, map(str.encode, ids_sorted)),
+                *map(self._window_key, windows),
+            ]
         )
         final = _final(got[0])
-        known = {i for i, v in zip(ids, got[1 : 1 + len(ids)], strict=True) if v is not None}
-        counts = _counts(starts, got[1 + len(ids) :])
+        looked_up = got[1 : 1 + len(ids_sorted)]
+        known = {i for i, v in zip(ids_sorted, looked_up, strict=True) if v is not None}
+        counts = _counts(windows, got[1 + len(ids_sorted) :])
+        if known or len(ids_sorted) != len(ids):  # replays: one record at a time
+            self._store.write(self._decide_each(items, starts.tolist(), known, final, counts))
+            return
+        # Every record is new: take those whose window is not final yet, in columns.
+        keep = np.ones(len(ids), dtype=bool) if final is None else starts + self._window > final
+        rows = np.flatnonzero(keep).tolist()
+        taken = [ids[i] for i in rows] if len(rows) < len(ids) else list(ids)
+        codes = list(map(_CODES.__getitem__, [names[i] for i in rows]))
+        kept = starts[keep]
+        kept_starts = kept.tolist()
+        raw = list(map(str.encode, taken))
+        decided = map((self._prefix + _DECIDED).__add__, raw)
+        changes: dict[bytes, bytes | None] = dict(
+            zip(decided, map(_DECISION.pack, kept_starts, codes, repeat(0, len(raw))), strict=True)
+        )
+        member = map((self._prefix + _MEMBER).__add__, map(_U64.pack, kept_starts))
+        changes.update(dict.fromkeys(map(bytes.__add__, member, raw), b""))
+        declined = kept[np.asarray(codes, dtype=np.int64) == _DECLINE] if codes else kept
+        for column, values in ((0, kept), (1, declined)):
+            for start, n in zip(*np.unique(values, return_counts=True), strict=True):
+                counts[int(start)][column] += int(n)
+        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in set(kept_starts)})
+        self._store.write(changes)
+
+    def _decide_each(
+        self,
+        items: Sequence[tuple[str, int, str]],
+        starts: list[int],
+        known: set[str],
+        final: int | None,
+        counts: dict[int, list[int]],
+    ) -> dict[bytes, bytes | None]:
         changes: dict[bytes, bytes | None] = {}
         touched: set[int] = set()
-        for event_id, event_time, decision in items:
-            start = self._start(event_time)
+        for (event_id, _event_time, decision), start in zip(items, starts, strict=True):
             if event_id in known or (final is not None and start + self._window <= final):
                 continue
             known.add(event_id)
@@ -140,7 +179,7 @@ class QualityEngine:
             counts[start][1] += int(code == _DECLINE)
             touched.add(start)
         changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in touched})
-        self._store.write(changes)
+        return changes
 
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
         """Label the stored transactions these chargebacks name; others are ignored."""
@@ -192,9 +231,13 @@ class QualityEngine:
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
                 first = self._member_key(start, "")
-                for member, _ in self._store.scan(first, self._member_key(start + 1, "")):
-                    changes[member] = None
-                    changes[self._decided_key_raw(member[len(first) :])] = None
+                scan = self._store.scan(first, self._member_key(start + 1, ""))
+                members = [member for member, _ in scan]
+                # The window's index entries, then its transactions' entries (event id
+                # after the index prefix).
+                changes.update(dict.fromkeys(members, None))
+                ids = map(itemgetter(slice(len(first), None)), members)
+                changes.update(dict.fromkeys(map((self._prefix + _DECIDED).__add__, ids), None))
         self._store.write(changes)
         return partials, final
 
@@ -315,6 +358,15 @@ def _record(start: int, sums: Sums) -> QualityRecord:
         "decline_precision": tps / declined if declined else None,
         "decline_recall": tps / labelled if labelled else None,
     }
+
+
+def _reject(items: Sequence[tuple[str, int, str]]) -> None:
+    """Raise for the first item with an unknown decision or a negative event time."""
+    for event_id, event_time, decision in items:
+        if decision not in _CODES:
+            raise ValueError(f"unknown decision {decision!r} for {event_id!r}")
+        if event_time < 0:
+            raise ValueError(f"negative event time {event_time} for {event_id!r}")
 
 
 def _final(value: bytes | None) -> int | None:

@@ -14,6 +14,11 @@ score goes into ``shadow`` and never changes the decision. When a model
 fails, or its breaker is open after repeated failures or slow calls, the
 rules fallback scores instead (``fallback: true``, ``model_version`` the
 rules version).
+
+A chunk is scored in columns (:mod:`operators.score_records`): its feature
+table is filled in one pass, each model runs once on its rows, decisions are
+compared per column, and the Score records, drift sample and quality decisions
+are built from those columns; no object is built per record but the messages.
 """
 
 from __future__ import annotations
@@ -23,23 +28,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import itemgetter
+from itertools import chain, compress
+from operator import attrgetter, itemgetter, not_
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from models.onnx_scorer import OnnxModel
 from models.registry import ModelRegistry, Role
 from models.rules import RULES_VERSION, rules_scores
 from operators.breaker import BreakerConfig, CircuitBreaker
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import ALL_FEATURES, txn_features
+from operators.features import ALL_FEATURES, TXN_FEATURES, txn_features
 from operators.internals import observe_many
-from operators.messages import Featured, OutMessage
+from operators.messages import Featured
 from operators.metrics import ServiceMetrics
 from operators.quality import DECISIONS
+from operators.score_records import (
+    FeatureTable,
+    ScoredBatch,
+    TxnColumns,
+    decision_codes,
+)
 from schemas.timefmt import format_ms
 
 log = logging.getLogger(__name__)
@@ -84,43 +95,52 @@ class Scorer:
         }
 
     def score(self, batch: Sequence[Featured]) -> tuple[list[dict[str, float]], list[Scored]]:
-        """Features (with transaction features) and outcome of every transaction, in order."""
-        feats, _table, outcomes = self.score_table(batch)
-        return feats, outcomes
+        """Features (with transaction features) and outcome of every transaction, in order.
 
-    def score_table(
-        self, batch: Sequence[Featured]
-    ) -> tuple[list[dict[str, float]], FeatureTable, list[Scored]]:
-        """Like :meth:`score`, with the batch's ``[n, len(ALL_FEATURES)]`` float64 table.
-
-        Every model input and the drift sample are columns of that one table, so
-        the Python floats are turned into an array once per batch.
+        Completes each record's feature dict in place, as a score record shows it.
         """
-        self._registry.maybe_reload()
-        # Each record's dict was built for it alone upstream: complete it in place.
+        scored = self.score_columns(batch)
         feats = [item.features for item in batch]
         for f, item in zip(feats, batch, strict=True):
             f.update(txn_features(item.env.txn))
-        table = feature_table(feats)
-        groups = self._registry.deciders([item.env.txn.card_id for item in batch])
-        results: list[Scored | None] = [None] * len(batch)
-        shadow = self._shadow(feats, table)
+        return feats, _outcomes(scored)
+
+    def score_columns(self, batch: Sequence[Featured]) -> ScoredBatch:
+        """The batch's transaction columns, feature table and outcomes, as columns.
+
+        The feature dicts are read, never changed: the transaction features are
+        table columns computed from the transactions' columns.
+        """
+        self._registry.maybe_reload()
+        txns = TxnColumns.of(batch)
+        feats = [item.features for item in batch]
+        table = feature_table(feats, txns)
+        n = len(batch)
+        groups = self._registry.deciders(txns.card_id)
+        scores = np.zeros(n, dtype=np.float64)
+        codes = np.zeros(n, dtype=np.intp)
+        version_of = np.zeros(n, dtype=np.intp)
+        versions: list[tuple[str, bool]] = []
+        shadow = self._shadow(batch, table)
         thresholds = self._registry.active.manifest.thresholds
         for role, (model, idx) in groups.items():
-            rows = [feats[i] for i in idx]
-            probs = self._infer(role, model, rows, table if len(idx) == len(batch) else table[idx])
+            rows = table if len(idx) == n else table[idx]
+            probs = self._infer(role, model, idx, batch, rows)
             if probs is None:
                 self._metrics.fallback.inc(len(idx))
-                fallback = rules_scores(rows)
-                for i, p in zip(idx, fallback, strict=True):
-                    results[i] = Scored(p, thresholds.decide(p), RULES_VERSION, True, shadow[i])
-                continue
-            version = model.manifest.model_version
-            decide = model.manifest.thresholds.decide
-            for i, p in zip(idx, probs, strict=True):
-                results[i] = Scored(p, decide(p), version, False, shadow[i])
-            self._metrics.scored.labels(version).inc(len(idx))
-        return feats, table, [r for r in results if r is not None]
+                probs = np.asarray(
+                    rules_scores([dict(zip(ALL_FEATURES, r, strict=True)) for r in rows.tolist()]),
+                    dtype=np.float64,
+                ).reshape(len(idx))
+                group, decide_by = (RULES_VERSION, True), thresholds
+            else:
+                group, decide_by = (model.manifest.model_version, False), model.manifest.thresholds
+                self._metrics.scored.labels(group[0]).inc(len(idx))
+            scores[idx] = probs
+            codes[idx] = decision_codes(decide_by, probs)
+            version_of[idx] = len(versions)
+            versions.append(group)
+        return ScoredBatch(txns, feats, table, scores, codes, version_of, versions, shadow)
 
     @property
     def active_version(self) -> str:
@@ -128,12 +148,17 @@ class Scorer:
         return self._registry.active.manifest.model_version
 
     def _infer(
-        self, role: Role, model: OnnxModel, rows: list[dict[str, float]], table: FeatureTable
-    ) -> list[float] | None:
+        self,
+        role: Role,
+        model: OnnxModel,
+        idx: list[int],
+        batch: Sequence[Featured],
+        table: FeatureTable,
+    ) -> npt.NDArray[np.float64] | None:
         breaker = self._breakers[role]
         if not breaker.allow():
             return None
-        matrix = _matrix(model.manifest.feature_names, rows, table)
+        matrix = _matrix(model.manifest.feature_names, idx, batch, table)
         started = time.perf_counter()
         try:
             probs = model.predict(matrix)
@@ -145,35 +170,59 @@ class Scorer:
             elapsed = time.perf_counter() - started
             breaker.record_success(elapsed)
             self._metrics.inference_latency.observe(elapsed)
-            self._metrics.batch_size.observe(len(rows))
+            self._metrics.batch_size.observe(len(idx))
         self._metrics.breaker_open.labels(role).set(1 if breaker.state == "open" else 0)
-        return None if probs is None else [float(p) for p in probs.tolist()]
+        # float64 as the model returned it: ``float`` of each element, in columns.
+        return None if probs is None else np.asarray(probs, dtype=np.float64).reshape(len(idx))
 
     def _shadow(
-        self, feats: list[dict[str, float]], table: FeatureTable
-    ) -> list[dict[str, object] | None]:
+        self, batch: Sequence[Featured], table: FeatureTable
+    ) -> tuple[str, npt.NDArray[np.float64]] | None:
         model = self._registry.shadow
-        if model is None or not feats:
-            return [None] * len(feats)
-        matrix = _matrix(model.manifest.feature_names, feats, table)
+        if model is None or not batch:
+            return None
+        matrix = _matrix(model.manifest.feature_names, range(len(batch)), batch, table)
         try:
-            probs = model.predict(matrix).tolist()
+            probs = model.predict(matrix)
         except Exception as exc:
             log.warning("shadow model %s failed: %s", model.manifest.model_version, exc)
-            return [None] * len(feats)
-        version = model.manifest.model_version
-        return [{"model_version": version, "score": float(p)} for p in probs]
+            return None
+        scores = np.asarray(probs, dtype=np.float64).reshape(len(batch))
+        return model.manifest.model_version, scores
 
 
-FeatureTable = npt.NDArray[np.float64]
-_ALL_ROW = itemgetter(*ALL_FEATURES)
+def _outcomes(scored: ScoredBatch) -> list[Scored]:
+    """One :class:`Scored` per row: the per-record view (the step itself builds none)."""
+    shadow: list[dict[str, object] | None] = [None] * len(scored.codes)
+    if scored.shadow is not None:
+        version, scores = scored.shadow
+        shadow = [{"model_version": version, "score": p} for p in scores.tolist()]
+    versions = [scored.versions[v] for v in scored.version_of.tolist()]
+    rows = zip(scored.scores.tolist(), scored.decisions(), versions, shadow, strict=True)
+    return [Scored(p, d, version, fallback, sh) for p, d, (version, fallback), sh in rows]
 
 
-def feature_table(feats: Sequence[dict[str, float]]) -> FeatureTable:
-    """``[len(feats), len(ALL_FEATURES)]`` float64 table of feature dicts, in that order."""
-    return np.array([_ALL_ROW(f) for f in feats], dtype=np.float64).reshape(
-        len(feats), len(ALL_FEATURES)
+# Upstream stages compute every feature but the transaction ones.
+_UPSTREAM = tuple(n for n in ALL_FEATURES if n not in TXN_FEATURES)
+_UPSTREAM_ROW = itemgetter(*_UPSTREAM)
+_TXN_COLUMNS = [ALL_FEATURES.index(n) for n in TXN_FEATURES]
+_UPSTREAM_COLUMNS = [ALL_FEATURES.index(n) for n in _UPSTREAM]
+
+
+def feature_table(feats: Sequence[dict[str, float]], txns: TxnColumns) -> FeatureTable:
+    """``[n, len(ALL_FEATURES)]`` float64 table of the feature dicts with transaction features.
+
+    The upstream features are read in one pass (``fromiter`` over the flattened
+    rows); the transaction features are columns computed from ``txns``.
+    """
+    n = len(feats)
+    upstream = np.fromiter(
+        chain.from_iterable(map(_UPSTREAM_ROW, feats)), np.float64, n * len(_UPSTREAM)
     )
+    table = np.empty((n, len(ALL_FEATURES)), dtype=np.float64)
+    table[:, _UPSTREAM_COLUMNS] = upstream.reshape(n, len(_UPSTREAM))
+    table[:, _TXN_COLUMNS] = txns.txn_table()
+    return table
 
 
 @lru_cache(maxsize=64)
@@ -185,37 +234,34 @@ def _columns(names: tuple[str, ...]) -> list[int] | None:
 
 
 def _matrix(
-    names: Sequence[str], rows: Sequence[dict[str, float]], table: FeatureTable
+    names: Sequence[str],
+    idx: Sequence[int],
+    batch: Sequence[Featured],
+    table: FeatureTable,
 ) -> npt.NDArray[np.float32]:
-    """``[len(rows), len(names)]`` float32 model input: columns of ``table``, the rows' table.
+    """``[len(idx), len(names)]`` float32 model input: columns of ``table`` (rows ``idx``).
 
     float64 -> float32 rounds exactly as converting each Python float directly would.
     """
     cols = _columns(tuple(names))
-    if cols is None:  # a feature this service does not compute: fail as a dict lookup does
+    if cols is None:  # a feature this service does not compute: read it, or fail as a dict does
+        rows = [{**batch[i].features, **txn_features(batch[i].env.txn)} for i in idx]
         return np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
     return table[:, cols].astype(np.float32)
 
 
-def drift_sample(
-    batch: Sequence[Featured],
-    feats: Sequence[dict[str, float]],
-    outcomes: Sequence[Scored],
-    active: str,
-    table: FeatureTable | None = None,
-) -> DriftSample | None:
+def drift_sample(scored: ScoredBatch, active: str) -> DriftSample | None:
     """The rows the active model decided, for drift against its reference; None if none."""
-    rows = [i for i, o in enumerate(outcomes) if o.model_version == active]
-    if not rows:
+    rows = scored.rows_of(active)
+    if not len(rows):
         return None
-    if table is None:
-        table = feature_table(feats)
+    n = len(scored.codes)
     return DriftSample(
         model_version=active,
         names=ALL_FEATURES,
-        values=table if len(rows) == len(outcomes) else table[rows],
-        scores=np.array([outcomes[i].score for i in rows], dtype=np.float64),
-        event_times=np.array([batch[i].env.txn.event_time for i in rows], dtype=np.int64),
+        values=scored.table if len(rows) == n else scored.table[rows],
+        scores=scored.scores if len(rows) == n else scored.scores[rows],
+        event_times=np.asarray(scored.txns.event_time, dtype=np.int64)[rows],
     )
 
 
@@ -260,63 +306,32 @@ class ScoreStep:
         if not batch:
             return []
         step: list[tuple[str, Any]] = []
-        outcomes: list[Scored] = []
+        # Quality's columns over the whole step: (event_id, event_time, decision), late.
+        decided: list[tuple[str, int, str]] = []
+        late: list[bool] = []
         for lo in range(0, len(batch), MAX_MODEL_BATCH):
-            chunk = batch[lo : lo + MAX_MODEL_BATCH]
-            feats, table, scored = scorer.score_table(chunk)
+            scored = scorer.score_columns(batch[lo : lo + MAX_MODEL_BATCH])
+            txns = scored.txns
             now = self._clock()
-            step.append((items[0][0], self._messages(chunk, feats, scored, now)))
-            observe_many(
-                metrics.e2e_latency,
-                [max(0, now - item.env.raw.timestamp_ms) / 1000 for item in chunk],
-            )
-            sample = drift_sample(chunk, feats, scored, scorer.active_version, table)
+            step.append((items[0][0], scored.messages(self._topic, format_ms(now))))
+            sent = np.fromiter(map(_TIMESTAMP, txns.raw), np.int64, len(txns.raw))
+            observe_many(metrics.e2e_latency, (np.maximum(0, now - sent) / 1000).tolist())
+            sample = drift_sample(scored, scorer.active_version)
             if sample is not None:
                 step.append((DRIFT_KEY, sample))
-            outcomes.extend(scored)
-        late = sum(item.env.late for item in batch)
-        if late:
-            metrics.late.inc(late)
+            decided.extend(zip(txns.event_id, txns.event_time, scored.decisions(), strict=True))
+            late.extend(txns.late)
+        late_count = sum(late)
+        if late_count:
+            metrics.late.inc(late_count)
         first = 0
         for shard, featured in items:
-            decided = [
-                (item.env.txn.event_id, item.env.txn.event_time, s.decision)
-                for item, s in zip(featured, outcomes[first : first + len(featured)], strict=True)
-                if not item.env.late
-            ]
-            first += len(featured)
-            if decided:
-                step.append((shard, (DECISIONS, shard, decided)))
+            end = first + len(featured)
+            mine = list(compress(decided[first:end], map(not_, late[first:end])))
+            first = end
+            if mine:
+                step.append((shard, (DECISIONS, shard, mine)))
         return step
 
-    def _messages(
-        self,
-        batch: list[Featured],
-        feats: list[dict[str, float]],
-        outcomes: list[Scored],
-        now: int,
-    ) -> list[OutMessage]:
-        topic = self._topic
-        processed_at = format_ms(now)
-        out = []
-        for item, f, s in zip(batch, feats, outcomes, strict=True):
-            txn = item.env.txn
-            body = {
-                "event_id": txn.event_id,
-                "card_id": txn.card_id,
-                "merchant_id": txn.merchant_id,
-                "event_time": format_ms(txn.event_time),
-                "score": s.score,
-                "decision": s.decision,
-                "model_version": s.model_version,
-                "fallback": s.fallback,
-                "late": item.env.late,
-                "features": f,
-                "shadow": s.shadow,
-                "processed_at": processed_at,
-            }
-            raw = item.env.raw
-            out.append(
-                OutMessage(topic, txn.card_id.encode(), orjson.dumps(body), raw.source, raw.offset)
-            )
-        return out
+
+_TIMESTAMP = attrgetter("timestamp_ms")

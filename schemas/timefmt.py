@@ -18,8 +18,11 @@ message stay those of the regex + ``fromisoformat`` implementation.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+
+import numpy as np
 
 # Years 1970 to 9999: anything outside is not a plausible card transaction time.
 MIN_MS = 0
@@ -48,6 +51,20 @@ def format_ms(ms: int) -> str:
         return f"{_second_prefix(ms // 1000)}{ms % 1000:03d}Z"
     dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def format_ms_many(values: Sequence[int]) -> list[str]:
+    """:func:`format_ms` of each value, the calendar work done once per distinct second.
+
+    >>> format_ms_many([1795428000123, 1795428000999, 0])
+    ['2026-11-23T10:00:00.123Z', '2026-11-23T10:00:00.999Z', '1970-01-01T00:00:00.000Z']
+    """
+    if not values or min(values) < 0 or max(values) >= _FAST_FORMAT_END_MS:
+        return [format_ms(ms) for ms in values]
+    ms = np.asarray(values, dtype=np.int64)
+    seconds, at = np.unique(ms // 1000, return_inverse=True)
+    prefixes = np.array([_second_prefix(s) for s in seconds.tolist()], dtype=object)
+    return list(prefixes[at] + _MILLIS[ms % 1000])
 
 
 def _parse_rfc3339(value: str) -> int:
@@ -125,6 +142,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Below 2100 the general path's float seconds are exact to the microsecond, so the
 # fast path's integer arithmetic formats every millisecond the same way.
 _FAST_FORMAT_END_MS = 4_102_444_800_000
+_MILLIS = np.array([f"{ms:03d}Z" for ms in range(1000)], dtype=object)
 _DATE_TIME = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
 _RFC3339 = re.compile(_DATE_TIME + r"(?:[Zz]|[+-]\d{2}:\d{2})\Z")
 _RFC3339_NO_OFFSET = re.compile(_DATE_TIME + r"\Z")

@@ -8,6 +8,7 @@ exactly as they do after a fresh ``streamscore run``.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,3 +240,69 @@ def test_batch_sizes_do_not_change_statistics_or_state(
     assert np.array_equal(a._values, b._values)
     assert np.array_equal(a._times, b._times)
     assert (a._pos, a._filled, a._chunks) == (b._pos, b._filled, b._chunks)
+
+
+def _oracle_stats(
+    window: npt.NDArray[np.float64], manifest: Manifest
+) -> list[tuple[float, float, float]]:
+    """(mean, PSI, KS) of each signal's window on its reference's bins, one signal at a time."""
+    refs = [*(manifest.reference.features[n] for n in manifest.feature_names)]
+    refs.append(manifest.reference.score)
+    out = []
+    for values, ref in zip(np.ascontiguousarray(window.T), refs, strict=True):
+        expected = np.asarray(ref.proportions, dtype=np.float64)
+        index = np.searchsorted(np.asarray(ref.edges), values, side="right")
+        observed = np.bincount(index, minlength=len(expected)) / max(1, len(values))
+        o, e = np.maximum(observed, 1e-4), np.maximum(expected, 1e-4)
+        psi = float(np.sum((o - e) * np.log(o / e)))
+        ks = float(np.max(np.abs(np.cumsum(observed) - np.cumsum(expected))))
+        out.append((float(values.mean()), psi, ks))
+    return out
+
+
+def test_statistics_equal_each_signal_computed_on_its_own() -> None:
+    """Bins kept per value and one bincount per emission give every signal's own figures.
+
+    The window is replayed in ring order (its statistics are summed in that
+    order); values sit on bin edges, are NaN, and the monitor is restored from a
+    pickle along the way.
+    """
+    manifest = load_model(
+        Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
+    ).manifest
+    edges = np.concatenate([manifest.reference.features[n].edges for n in manifest.feature_names])
+    rng = np.random.default_rng(5)
+    width = len(manifest.feature_names)
+    for _ in range(6):
+        config = DriftConfig(
+            topic="drift",
+            window_events=int(rng.integers(5, 300)),
+            every_events=int(rng.integers(3, 200)),
+        )
+        monitor = DriftMonitor(config, manifest)
+        ring = np.zeros((config.window_events, width + 1))
+        seen = 0
+        for _ in range(12):
+            n = int(rng.integers(0, 400))
+            values = rng.normal(0, 50, size=(n, len(ALL_FEATURES)))
+            on_edge = rng.random(values.shape) < 0.3
+            values[on_edge] = rng.choice(edges, size=int(on_edge.sum()))
+            values[rng.random(values.shape) < 0.01] = np.nan
+            scores = rng.random(n)
+            sample = DriftSample(
+                manifest.model_version, ALL_FEATURES, values, scores, np.arange(n, dtype=np.int64)
+            )
+            stats = monitor.observe(sample, manifest)
+            cols = [ALL_FEATURES.index(s) for s in manifest.feature_names]
+            rows = np.column_stack([values[:, cols], scores])
+            emitted = []
+            for row in rows:
+                ring[seen % config.window_events] = row
+                seen += 1
+                if seen % config.every_events == 0:
+                    filled = min(seen, config.window_events)
+                    emitted.extend(_oracle_stats(ring[:filled], manifest))
+            got = [(s.mean, s.psi, s.ks) for s in stats]
+            assert np.array_equal(np.array(got), np.array(emitted), equal_nan=True)
+            if rng.random() < 0.3:
+                monitor = pickle.loads(pickle.dumps(monitor))

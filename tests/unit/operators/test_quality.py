@@ -356,3 +356,32 @@ def test_any_split_over_shards_matches_brute_force(
     assert {r["window_start"]: r for r in out} == _oracle(txns)
     # Every final window's state is gone: only each shard's final_through is left.
     assert len(_quality_keys(store)) == n_shards
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 30), st.integers(0, 5 * WINDOW), st.sampled_from(DECISIONS)),
+            max_size=12,
+        ),
+        max_size=8,
+    ),
+    watermarks=st.lists(st.integers(0, 8 * WINDOW), min_size=8, max_size=8),
+)
+def test_a_batch_of_decisions_stores_what_one_at_a_time_does(
+    batches: list[list[tuple[int, int, str]]], watermarks: list[int]
+) -> None:
+    """Batches (new records in columns, replays one by one) against single records."""
+    whole, single = MemoryStore(), MemoryStore()
+    by_batch = QualityEngine(PROPERTY_CONFIG, whole, shard="m0")
+    by_record = QualityEngine(PROPERTY_CONFIG, single, shard="m0")
+    for batch, watermark in zip(batches, watermarks, strict=False):
+        items = [(f"tx-{i}", t, d) for i, t, d in batch]
+        by_batch.decisions(items)
+        for item in items:
+            by_record.decisions([item])
+        by_batch.chargebacks([e for e, _, _ in items[::3]])
+        by_record.chargebacks([e for e, _, _ in items[::3]])
+        assert by_batch.advance(watermark) == by_record.advance(watermark)
+        assert list(whole.scan(b"", b"\xff")) == list(single.scan(b"", b"\xff"))
