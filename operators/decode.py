@@ -35,7 +35,14 @@ from typing import Literal
 from pydantic import ValidationError
 
 from operators.decode_fast import fast_chargeback, fast_transaction
-from operators.messages import CbEnvelope, OutMessage, PartitionBatch, RawRecord, TxnEnvelope
+from operators.messages import (
+    CbEnvelope,
+    OutMessage,
+    PartitionBatch,
+    RawRecord,
+    TxnEnvelope,
+    json_value,
+)
 from operators.watermarks import PartitionWatermark, TimeConfig, WatermarkState
 from schemas.records import Chargeback, DeadLetterReason, Transaction
 from schemas.timefmt import format_ms
@@ -311,7 +318,7 @@ def _dead_letter(
         "received_at": format_ms(received_ms),
         "truncated": truncated,
     }
-    return OutMessage(topic, key, json.dumps(body).encode(), rec.source, rec.offset)
+    return OutMessage(topic, key, json_value(body), rec.source, rec.offset)
 
 
 def _cut(rec: RawRecord, size: int) -> RawRecord:

@@ -40,7 +40,6 @@ signal's own computation gives.
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from bytewax.dataflow import Stream
 from river import drift as river_drift
 
 from models.manifest import Distribution, Manifest
-from operators.messages import OutMessage
+from operators.messages import OutMessage, json_value
 from schemas.timefmt import format_ms
 
 SCORE_SIGNAL = "score"
@@ -409,9 +408,7 @@ def drift_records(
             "warming_up": s.warming_up,
         }
         out.append(
-            OutMessage(
-                config.topic, s.signal.encode(), json.dumps(body).encode(), config.topic, emitted
-            )
+            OutMessage(config.topic, s.signal.encode(), json_value(body), config.topic, emitted)
         )
     return out
 

@@ -60,7 +60,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from operators.messages import OutMessage
+from operators.messages import OutMessage, json_value
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ class TransactionalWriter:
             "offsets": offsets,
             "committed_at_ms": time.time_ns() // 1_000_000,
         }
-        self._produce([OutMessage(self._topic, self._key, json.dumps(record).encode())])
+        self._produce([OutMessage(self._topic, self._key, json_value(record))])
         positions = [
             TopicPartition(source.rpartition("#")[0], int(source.rpartition("#")[2]), offset)
             for source, offset in sorted(offsets.items())

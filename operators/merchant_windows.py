@@ -26,13 +26,12 @@ than once a batch: at moderate load a batch holds a few records a merchant.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from operators.card_features import DAY
-from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick
+from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick, json_value
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.timefmt import format_ms
 from state import keys
@@ -258,7 +257,7 @@ class MerchantWindowEngine:
         return OutMessage(
             self._topic,
             merchant.encode(),
-            json.dumps(body).encode(),
+            json_value(body),
             self._origin,
             start + WINDOW_MS,
         )

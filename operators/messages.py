@@ -9,8 +9,11 @@ cost of a plain assignment. Treat them as read-only all the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar
+
+import orjson
 
 from operators.internals import rebuild_model
 from schemas.records import Chargeback, Transaction
@@ -90,6 +93,16 @@ class OutMessage:
     value: bytes
     origin: str = ""
     position: int = -1
+
+
+def json_value(record: Mapping[str, object]) -> bytes:
+    """An output record's value: compact UTF-8 JSON, floats in their shortest round-trip form.
+
+    The one encoding of every output topic (orjson); score records are built to
+    the same bytes column by column (:mod:`operators.score_records`). Not a
+    finite float is written as ``null``, never as JSON's invalid ``NaN``.
+    """
+    return orjson.dumps(record)
 
 
 @_positional_pickle

@@ -29,7 +29,6 @@ per shard: plain data, for bytewax snapshots.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ import bytewax.operators as op
 import numpy as np
 from bytewax.dataflow import Stream
 
-from operators.messages import OutMessage
+from operators.messages import OutMessage, json_value
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms, parse_event_time
 from state import keys
@@ -330,7 +329,7 @@ class QualityAggregator:
         return OutMessage(
             self._topic,
             start.encode(),
-            json.dumps(record).encode(),
+            json_value(record),
             self._topic,
             parse_event_time(start),
         )
