@@ -40,13 +40,19 @@ from operators.kafka_io import (
     log_client_error,
 )
 from operators.merchant_windows import MerchantConfig
-from operators.messages import Featured, OutMessage
+from operators.messages import OutMessage, ToScore
 from operators.metrics import ServiceMetrics
-from operators.quality import QualityConfig, QualityInput, QualityRecord, quality
+from operators.quality import (
+    QUALITY_INPUTS,
+    QualityConfig,
+    QualityInput,
+    QualityRecord,
+    quality,
+)
 from operators.quarantine import quarantined
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from operators.watermarks import TimeConfig, WatermarkState
-from operators.windows import AGGREGATES, SCORE, Routed, WindowsConfig, windows
+from operators.windows import MerchantOutput, WindowsConfig, windows
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from state.store import StateStore
@@ -194,6 +200,7 @@ def build_flow(
         on_state_size=metrics.state_keys.set,
         on_input=count_in,
         on_chargebacks=metrics.chargebacks.inc,
+        on_aggregates=metrics.window_aggregates.inc,
     )
     scoring = ScoringConfig(
         scores_topic=topics.scores,
@@ -206,32 +213,25 @@ def build_flow(
     scorer = Scorer(scoring, models, monotonic=monotonic, metrics=metrics)
     score_step = ScoreStep(scoring, scorer, clock=clock, metrics=metrics)
 
-    def after_windows(items: list[tuple[str, Routed]]) -> list[tuple[str, Any]]:
+    def after_windows(items: list[tuple[str, MerchantOutput]]) -> list[tuple[str, Any]]:
         """Score what the merchant shards emitted; pass their other outputs on.
 
-        One step for all of it: scores, dead letters and aggregates as
-        ``(shard, [OutMessage])``, drift samples, and each shard's decisions,
-        labels and watermark for quality, in that order (a label then finds
-        the decision of a transaction scored in the same step).
+        One step for all of it: score messages and drift samples, each
+        shard's decisions, then its labels and watermark for quality and its
+        messages for the sink, in that order (a label then finds the decision
+        of a transaction scored in the same step).
         """
-        to_score: list[tuple[str, list[Featured]]] = []
-        passed: list[tuple[str, Any]] = []
-        for shard, (kind, payload) in items:
-            if kind == SCORE:
-                to_score.append((shard, payload))
-            else:
-                if kind == AGGREGATES:
-                    metrics.window_aggregates.inc(len(payload))
-                passed.append((shard, payload))
-        out = score_step(to_score)
-        out.extend(passed)
-        return out
+        to_score = [(shard, out.featured) for shard, out in items if isinstance(out, ToScore)]
+        step = score_step(to_score)
+        step.extend(item for item in items if not isinstance(item[1], ToScore))
+        return step
 
     scored = op.flat_map_batch("score", routed, after_windows)
-    # Told apart by the value's type: a drift sample, a quality input (a tuple) or
-    # messages (a list).
+    # Each output by its type: a drift sample, a quality input, or messages for the sink.
     to_drift = op.branch("to-drift", scored, lambda kv: isinstance(kv[1], DriftSample))
-    to_quality = op.branch("to-quality", to_drift.falses, lambda kv: isinstance(kv[1], tuple))
+    to_quality = op.branch(
+        "to-quality", to_drift.falses, lambda kv: isinstance(kv[1], QUALITY_INPUTS)
+    )
     messages: Stream[tuple[str, list[OutMessage]]] = to_quality.falses
     quality_in: Stream[tuple[str, QualityInput]] = to_quality.trues
 

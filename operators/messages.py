@@ -95,6 +95,13 @@ class OutMessage:
     position: int = -1
 
 
+@dataclass(slots=True)
+class ToScore:
+    """Transactions a merchant shard has featured, for the score step."""
+
+    featured: list[Featured]
+
+
 def json_value(record: Mapping[str, object]) -> bytes:
     """An output record's value: compact UTF-8 JSON, floats in their shortest round-trip form.
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import bytewax.operators as op
 import numpy as np
@@ -379,13 +379,32 @@ def _counts(starts: Sequence[int], values: Sequence[bytes | None]) -> dict[int, 
     }
 
 
-DECISIONS = "decisions"
-LABELS = "labels"
-WATERMARK = "watermark"
-# One merchant shard's quality input, tagged with the shard (a bytewax logic does not
-# see its own key): (DECISIONS, shard, [(event_id, event_time, decision)]),
-# (LABELS, shard, [txn_event_id]) or (WATERMARK, shard, watermark).
-QualityInput = tuple[str, str, Any]
+@dataclass(slots=True)
+class Decisions:
+    """A merchant shard's scored transactions: ``(event_id, event_time, decision)`` each."""
+
+    shard: str  # each input names its shard: a bytewax logic does not see its own key
+    rows: list[tuple[str, int, str]]
+
+
+@dataclass(slots=True)
+class Labels:
+    """The transactions a merchant shard's chargebacks name."""
+
+    shard: str
+    event_ids: list[str]
+
+
+@dataclass(slots=True)
+class ShardWatermark:
+    """A merchant shard's watermark moved."""
+
+    shard: str
+    watermark: int
+
+
+QualityInput = Decisions | Labels | ShardWatermark
+QUALITY_INPUTS = (Decisions, Labels, ShardWatermark)
 _ShardReport = tuple[str, list[Partial], int | None]
 
 
@@ -421,17 +440,17 @@ class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, _ShardSnapsh
         return self._engine
 
     def on_batch(self, values: list[QualityInput]) -> tuple[list[_ShardReport], bool]:
-        shard = values[0][1]
+        shard = values[0].shard
         if self._engine is None:
             self._engine = self._open(shard, None)
         watermark: int | None = None
-        for kind, _shard, payload in values:
-            if kind == DECISIONS:
-                self._engine.decisions(payload)
-            elif kind == LABELS:
-                self._engine.chargebacks(payload)
+        for item in values:
+            if isinstance(item, Decisions):
+                self._engine.decisions(item.rows)
+            elif isinstance(item, Labels):
+                self._engine.chargebacks(item.event_ids)
             else:
-                watermark = payload
+                watermark = item.watermark
         if watermark is None:
             return [], op.StatefulBatchLogic.RETAIN
         partials, final_through = self._engine.advance(watermark)

@@ -44,7 +44,7 @@ from operators.features import ALL_FEATURES, TXN_FEATURES, txn_features
 from operators.internals import observe_many
 from operators.messages import Featured
 from operators.metrics import ServiceMetrics
-from operators.quality import DECISIONS
+from operators.quality import Decisions
 from operators.score_records import (
     FeatureTable,
     ScoredBatch,
@@ -282,8 +282,8 @@ class ScoreStep:
 
     - ``(shard, [OutMessage])``: Score messages (the key only spreads output);
     - ``(DRIFT_KEY, DriftSample)``: for the drift monitor;
-    - ``(shard, (DECISIONS, shard, decided))``: for that merchant shard's
-      quality state, which the decisions stay grouped by.
+    - ``(shard, Decisions)``: for that merchant shard's quality state, which
+      the decisions stay grouped by.
     """
 
     def __init__(
@@ -330,7 +330,7 @@ class ScoreStep:
             mine = list(compress(decided[first:end], map(not_, late[first:end])))
             first = end
             if mine:
-                step.append((shard, (DECISIONS, shard, mine)))
+                step.append((shard, Decisions(shard, mine)))
         return step
 
 

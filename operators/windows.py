@@ -40,10 +40,11 @@ from operators.messages import (
     PartitionBatch,
     ShardInput,
     Tick,
+    ToScore,
     TxnEnvelope,
 )
 from operators.placement import shard_keys
-from operators.quality import LABELS, WATERMARK
+from operators.quality import Labels, ShardWatermark
 from operators.quarantine import PoisonRecordError
 from operators.watermarks import NO_WATERMARK, MinWatermark
 from schemas.errors import StreamScoreError
@@ -51,9 +52,7 @@ from state.epochs import DEFAULT_KEEP, EpochStore
 from state.store import StateStore
 
 BROADCAST_EVERY_MS = 1_000
-DEAD = "dead"
-SCORE = "score"
-AGGREGATES = "aggregates"
+DEAD = "dead"  # the key of dead letters on their way out
 
 Routed = tuple[str, Any]
 
@@ -227,7 +226,12 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
 
-class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
+# What a merchant shard emits: transactions to score, its chargeback labels and
+# watermark for quality, or messages for the sink (dead letters, window aggregates).
+MerchantOutput = ToScore | Labels | ShardWatermark | list[OutMessage]
+
+
+class _MerchantLogic(op.StatefulBatchLogic[ShardInput, MerchantOutput, Any]):
     def __init__(
         self,
         config: WindowsConfig,
@@ -235,11 +239,13 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         resume: tuple[Any, ...] | None,
         dead_letters: DeadLetters,
         on_chargebacks: Callable[[int], None],
+        on_aggregates: Callable[[int], None],
     ) -> None:
         expected = (*config.card_keys, *config.cb_sources)
         self._config = config
         self._dead_letters = dead_letters
         self._on_chargebacks = on_chargebacks
+        self._on_aggregates = on_aggregates
         self._base = store
         self._wm = MinWatermark(expected, resume[0] if resume else None)
         self._state: EpochStore | None = None
@@ -261,7 +267,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def _dead(self, env: CbEnvelope, error: str) -> OutMessage:
         return self._dead_letters(env.raw, "timestamp", error)
 
-    def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
+    def on_batch(self, values: list[ShardInput]) -> tuple[list[MerchantOutput], bool]:
         for shard_input in values:
             for item in shard_input.ordered:
                 if isinstance(item, Tick):
@@ -286,21 +292,22 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         wm = self._wm.current()
         aggregates = engine.advance(wm)
         shard = self._state.shard if self._state else ""
-        out: list[Routed] = []
+        out: list[MerchantOutput] = []
         if labels:
-            out.append((LABELS, (LABELS, shard, labels)))
+            out.append(Labels(shard, labels))
         if wm != self._reported_wm:
             self._reported_wm = wm
-            out.append((WATERMARK, (WATERMARK, shard, wm)))
+            out.append(ShardWatermark(shard, wm))
         if featured:
-            out.append((SCORE, featured))
+            out.append(ToScore(featured))
         if dead:
-            out.append((DEAD, dead))
+            out.append(dead)
         if aggregates:
-            out.append((AGGREGATES, aggregates))
+            self._on_aggregates(len(aggregates))
+            out.append(aggregates)
         return out, op.StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Routed], bool]:
+    def on_eof(self) -> tuple[list[MerchantOutput], bool]:
         # The input ended (read to the end, or a graceful stop): leave RocksDB complete.
         if self._engine is not None:
             self._engine.flush()
@@ -357,16 +364,18 @@ def windows(
     on_state_size: Callable[[int], None] = lambda _n: None,
     on_input: Callable[[PartitionBatch], None] = lambda _b: None,
     on_chargebacks: Callable[[int], None] = lambda _n: None,
-) -> tuple[Stream[tuple[str, Routed]], Stream[tuple[str, list[OutMessage]]]]:
-    """Source batches -> ``(merchant shard, (kind, payload))``, and the dead letters.
+    on_aggregates: Callable[[int], None] = lambda _n: None,
+) -> tuple[Stream[tuple[str, MerchantOutput]], Stream[tuple[str, list[OutMessage]]]]:
+    """Source batches -> ``(merchant shard, MerchantOutput)``, and the dead letters.
 
-    Kinds: ``"score"`` with a list of :class:`Featured`, ``"aggregates"`` and
-    ``"dead"`` (chargebacks for closed windows) with lists of
-    :class:`OutMessage`, and the merchant shards' chargeback labels and
-    watermarks for :mod:`operators.quality`. The shard key spreads output over
-    the sink's partitions. ``on_input`` sees each source batch first (the input
-    counters); ``on_chargebacks`` is told how many chargebacks were counted in
-    windows.
+    A merchant shard emits :class:`ToScore` (its featured transactions),
+    :class:`operators.quality.Labels` and
+    :class:`operators.quality.ShardWatermark` for quality, and lists of
+    :class:`OutMessage` for the sink (closed-window chargebacks as dead
+    letters, window aggregates). The shard key spreads output over the sink's
+    partitions. ``on_input`` sees each source batch first (the input
+    counters); ``on_chargebacks`` and ``on_aggregates`` are told how many
+    chargebacks were counted in windows and how many aggregates were emitted.
 
     Dead letters leave where they are born: the decoder's with the source
     batch, the card shards' duplicates from the card stage; the second stream
@@ -398,7 +407,9 @@ def windows(
     merchants = op.stateful_batch(
         f"{step_id}-merchants",
         op.merge(f"{step_id}-merchant-in", card_dead.falses, split.falses),
-        lambda resume: _MerchantLogic(config, store(), resume, dead_letters, on_chargebacks),
+        lambda resume: _MerchantLogic(
+            config, store(), resume, dead_letters, on_chargebacks, on_aggregates
+        ),
     )
     dead: Stream[tuple[str, list[OutMessage]]] = op.merge(
         f"{step_id}-dead", decode_dead.trues, card_dead.trues

@@ -25,7 +25,7 @@ from operators.features import TXN_FEATURES, txn_features
 from operators.internals import observe_many
 from operators.messages import Featured, RawRecord, TxnEnvelope
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics
-from operators.quality import QualityInput
+from operators.quality import Decisions
 from operators.scoring import Scorer, ScoringConfig
 from schemas.records import Transaction
 
@@ -238,7 +238,7 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     # Three kinds of keyed output, told apart by the value's type as the flow does.
     messages = [(k, v) for k, v in out if isinstance(v, list)]
     samples = [v for k, v in out if isinstance(v, DriftSample) and k == DRIFT_KEY]
-    decisions: list[tuple[str, QualityInput]] = [(k, v) for k, v in out if isinstance(v, tuple)]
+    decisions = [(k, v) for k, v in out if isinstance(v, Decisions)]
     assert len(messages) + len(samples) + len(decisions) == len(out)
     assert model.calls[0] == 2  # 10 rows of three shards, in calls of at most 8
     got = [json.loads(m.value)["event_id"] for _key, msgs in messages for m in msgs]
@@ -246,5 +246,6 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     assert len(samples) == 2
     by_shard = {shard: payload for shard, payload in decisions}
     assert sorted(by_shard) == ["m0", "m1", "m2"]
-    assert [d[0] for d in by_shard["m1"][2]] == ["e4", "e5", "e6"]
+    assert all(payload.shard == shard for shard, payload in decisions)
+    assert [d[0] for d in by_shard["m1"].rows] == ["e4", "e5", "e6"]
     assert metrics.late._value.get() == 1

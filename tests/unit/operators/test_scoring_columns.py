@@ -34,7 +34,7 @@ from operators.features import ALL_FEATURES, txn_features
 from operators.merchant_windows import MERCHANT_FEATURES
 from operators.messages import Featured, OutMessage, RawRecord, TxnEnvelope
 from operators.metrics import ServiceMetrics
-from operators.quality import DECISIONS
+from operators.quality import Decisions
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from schemas.records import Transaction
 from schemas.timefmt import MAX_MS, format_ms
@@ -261,7 +261,7 @@ def test_step_equals_the_per_record_oracle(
             ]
             first += len(featured)
             if mine:
-                expected.append((shard, (DECISIONS, shard, mine)))
+                expected.append((shard, Decisions(shard, mine)))
         assert len(out) == len(expected)
         for (key, got), (want_key, want) in zip(out, expected, strict=True):
             assert key == want_key
