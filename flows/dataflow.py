@@ -40,7 +40,7 @@ from operators.kafka_io import (
     log_client_error,
 )
 from operators.merchant_windows import MerchantConfig
-from operators.messages import OutMessage, ToScore
+from operators.messages import OutMessage, PartitionBatch, ToScore
 from operators.metrics import ServiceMetrics
 from operators.quality import (
     QUALITY_INPUTS,
@@ -100,186 +100,249 @@ def build_flow(
     (given the per-partition decoder factory) and ``sink`` replace the Kafka source
     and sink, for runs in this process over an in-memory log (:mod:`flows.testing`).
     """
-    exactly_once = settings.delivery == "exactly-once"
-    if exactly_once and settings.recovery_dir is None:
-        raise ConfigError(
-            "STREAMSCORE_DELIVERY (--delivery)",
-            "exactly-once needs crash recovery: set STREAMSCORE_RECOVERY_DIR (--recovery-dir)",
-        )
-    # Exactly-once: the sources record their epoch-end offsets for the sink's transaction.
-    progress = SourceProgress() if exactly_once else None
-    topics = settings.topics
-    kinds: dict[str, Kind] = {topics.transactions: "transaction", topics.chargebacks: "chargeback"}
-    time_config = event_time_config(settings)
-    decode_config = DecodeConfig(
-        dead_letter_topic=topics.dead_letters,
-        max_message_bytes=settings.max_message_bytes,
-        time=time_config,
-    )
+    parts = _Parts(settings, models=models, metrics=metrics, clock=clock)
+    source = parts.source(make_source, stop_at_eof=stop_at_eof, stop=stop, on_poll=on_poll)
+    windows_config = parts.windows_config(source.list_parts(), workers)
+    flow = Dataflow("streamscore")
 
-    dead_letters = DeadLetters(
-        topics.dead_letters,
-        max_bytes=dead_letter_limit(settings.producer_config),
-        now_ms=clock,
-        on_dead=lambda reason: metrics.dead_letters.labels(reason).inc(),
-    )
-
-    skipped = quarantined(settings.state_dir, settings.quarantine_after)
-
-    def decoder(source: str, topic: str, resume: WatermarkState) -> PartitionDecoder:
-        partition = int(source.rpartition("#")[2])
-        return PartitionDecoder(
-            decode_config,
-            source=source,
-            kind=kinds[topic],
-            resume=resume,
-            dead_letters=dead_letters,
-            wall_clock=clock,
-            quarantined={
-                offset: f"crashed step {e.step!r} {e.crashes} times ({e.error}); skipped"
-                for (t, p, offset), e in skipped.items()
-                if (t, p) == (topic, partition)
-            },
-        )
-
-    source = (
-        make_source(decoder)
-        if make_source is not None
-        else KafkaBatchSource(
-            SourceConfig(
-                brokers=settings.brokers,
-                topics=list(kinds),
-                batch_size=settings.source_batch_size,
-                stop_at_eof=stop_at_eof,
-                idle_timeout_ms=settings.idle_timeout_ms,
-                startup_wait_s=settings.startup_wait_s,
-                extra=settings.consumer_client_config(),
-                stop=stop or threading.Event(),
-                group_id=settings.consumer_group,
-                progress=progress,
-            ),
-            decoder,
-            lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
-        )
-    )
-    if on_poll is not None:
-        source = PolledSource(source, on_poll)
-    parts = source.list_parts()
-    batches = op.input("in", flow := Dataflow("streamscore"), source)
-
-    def count_in(batch: Any) -> None:
-        n = len(batch.txns) + len(batch.chargebacks) + len(batch.dead)
-        if n:
-            metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
-
-    shards = settings.shard_count(workers)
-    windows_config = WindowsConfig(
-        shards=shards,
-        txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
-        cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
-        card=CardConfig(
-            time=time_config,
-            session_gap_ms=settings.session_gap_ms,
-            cache_cards=-(-settings.card_cache // shards),
-        ),
-        merchant=MerchantConfig(
-            time=time_config,
-            aggregates_topic=topics.window_aggregates,
-            cache_windows=-(-settings.merchant_cache // shards),
-        ),
-        undo_keep=settings.state_undo_epochs,
-        versioned=settings.recovery_dir is not None,
-        workers=workers,
-    )
-    routed, born_dead = windows(
+    # transactions, chargebacks (Kafka) -> decode + per-partition watermarks
+    batches = op.input("in", flow, source)
+    # -> card shards -> merchant shards (RocksDB); dead letters leave where they are born
+    merchant_out, dead_letters = windows(
         "windows",
         batches,
         config=windows_config,
         store=store,
-        dead_letters=dead_letters,
+        dead_letters=parts.dead_letters,
         on_state_size=metrics.state_keys.set,
-        on_input=count_in,
+        on_input=parts.count_in,
         on_chargebacks=metrics.chargebacks.inc,
         on_aggregates=metrics.window_aggregates.inc,
     )
-    scoring = ScoringConfig(
-        scores_topic=topics.scores,
-        breaker=BreakerConfig(
-            failure_threshold=settings.breaker_failures,
-            slow_call_s=settings.inference_budget_ms / 1000,
-            cooldown_s=settings.breaker_cooldown_s,
-        ),
-    )
-    scorer = Scorer(scoring, models, monotonic=monotonic, metrics=metrics)
-    score_step = ScoreStep(scoring, scorer, clock=clock, metrics=metrics)
-
-    def after_windows(items: list[tuple[str, MerchantOutput]]) -> list[tuple[str, Any]]:
-        """Score what the merchant shards emitted; pass their other outputs on.
-
-        One step for all of it: score messages and drift samples, each
-        shard's decisions, then its labels and watermark for quality and its
-        messages for the sink, in that order (a label then finds the decision
-        of a transaction scored in the same step).
-        """
-        to_score = [(shard, out.featured) for shard, out in items if isinstance(out, ToScore)]
-        step = score_step(to_score)
-        step.extend(item for item in items if not isinstance(item[1], ToScore))
-        return step
-
-    scored = op.flat_map_batch("score", routed, after_windows)
-    # Each output by its type: a drift sample, a quality input, or messages for the sink.
+    # -> score (ONNX, batched) -> scores; drift samples; decisions for quality
+    scored = op.flat_map_batch("score", merchant_out, parts.score_step(monotonic))
     to_drift = op.branch("to-drift", scored, lambda kv: isinstance(kv[1], DriftSample))
     to_quality = op.branch(
         "to-quality", to_drift.falses, lambda kv: isinstance(kv[1], QUALITY_INPUTS)
     )
     messages: Stream[tuple[str, list[OutMessage]]] = to_quality.falses
     quality_in: Stream[tuple[str, QualityInput]] = to_quality.trues
+    # -> drift (one monitor for the flow) -> drift
+    drift_out = drift(
+        "drift",
+        to_drift.trues,
+        config=parts.drift_config(),
+        manifest=lambda: models.active.manifest,
+        on_stats=parts.drift_gauges,
+    )
+    # -> quality (decisions joined with chargebacks per merchant shard, summed) -> quality
+    quality_out = quality(
+        "quality",
+        quality_in,
+        config=parts.quality_config(),
+        store=store,
+        shards=windows_config.merchant_keys,
+        on_record=parts.quality_gauges,
+        undo_keep=settings.state_undo_epochs,
+        versioned=settings.recovery_dir is not None,
+    )
+    # -> Kafka: scores, window-aggregates, dead-letters, drift, quality
+    out = op.merge("outputs", dead_letters, messages, drift_out, quality_out)
+    op.output("kafka-out", out, sink or parts.kafka_sink(process_id))
+    return flow
 
-    def drift_gauges(stats: list[DriftStat]) -> None:
+
+class _Parts:
+    """What :func:`build_flow` wires, each built from the settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        models: ModelRegistry,
+        metrics: ServiceMetrics,
+        clock: Callable[[], int],
+    ) -> None:
+        if settings.delivery == "exactly-once" and settings.recovery_dir is None:
+            raise ConfigError(
+                "STREAMSCORE_DELIVERY (--delivery)",
+                "exactly-once needs crash recovery: set STREAMSCORE_RECOVERY_DIR (--recovery-dir)",
+            )
+        self.settings = settings
+        self.models = models
+        self.metrics = metrics
+        self.clock = clock
+        self.time = event_time_config(settings)
+        # Exactly-once: the sources record their epoch-end offsets for the sink's transaction.
+        self.progress = SourceProgress() if settings.delivery == "exactly-once" else None
+        self.dead_letters = DeadLetters(
+            settings.topics.dead_letters,
+            max_bytes=dead_letter_limit(settings.producer_config),
+            now_ms=clock,
+            on_dead=lambda reason: metrics.dead_letters.labels(reason).inc(),
+        )
+
+    def source(
+        self,
+        make_source: Callable[[DecoderFactory], FixedPartitionedSource[Any, Any]] | None,
+        *,
+        stop_at_eof: bool,
+        stop: threading.Event | None,
+        on_poll: Callable[[], None] | None,
+    ) -> FixedPartitionedSource[Any, Any]:
+        """The Kafka source of both input topics (or ``make_source``'s), decoding as it reads."""
+        settings, metrics = self.settings, self.metrics
+        topics = settings.topics
+        kinds: dict[str, Kind] = {
+            topics.transactions: "transaction",
+            topics.chargebacks: "chargeback",
+        }
+        decode_config = DecodeConfig(
+            dead_letter_topic=topics.dead_letters,
+            max_message_bytes=settings.max_message_bytes,
+            time=self.time,
+        )
+        skipped = quarantined(settings.state_dir, settings.quarantine_after)
+
+        def decoder(source: str, topic: str, resume: WatermarkState) -> PartitionDecoder:
+            partition = int(source.rpartition("#")[2])
+            return PartitionDecoder(
+                decode_config,
+                source=source,
+                kind=kinds[topic],
+                resume=resume,
+                dead_letters=self.dead_letters,
+                wall_clock=self.clock,
+                quarantined={
+                    offset: f"crashed step {e.step!r} {e.crashes} times ({e.error}); skipped"
+                    for (t, p, offset), e in skipped.items()
+                    if (t, p) == (topic, partition)
+                },
+            )
+
+        source: FixedPartitionedSource[Any, Any] = (
+            make_source(decoder)
+            if make_source is not None
+            else KafkaBatchSource(
+                SourceConfig(
+                    brokers=settings.brokers,
+                    topics=list(kinds),
+                    batch_size=settings.source_batch_size,
+                    stop_at_eof=stop_at_eof,
+                    idle_timeout_ms=settings.idle_timeout_ms,
+                    startup_wait_s=settings.startup_wait_s,
+                    extra=settings.consumer_client_config(),
+                    stop=stop or threading.Event(),
+                    group_id=settings.consumer_group,
+                    progress=self.progress,
+                ),
+                decoder,
+                lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
+            )
+        )
+        return source if on_poll is None else PolledSource(source, on_poll)
+
+    def count_in(self, batch: PartitionBatch) -> None:
+        """Count a source batch's records, dead letters included, by input topic."""
+        n = len(batch.txns) + len(batch.chargebacks) + len(batch.dead)
+        if n:
+            self.metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
+
+    def windows_config(self, parts: list[str], workers: int) -> WindowsConfig:
+        """The card and merchant stages: shards, expected inputs, caches and state lifetime."""
+        settings, topics = self.settings, self.settings.topics
+        shards = settings.shard_count(workers)
+        return WindowsConfig(
+            shards=shards,
+            txn_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.transactions),
+            cb_sources=tuple(p for p in parts if p.rpartition("#")[0] == topics.chargebacks),
+            card=CardConfig(
+                time=self.time,
+                session_gap_ms=settings.session_gap_ms,
+                cache_cards=-(-settings.card_cache // shards),
+            ),
+            merchant=MerchantConfig(
+                time=self.time,
+                aggregates_topic=topics.window_aggregates,
+                cache_windows=-(-settings.merchant_cache // shards),
+            ),
+            undo_keep=settings.state_undo_epochs,
+            versioned=settings.recovery_dir is not None,
+            workers=workers,
+        )
+
+    def score_step(
+        self, monotonic: Callable[[], float]
+    ) -> Callable[[list[tuple[str, MerchantOutput]]], list[tuple[str, Any]]]:
+        """The score step's function over what the merchant shards emitted."""
+        settings = self.settings
+        scoring = ScoringConfig(
+            scores_topic=settings.topics.scores,
+            breaker=BreakerConfig(
+                failure_threshold=settings.breaker_failures,
+                slow_call_s=settings.inference_budget_ms / 1000,
+                cooldown_s=settings.breaker_cooldown_s,
+            ),
+        )
+        scorer = Scorer(scoring, self.models, monotonic=monotonic, metrics=self.metrics)
+        step = ScoreStep(scoring, scorer, clock=self.clock, metrics=self.metrics)
+
+        def after_windows(items: list[tuple[str, MerchantOutput]]) -> list[tuple[str, Any]]:
+            """Score what the merchant shards emitted; pass their other outputs on.
+
+            One step for all of it: score messages and drift samples, each
+            shard's decisions, then its labels and watermark for quality and
+            its messages for the sink, in that order (a label then finds the
+            decision of a transaction scored in the same step).
+            """
+            to_score = [(shard, out.featured) for shard, out in items if isinstance(out, ToScore)]
+            out = step(to_score)
+            out.extend(item for item in items if not isinstance(item[1], ToScore))
+            return out
+
+        return after_windows
+
+    def drift_config(self) -> DriftConfig:
+        """The drift monitor's window, cadence and threshold."""
+        settings = self.settings
+        return DriftConfig(
+            topic=settings.topics.drift,
+            window_events=settings.drift_window_events,
+            every_events=settings.drift_every_events,
+            psi_threshold=settings.drift_psi_threshold,
+        )
+
+    def drift_gauges(self, stats: list[DriftStat]) -> None:
+        """Each signal's drift statistics to its gauges."""
+        metrics = self.metrics
         for s in stats:
             metrics.drift_psi.labels(s.signal).set(s.psi)
             metrics.drift_ks.labels(s.signal).set(s.ks)
             metrics.drift_detected.labels(s.signal).set(1 if s.drift else 0)
             metrics.drift_warming_up.labels(s.signal).set(1 if s.warming_up else 0)
 
-    drift_out = drift(
-        "drift",
-        to_drift.trues,
-        config=DriftConfig(
-            topic=topics.drift,
-            window_events=settings.drift_window_events,
-            every_events=settings.drift_every_events,
-            psi_threshold=settings.drift_psi_threshold,
-        ),
-        manifest=lambda: models.active.manifest,
-        on_stats=drift_gauges,
-    )
-
-    def quality_gauges(record: QualityRecord) -> None:
-        if record["decline_precision"] is not None:
-            metrics.decline_precision.set(record["decline_precision"])
-        if record["decline_recall"] is not None:
-            metrics.decline_recall.set(record["decline_recall"])
-
-    quality_out = quality(
-        "quality",
-        quality_in,
-        config=QualityConfig(
-            topic=topics.quality,
+    def quality_config(self) -> QualityConfig:
+        """The quality windows and the label horizon."""
+        settings = self.settings
+        return QualityConfig(
+            topic=settings.topics.quality,
             window_ms=settings.quality_window_ms,
             label_horizon_ms=settings.label_horizon_ms,
-        ),
-        store=store,
-        shards=windows_config.merchant_keys,
-        on_record=quality_gauges,
-        undo_keep=settings.state_undo_epochs,
-        versioned=settings.recovery_dir is not None,
-    )
-    out = op.merge("outputs", born_dead, messages, drift_out, quality_out)
-    if sink is None:
+        )
+
+    def quality_gauges(self, record: QualityRecord) -> None:
+        """A final quality window's precision and recall to their gauges."""
+        if record["decline_precision"] is not None:
+            self.metrics.decline_precision.set(record["decline_precision"])
+        if record["decline_recall"] is not None:
+            self.metrics.decline_recall.set(record["decline_recall"])
+
+    def kafka_sink(self, process_id: int) -> KafkaBatchSink:
+        """This process's producer for every output topic (transactional in exactly-once)."""
+        settings = self.settings
         sink_config = SinkConfig(brokers=settings.brokers, extra=settings.producer_client_config())
         writer = None
-        if progress is not None:
+        if self.progress is not None:
             eos = ExactlyOnceConfig(
                 brokers=settings.brokers,
                 flow_name=settings.flow_name,
@@ -289,10 +352,8 @@ def build_flow(
                 startup_wait_s=settings.startup_wait_s,
             )
             writer = TransactionalWriter(
-                eos, progress, PRODUCER_SETTINGS, on_client_error=log_client_error
+                eos, self.progress, PRODUCER_SETTINGS, on_client_error=log_client_error
             )
-        sink = KafkaBatchSink(
+        return KafkaBatchSink(
             sink_config, ProducerPool(sink_config), process_id=process_id, transactions=writer
         )
-    op.output("kafka-out", out, sink)
-    return flow
