@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import bytewax.operators as op
@@ -268,19 +269,7 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, MerchantOutput, Any]):
         return self._dead_letters(env.raw, "timestamp", error)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[MerchantOutput], bool]:
-        for shard_input in values:
-            for item in shard_input.ordered:
-                if isinstance(item, Tick):
-                    self._wm.update(shard_input.origin, item.watermark)
-        records = sorted(
-            (
-                (item, shard_input.origin)
-                for shard_input in values
-                for item in shard_input.ordered
-                if not isinstance(item, Tick)
-            ),
-            key=lambda pair: _ingest_order(pair[0]),
-        )
+        records = _in_ingest_order(values)
         engine = self._engine_for(values)
         with _blame(f"{values[0].target} merchants", engine):
             featured, dead = engine.process_from(records, self._wm)
@@ -346,6 +335,31 @@ def _shard_state(
     state = EpochStore(base, shard, keep=config.undo_keep, versioned=config.versioned)
     state.attach(version)
     return state
+
+
+_FIRST = (NO_WATERMARK, "", -1)  # before every record's ingest order
+
+
+def _in_ingest_order(
+    values: list[ShardInput],
+) -> list[tuple[Featured | CbEnvelope | Tick, str]]:
+    """The merchant stage's inputs, each with its sender, merged in ingest order.
+
+    A :class:`Tick` (a duplicate's place in its sender's order) keeps that
+    place: it sorts with the record before it, and the sort is stable, so its
+    watermark applies after that record and before the ones after it, never
+    to records it came after.
+    """
+    keyed: list[tuple[tuple[int, str, int], Featured | CbEnvelope | Tick, str]] = []
+    for shard_input in values:
+        last = _FIRST
+        origin = shard_input.origin
+        for item in shard_input.ordered:
+            if not isinstance(item, Tick):
+                last = _ingest_order(item)
+            keyed.append((last, item, origin))
+    keyed.sort(key=itemgetter(0))
+    return [(item, origin) for _, item, origin in keyed]
 
 
 def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, int]:

@@ -784,6 +784,23 @@ def _expect_oracle(b: _Builder, time: TimeConfig, event_id: str, **features: flo
         assert row.features[name] == value, name
 
 
+@pytest.mark.parametrize("batch_size", [1, 1000])
+def test_flow_a_duplicates_watermark_does_not_reach_records_before_it(batch_size: int) -> None:
+    # semantics.md "Time": a record is processed at the watermark of its place in the
+    # order. A duplicate leaves its (much later) watermark for the merchant stage; when
+    # it came in one batch with earlier records, that watermark was applied before them,
+    # so b's previous window, which holds a, read as purged (0 instead of 1).
+    b = _Builder()
+    for i in range(4):
+        b.txn(f"x{i}", BASE)
+    b.txn("a", BASE - 1)  # in the window before BASE's: a new poll (its Kafka time went back)
+    b.txn("b", BASE)
+    b.txn("c", BASE + 2 * DAY)
+    b.txn("c", BASE + 2 * DAY)  # a duplicate: its watermark is 2 days on
+    _expect_oracle(b, WIDE, "b", merchant_txn_count_prev_5m=1.0)
+    _check(b, WIDE, batch_size)
+
+
 def test_flow_late_copy_below_the_horizon_is_scored_late_not_a_duplicate() -> None:
     # semantics.md "Duplicates": the check reads retained state; a late copy of an
     # event already below the horizon is scored as late (changing nothing).
