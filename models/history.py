@@ -28,11 +28,15 @@ from typing import Literal
 
 from flows.testing import ReplayRecord
 from models.simulator import SimEvent, to_replay_records
+from operators.watermarks import TimeConfig
 from schemas.errors import TrainingError
 from schemas.settings import TopicNames
 from schemas.timefmt import parse_event_time
 
 Kind = Literal["transaction", "chargeback"]
+# How far past the range a partition is read: the flow's default out-of-orderness
+# and allowed lateness, the disorder its event times are expected to have.
+ORDER_SLACK_MS = TimeConfig().out_of_orderness_ms + TimeConfig().allowed_lateness_ms
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,9 @@ def _read_topic(
 ) -> tuple[list[ReplayRecord], bool]:
     """Records of ``topic`` with timestamp in ``[since, until)``, merged by timestamp.
 
-    Also whether any partition holds a record at or past ``until``.
+    Also whether any partition holds a record at or past ``until``. A partition
+    is read until a record ``ORDER_SLACK_MS`` past ``until`` (or its end), so
+    records a little out of timestamp order at the boundary are kept.
     """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -205,8 +211,11 @@ def _read_topic(
                 deadline = time.monotonic() + timeout_s
                 ts = msg.timestamp()[1]
                 if ts >= until_ms:
+                    # Timestamps are event times, out of order by up to the flow's bounds:
+                    # a partition is done only once it is that far past the range.
                     passed = True
-                    open_parts.discard(part)
+                    if ts >= until_ms + ORDER_SLACK_MS or offset >= ends[part] - 1:
+                        open_parts.discard(part)
                     continue
                 value = msg.value() or b""
                 per_part[part].append(ReplayRecord(kind, part, offset, msg.key(), value, ts))

@@ -102,6 +102,44 @@ def test_topics_give_the_rows_and_labels_of_the_recorded_traffic(
     assert np.isfinite(manifest.metrics["average_precision"])
 
 
+def test_records_out_of_timestamp_order_at_the_end_of_the_range_are_read(
+    settings: Settings,
+) -> None:
+    # A recorder stamps records with their event times, which arrive a little out of
+    # order: a record past --until may come before one inside the range.
+    until = SIM.start_ms + DAY
+    times = [until - 3_000, until + 1_000, until - 1_000, until + 70_000, until - 500]
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    try:
+        for i, t in enumerate(times):
+            payload = {
+                "event_id": f"t{i}",
+                "card_id": "c1",
+                "merchant_id": "m1",
+                "amount": 1.0,
+                "currency": "EUR",
+                "event_time": t,
+            }
+            producer.send(
+                settings.topics.transactions,
+                value=json.dumps(payload).encode(),
+                partition=0,
+                timestamp_ms=t,
+            )
+        producer.flush()
+    finally:
+        producer.close()
+    recorded = from_topics(
+        settings.bootstrap_servers,
+        settings.topics,
+        since_ms=SIM.start_ms,
+        until_ms=until,
+        label_horizon_ms=HORIZON,
+    )
+    # The last one comes after a record 70 s past the range: beyond the flow's bounds.
+    assert [r.timestamp_ms for r in recorded.records] == [until - 3_000, until - 1_000]
+
+
 def test_an_empty_range_is_a_clear_error(settings: Settings) -> None:
     env = {**os.environ}
     for name, topic in settings.topics.model_dump().items():
