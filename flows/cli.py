@@ -238,6 +238,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         label_horizon_ms=round(args.label_horizon_days * DAY),
         review_budget=args.review_budget,
     )
+    time = event_time_config(settings)
     recorded: Recorded
     if args.from_topics:
         if not args.since or not args.until:
@@ -253,6 +254,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             until_ms=until,
             label_horizon_ms=config.label_horizon_ms,
             consumer_config=settings.consumer_client_config(),
+            slack_ms=time.out_of_orderness_ms + time.allowed_lateness_ms,
         )
     elif args.transactions:
         recorded = from_jsonl(args.transactions, args.chargebacks)
@@ -268,7 +270,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--sim-*", str(exc)) from None
         source = f"realistic-sim:seed={sim.seed},cards={sim.cards},days={sim.days:g}"
         recorded = from_simulation(simulate_realistic(sim), source)
-    time = event_time_config(settings)
     manifest = train(config, args.out, recorded, time=time, report=not args.no_report)
     print(json.dumps({"model_version": manifest.model_version, **manifest.metrics}, indent=2))
     return 0

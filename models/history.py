@@ -34,8 +34,8 @@ from schemas.settings import TopicNames
 from schemas.timefmt import parse_event_time
 
 Kind = Literal["transaction", "chargeback"]
-# How far past the range a partition is read: the flow's default out-of-orderness
-# and allowed lateness, the disorder its event times are expected to have.
+# How far past the range a partition is read by default: the flow's default
+# out-of-orderness and allowed lateness, the disorder its event times may have.
 ORDER_SLACK_MS = TimeConfig().out_of_orderness_ms + TimeConfig().allowed_lateness_ms
 
 
@@ -112,8 +112,13 @@ def from_topics(
     label_horizon_ms: int,
     consumer_config: dict[str, str] | None = None,
     timeout_s: float = 60.0,
+    slack_ms: int = ORDER_SLACK_MS,
 ) -> Recorded:
-    """Read both input topics over ``[since, until)`` (chargebacks on to ``until + horizon``)."""
+    """Read both input topics over ``[since, until)`` (chargebacks on to ``until + horizon``).
+
+    Each partition is read on until a record ``slack_ms`` past its range (or its
+    end): timestamps are event times, out of order by up to the flow's bounds.
+    """
     if until_ms <= since_ms:
         raise TrainingError("--until must be after --since")
     txns, _ = _read_topic(
@@ -124,6 +129,7 @@ def from_topics(
         until_ms,
         consumer_config,
         timeout_s,
+        slack_ms,
     )
     cbs, passed = _read_topic(
         bootstrap,
@@ -133,6 +139,7 @@ def from_topics(
         until_ms + label_horizon_ms,
         consumer_config,
         timeout_s,
+        slack_ms,
     )
     if not txns:
         raise TrainingError(f"no transactions in {topics.transactions} between --since and --until")
@@ -158,12 +165,13 @@ def _read_topic(
     until_ms: int,
     consumer_config: dict[str, str] | None,
     timeout_s: float,
+    slack_ms: int,
 ) -> tuple[list[ReplayRecord], bool]:
     """Records of ``topic`` with timestamp in ``[since, until)``, merged by timestamp.
 
     Also whether any partition holds a record at or past ``until``. A partition
-    is read until a record ``ORDER_SLACK_MS`` past ``until`` (or its end), so
-    records a little out of timestamp order at the boundary are kept.
+    is read until a record ``slack_ms`` past ``until`` (or its end), so records
+    a little out of timestamp order at the boundary are kept.
     """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -211,10 +219,8 @@ def _read_topic(
                 deadline = time.monotonic() + timeout_s
                 ts = msg.timestamp()[1]
                 if ts >= until_ms:
-                    # Timestamps are event times, out of order by up to the flow's bounds:
-                    # a partition is done only once it is that far past the range.
                     passed = True
-                    if ts >= until_ms + ORDER_SLACK_MS or offset >= ends[part] - 1:
+                    if ts >= until_ms + slack_ms or offset >= ends[part] - 1:
                         open_parts.discard(part)
                     continue
                 value = msg.value() or b""
