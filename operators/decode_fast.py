@@ -29,10 +29,11 @@ slots, set as ``model_construct`` sets them, without its per-field work).
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
+from pydantic import BaseModel
 
 from operators.internals import rebuild_model
 from schemas.records import Chargeback, Transaction
@@ -72,19 +73,18 @@ _TXN_REQUIRED: Final = frozenset(
     ("event_id", "card_id", "merchant_id", "amount", "currency", "event_time")
 )
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
+_S = TypeVar("_S", _Txn, _Cb)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def fast_transaction(value: bytes) -> Transaction | None:
     """The :class:`Transaction` pydantic would build from ``value``; None: ask pydantic."""
-    if not (value.isascii() and b"\\" not in value):
+    r = _plain(value, _TXN_DECODER)
+    if r is None:
         return None
-    try:
-        r = _TXN_DECODER.decode(value)
-    except msgspec.DecodeError:
-        return None
-    event_time, country, channel, device_id = r.event_time, r.country, r.channel, r.device_id
+    country, channel, device_id = r.country, r.channel, r.device_id
     fields_set = set(_TXN_REQUIRED)
-    strings = 4 + isinstance(event_time, str)  # string values: ids, currency, event_time
+    strings = 4  # string values besides event_time: the ids and currency
     if country is UNSET:
         country = None
     else:
@@ -100,59 +100,67 @@ def fast_transaction(value: bytes) -> Transaction | None:
     else:
         fields_set.add("device_id")
         strings += device_id is not None
-    if value.count(b'"') != 2 * (len(fields_set) + strings):
-        return None  # a key named twice
-    try:
-        ms = parse_event_time(event_time)
-    except ValueError:
-        return None
-    return rebuild_model(
-        Transaction,
-        {
-            "event_id": r.event_id,
-            "card_id": r.card_id,
-            "merchant_id": r.merchant_id,
-            "amount": r.amount,
-            "currency": r.currency,
-            "event_time": ms,
-            "country": country,
-            "channel": channel,
-            "device_id": device_id,
-        },
-        fields_set,
-    )
+    values = {
+        "event_id": r.event_id,
+        "card_id": r.card_id,
+        "merchant_id": r.merchant_id,
+        "amount": r.amount,
+        "currency": r.currency,
+        "event_time": r.event_time,
+        "country": country,
+        "channel": channel,
+        "device_id": device_id,
+    }
+    return _built(Transaction, value, values, fields_set, strings)
 
 
 def fast_chargeback(value: bytes) -> Chargeback | None:
     """The :class:`Chargeback` pydantic would build from ``value``; None: ask pydantic."""
-    if not (value.isascii() and b"\\" not in value):
+    r = _plain(value, _CB_DECODER)
+    if r is None:
         return None
-    try:
-        r = _CB_DECODER.decode(value)
-    except msgspec.DecodeError:
-        return None
-    event_time, card_id = r.event_time, r.card_id
+    card_id = r.card_id
     fields_set = set(_CB_REQUIRED)
-    strings = 3 + isinstance(event_time, str)  # string values: ids, event_time
+    strings = 3  # string values besides event_time: the ids
     if card_id is UNSET:
         card_id = None
     else:
         fields_set.add("card_id")
         strings += card_id is not None
+    values = {
+        "event_id": r.event_id,
+        "txn_event_id": r.txn_event_id,
+        "merchant_id": r.merchant_id,
+        "card_id": card_id,
+        "event_time": r.event_time,
+    }
+    return _built(Chargeback, value, values, fields_set, strings)
+
+
+def _plain(value: bytes, decoder: msgspec.json.Decoder[_S]) -> _S | None:
+    """``value`` read by ``decoder`` when it is plain ASCII without escapes; else None."""
+    if not (value.isascii() and b"\\" not in value):
+        return None
+    try:
+        return decoder.decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
+def _built(
+    cls: type[_M], value: bytes, values: dict[str, Any], fields_set: set[str], strings: int
+) -> _M | None:
+    """The instance of ``values`` read from ``value``, or None where pydantic must decide.
+
+    ``values`` holds every field in field order, ``event_time`` as read;
+    ``strings`` counts the string values other than ``event_time``.
+    """
+    event_time = values["event_time"]
+    strings += isinstance(event_time, str)
     if value.count(b'"') != 2 * (len(fields_set) + strings):
         return None  # a key named twice
     try:
-        ms = parse_event_time(event_time)
+        values["event_time"] = parse_event_time(event_time)
     except ValueError:
         return None
-    return rebuild_model(
-        Chargeback,
-        {
-            "event_id": r.event_id,
-            "txn_event_id": r.txn_event_id,
-            "merchant_id": r.merchant_id,
-            "card_id": card_id,
-            "event_time": ms,
-        },
-        fields_set,
-    )
+    return rebuild_model(cls, values, fields_set)
