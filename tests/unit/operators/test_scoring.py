@@ -20,8 +20,9 @@ from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
+from operators.columns import TXN_FEATURES
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import TXN_FEATURES, txn_features
+from operators.features import txn_features
 from operators.internals import observe_many
 from operators.messages import Featured, RawRecord, TxnEnvelope
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics

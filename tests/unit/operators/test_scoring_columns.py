@@ -29,9 +29,9 @@ from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
 from operators.card_features import CARD_FEATURES
+from operators.columns import MERCHANT_FEATURES
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import ALL_FEATURES, txn_features
-from operators.merchant_windows import MERCHANT_FEATURES
 from operators.messages import Featured, OutMessage, RawRecord, TxnEnvelope
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
