@@ -131,7 +131,7 @@ class PartitionBatch:
     broadcast: bool  # the watermark moved enough to tell every shard
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # arrays compare by element: compare the columns
 class FeatureBlock:
     """Featured transactions as columns: the one shape from the card stage to the score step.
 

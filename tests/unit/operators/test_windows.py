@@ -175,7 +175,7 @@ def test_dead_letters_are_not_routed_to_any_shard(kind: Kind, topic: str) -> Non
     assert len(batch.dead) == 2
     # A first batch tells every shard of its stage the watermark, with no records.
     inputs = _shard_inputs(route_partition_batch(batch, 4))
-    assert all(not si.txns and not si.ordered for si in inputs.values())
+    assert all(not si.txns and si.featured is None and not si.chargebacks for si in inputs.values())
     good = _batch("transaction", [_txn_payload(1, "c-42"), b"not json"], "transactions")
     inputs = _shard_inputs(route_partition_batch(good, 16))
     assert [env.txn.event_id for si in inputs.values() for env in si.txns] == ["tx-1"]
@@ -198,8 +198,8 @@ def test_chargebacks_go_to_their_merchant_shard() -> None:
     for key, shard_input in inputs.items():
         assert key.startswith("m")
         assert shard_input.txns == []
-        for item in shard_input.ordered:
-            assert isinstance(item, CbEnvelope)
+        assert shard_input.featured is None
+        for item in shard_input.chargebacks:
             assert merchant_shard(item.cb.merchant_id, 8) == key
             seen.append(item)
         offsets = [
