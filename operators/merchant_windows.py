@@ -112,7 +112,7 @@ class MerchantWindowEngine:
                 wanted.add(before)
             row_keys.append((before, own))
         for _, item in steps:
-            if isinstance(item, CbEnvelope):
+            if type(item) is CbEnvelope:
                 self.at = item.raw
                 key = keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time))
                 wanted.add(key)
@@ -135,8 +135,7 @@ class MerchantWindowEngine:
         update = watermarks.update
         cbs_seen = 0
         for origin, item in steps:
-            if item.__class__ is int:
-                assert isinstance(item, int)
+            if type(item) is int:
                 update(origin, marks[item])
                 env = envs[item]
                 self.at = env.raw
