@@ -295,7 +295,7 @@ class _Parts:
             its messages for the sink, in that order (a label then finds the
             decision of a transaction scored in the same step).
             """
-            to_score = [(shard, out.featured) for shard, out in items if isinstance(out, ToScore)]
+            to_score = [(shard, out.block) for shard, out in items if isinstance(out, ToScore)]
             out = step(to_score)
             out.extend(item for item in items if not isinstance(item[1], ToScore))
             return out

@@ -38,7 +38,8 @@ import numpy as np
 
 from operators import card_kernel as kernel
 from operators.card_kernel import CAP, HEAD, NS, POSITION_BITS, POSITION_MASK, SLOW, N
-from operators.messages import Featured, OutMessage, RawRecord, Tick, TxnEnvelope
+from operators.columns import BLOCK_COLUMNS
+from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnEnvelope
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
@@ -72,7 +73,6 @@ class CardConfig:
 # Past this many interned merchant ids the engine writes back and forgets its cached
 # cards and starts the codes afresh, so the table stays bounded on an endless stream.
 MERCHANT_CODES_MAX = 1 << 18
-_PENDING: dict[str, float] = {}  # a Featured's features until its batch's matrix is read
 
 
 @dataclass(slots=True)
@@ -126,10 +126,11 @@ class CardFeatureEngine:
 
     def process(
         self, batch: Iterable[TxnEnvelope], watermarks: MinWatermark
-    ) -> tuple[list[Featured | Tick], list[OutMessage]]:
-        """Features for each transaction, in order, and dead letters for duplicates.
+    ) -> tuple[FeatureBlock, list[OutMessage]]:
+        """The batch's featured transactions, in order, and dead letters for duplicates.
 
-        A duplicate leaves a :class:`Tick` in its place, so the watermark it
+        The block's card columns are filled, one row per transaction that is not
+        a duplicate; a duplicate leaves a tick in its place, so the watermark it
         carried still reaches the next operator in order.
         """
         batch = list(batch)
@@ -137,19 +138,20 @@ class CardFeatureEngine:
             self._recode()
         cards, created = self._cards(Counter(env.txn.card_id for env in batch))
         dirty = self._dirty
-        out: list[Featured | Tick] = []
         dead: list[OutMessage] = []
-        featured: list[Featured] = []
-        # One row of features per scored transaction, filled by the kernel.
-        matrix = np.empty((len(batch), len(kernel.OUTPUT)))
+        envs: list[TxnEnvelope] = []
+        marks: list[int] = []
+        ticks: list[tuple[int, int]] = []
+        # One row of features per scored transaction; the kernel fills its card columns.
+        matrix = np.empty((len(batch), len(BLOCK_COLUMNS)))
         row = 0
         update, current = watermarks.update, watermarks.current
         lateness, gap, step = self._lateness, self._gap, kernel.card_step
         merchants = self._merchants
         codes = merchants.codes
         for env in batch:
-            self.at = env.raw
-            update(env.raw.source, env.watermark)
+            raw = self.at = env.raw
+            update(raw.source, env.watermark)
             wm = current()
             txn = env.txn
             card_id = txn.card_id
@@ -158,7 +160,7 @@ class CardFeatureEngine:
             event_id, ids = txn.event_id, card.ids
             if event_id in ids and _is_duplicate(card, txn, horizon):
                 dead.append(self._dead_letter(env, "event_id already accepted for this card"))
-                out.append(Tick(wm))
+                ticks.append((row, wm))
                 continue
             code = codes.get(txn.merchant_id)
             if code is None:
@@ -176,20 +178,17 @@ class CardFeatureEngine:
                 ids.insert(done & POSITION_MASK, event_id)
             if done >> POSITION_BITS:
                 del ids[: done >> POSITION_BITS]
-            item = Featured(env, _PENDING, wm)
-            out.append(item)
-            featured.append(item)
+            envs.append(env)
+            marks.append(wm)
             row += 1
-        names = kernel.OUTPUT
-        for item, values in zip(featured, matrix[:row].tolist(), strict=True):
-            item.features = dict(zip(names, values, strict=True))
+        block = FeatureBlock(envs, matrix[:row], np.array(marks, dtype=np.int64), ticks)
         if self._cache_max <= 0:
             self.flush()
-            return out, dead
+            return block, dead
         self._index(created)
         if len(self._cache) > self._cache_max:
             self._evict(len(self._cache) - self._cache_max * 9 // 10)
-        return out, dead
+        return block, dead
 
     def flush(self) -> None:
         """Write every changed card (and its expiry-index entry) to the store in one batch."""

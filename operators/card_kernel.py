@@ -39,7 +39,7 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 # Header slots of a card buffer.
 N, CAP, NS, CAP_S, HEAD = 0, 1, 2, 3, 4
-# Columns of a kernel's output row, in the order of the features dict it becomes.
+# Columns of a kernel's output row: the first columns of a feature block (operators.columns).
 OUTPUT: tuple[str, ...] = (
     "card_count_1m",
     "card_amount_1m",

@@ -13,16 +13,9 @@ from __future__ import annotations
 import math
 
 from operators.card_features import CARD_FEATURES
-from operators.merchant_windows import MERCHANT_FEATURES
+from operators.columns import MERCHANT_FEATURES, TXN_FEATURES
 from schemas.records import Transaction
 
-TXN_FEATURES: tuple[str, ...] = (
-    "txn_amount",
-    "txn_log_amount",
-    "txn_hour_utc",
-    "txn_is_ecom",
-    "txn_has_device",
-)
 ALL_FEATURES: tuple[str, ...] = (*TXN_FEATURES, *CARD_FEATURES, *MERCHANT_FEATURES)
 
 _MS_PER_HOUR = 3_600_000

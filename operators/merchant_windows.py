@@ -27,21 +27,18 @@ than once a batch: at moderate load a batch holds a few records a merchant.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from operators.card_features import DAY
-from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, Tick, json_value
+from operators.columns import MERCHANT_COLUMN
+from operators.messages import CbEnvelope, FeatureBlock, OutMessage, RawRecord, Tick, json_value
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.timefmt import format_ms
 from state import keys
 from state.store import StateStore
 
 WINDOW_MS = 5 * 60_000
-MERCHANT_FEATURES: tuple[str, ...] = (
-    "merchant_txn_count_prev_5m",
-    "merchant_chargeback_rate_prev_5m",
-)
 # A late transaction at ``t >= wm - lateness - DAY`` (the oldest card history kept)
 # reads the window ending at ``floor(t / 5 min) * 5 min``: keep it until then.
 RETAIN_MS = WINDOW_MS + DAY
@@ -88,48 +85,42 @@ class MerchantWindowEngine:
 
     def process(
         self,
-        items: Iterable[Featured | CbEnvelope | Tick],
+        block: FeatureBlock,
+        steps: Sequence[tuple[str, int | CbEnvelope | Tick]],
         watermarks: MinWatermark,
-        origin: str,
-    ) -> tuple[list[Featured], list[OutMessage]]:
-        """Apply items in order; return transactions with merchant features, and dead letters.
+    ) -> list[OutMessage]:
+        """Apply ``steps`` in order, filling ``block``'s merchant columns; return dead letters.
 
-        ``origin`` names the upstream operator that sent the transactions and ticks.
+        A step is a row of ``block`` (its index; the rows come in order), a
+        chargeback or a tick, each beside the name of the upstream operator
+        (card shard or chargeback partition) that sent it.
         """
-        return self.process_from([(item, origin) for item in items], watermarks)
-
-    def process_from(
-        self,
-        pairs: Iterable[tuple[Featured | CbEnvelope | Tick, str]],
-        watermarks: MinWatermark,
-    ) -> tuple[list[Featured], list[OutMessage]]:
-        """Like :meth:`process`, with each item's upstream operator named beside it."""
-        pairs = list(pairs)
-        # Window keys of each transaction (previous, own) and chargeback (own), built once.
-        item_keys: list[tuple[bytes | None, bytes] | bytes | None] = []
+        envs, marks = block.envs, block.watermarks.tolist()
+        # Window keys of each row (previous, own) and chargeback (own), built once.
+        row_keys: list[tuple[bytes | None, bytes]] = []
+        cb_keys: list[bytes] = []
         wanted: set[bytes] = set()
-        for item, _ in pairs:
-            if isinstance(item, Featured):
-                self.at = item.env.raw
-                txn = item.env.txn
-                start = _window_start(txn.event_time)
-                own = keys.window_key(txn.merchant_id, start)
-                # Event times start at the epoch: the first window has no previous one.
-                before = keys.window_key(txn.merchant_id, start - WINDOW_MS) if start else None
-                wanted.add(own)
-                if before is not None:
-                    wanted.add(before)
-                item_keys.append((before, own))
-            elif isinstance(item, CbEnvelope):
+        for env in envs:
+            self.at = env.raw
+            txn = env.txn
+            start = _window_start(txn.event_time)
+            own = keys.window_key(txn.merchant_id, start)
+            # Event times start at the epoch: the first window has no previous one.
+            before = keys.window_key(txn.merchant_id, start - WINDOW_MS) if start else None
+            wanted.add(own)
+            if before is not None:
+                wanted.add(before)
+            row_keys.append((before, own))
+        for _, item in steps:
+            if type(item) is CbEnvelope:
                 self.at = item.raw
                 key = keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time))
                 wanted.add(key)
-                item_keys.append(key)
-            else:
-                item_keys.append(None)
+                cb_keys.append(key)
         windows = self._windows(wanted)
         changes: dict[bytes, bytes | None] = {}
-        out: list[Featured] = []
+        counts: list[float] = []
+        rates: list[float] = []
         dead: list[OutMessage] = []
         dirty = self._dirty
 
@@ -142,30 +133,29 @@ class MerchantWindowEngine:
             dirty.add(key)
 
         update = watermarks.update
-        for (item, origin), item_key in zip(pairs, item_keys, strict=True):
-            if isinstance(item, Featured):
-                update(origin, item.watermark)
-                env = item.env
+        cbs_seen = 0
+        for origin, item in steps:
+            if type(item) is int:
+                update(origin, marks[item])
+                env = envs[item]
                 self.at = env.raw
                 txn = env.txn
                 start = _window_start(txn.event_time)
-                assert isinstance(item_key, tuple)
-                prev_key, own_key = item_key
+                prev_key, own_key = row_keys[item]
                 prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is not None and self._purged(start, watermarks.current()):
                     prev = None  # as of this record the previous window is gone
                 count, _, cbs = prev if prev is not None else (0, 0.0, 0)
-                # The card stage built this dict for this record alone: extend it in place.
-                feats = item.features
-                feats["merchant_txn_count_prev_5m"] = float(count)
-                feats["merchant_chargeback_rate_prev_5m"] = cbs / max(1, count)
-                out.append(item)
+                counts.append(float(count))
+                rates.append(cbs / max(1, count))
                 if not env.late:
                     bump(own_key, txn.merchant_id, start, 1, txn.amount, 0)
             elif isinstance(item, Tick):
                 update(origin, item.watermark)
             else:
-                assert isinstance(item_key, bytes)
+                assert isinstance(item, CbEnvelope)
+                item_key = cb_keys[cbs_seen]
+                cbs_seen += 1
                 self.at = item.raw
                 update(item.raw.source, item.watermark)
                 wm = watermarks.current()
@@ -175,11 +165,14 @@ class MerchantWindowEngine:
                     dead.append(self._dead_letter(item, f"window {window} already closed"))
                 else:
                     bump(item_key, item.cb.merchant_id, start, 0, 0.0, 1)
+        if counts:
+            block.features[:, MERCHANT_COLUMN] = counts
+            block.features[:, MERCHANT_COLUMN + 1] = rates
         if len(self._cache) > self._cache_max:  # always, without a cache (0)
             self._write_dirty(changes)
             self._cache.clear()  # cheap to refill: a merchant's windows are few and hot
         self._store.write(changes)
-        return out, dead
+        return dead
 
     def flush(self) -> None:
         """Write every changed window to the store in one batch."""

@@ -9,10 +9,13 @@ cost of a plain assignment. Treat them as read-only all the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from operators.internals import rebuild_model
@@ -25,9 +28,10 @@ def _positional_pickle(cls: type[_T]) -> type[_T]:
     """Pickle as ``cls(*values)``: items cross processes in a bytewax cluster.
 
     A positional constructor call is the cheapest way back to a slotted
-    dataclass; the generic route sets fields one by one, by name.
+    dataclass; the generic route sets fields one by one, by name. Fields the
+    constructor derives (``init=False``) are derived again.
     """
-    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    names = tuple(f.name for f in fields(cls) if f.init)  # type: ignore[arg-type]
 
     def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:  # noqa: N807
         return cls, tuple(getattr(self, n) for n in names)
@@ -47,11 +51,11 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    # The input partition's identity, ``topic#partition``: built once, read by every stage.
+    source: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def source(self) -> str:
-        """The input partition's identity, ``topic#partition``."""
-        return f"{self.topic}#{self.partition}"
+    def __post_init__(self) -> None:
+        self.source = f"{self.topic}#{self.partition}"
 
 
 @_positional_pickle
@@ -99,7 +103,7 @@ class OutMessage:
 class ToScore:
     """Transactions a merchant shard has featured, for the score step."""
 
-    featured: list[Featured]
+    block: FeatureBlock
 
 
 def json_value(record: Mapping[str, object]) -> bytes:
@@ -127,20 +131,77 @@ class PartitionBatch:
     broadcast: bool  # the watermark moved enough to tell every shard
 
 
-@_positional_pickle
-@dataclass(slots=True)
-class Featured:
-    """A transaction that will be scored, with the features computed so far."""
+@dataclass(slots=True, eq=False)  # arrays compare by element: compare the columns
+class FeatureBlock:
+    """Featured transactions as columns: the one shape from the card stage to the score step.
 
-    env: TxnEnvelope
-    features: dict[str, float]
-    watermark: int  # the upstream operator's watermark right after this record
+    Row ``i`` is the transaction ``envs[i]``; ``features[i]`` its features, one
+    column per name of :data:`operators.columns.BLOCK_COLUMNS` (the card stage
+    fills the card columns, the merchant stage the merchant columns, the score
+    step the transaction columns); ``watermarks[i]`` the watermark of the
+    operator that sent it, right after it. A duplicate the card stage dropped
+    leaves its watermark in ``ticks`` as ``(rows before it, watermark)``, in
+    order, so the watermark still applies at the duplicate's place.
+
+    It pickles as columns: envelope rows, the two arrays and the ticks.
+    """
+
+    envs: list[TxnEnvelope]
+    features: npt.NDArray[np.float64]  # [len(envs), len(BLOCK_COLUMNS)]
+    watermarks: npt.NDArray[np.int64]  # [len(envs)]
+    ticks: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.envs)
+
+    def take(self, rows: list[int]) -> FeatureBlock:
+        """The block of ``rows`` (ascending), in that order, with the ticks among them."""
+        if len(rows) == len(self.envs):  # every row, in order: nothing to copy
+            return self
+        idx = np.asarray(rows, dtype=np.intp)
+        envs = self.envs
+        return FeatureBlock(
+            [envs[r] for r in rows],
+            self.features[idx],
+            self.watermarks[idx],
+            [(bisect_left(rows, pos), wm) for pos, wm in self.ticks],
+        )
+
+    def rows(self, lo: int, hi: int) -> FeatureBlock:
+        """Rows ``lo`` to ``hi`` (no ticks: a slice of what the merchant stage emitted)."""
+        return FeatureBlock(self.envs[lo:hi], self.features[lo:hi], self.watermarks[lo:hi], [])
+
+    @staticmethod
+    def concat(blocks: Sequence[FeatureBlock]) -> FeatureBlock:
+        """The rows of ``blocks`` one after another (their ticks are left out)."""
+        if len(blocks) == 1:
+            only = blocks[0]
+            return FeatureBlock(only.envs, only.features, only.watermarks, [])
+        return FeatureBlock(
+            [env for block in blocks for env in block.envs],
+            np.concatenate([block.features for block in blocks]),
+            np.concatenate([block.watermarks for block in blocks]),
+            [],
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _feature_block, (
+            [_envelope_row(env) for env in self.envs],
+            self.features,
+            self.watermarks,
+            self.ticks,
+        )
+
+
+def empty_block(width: int = 0) -> FeatureBlock:
+    """A block of no rows (``width`` columns)."""
+    return FeatureBlock([], np.empty((0, width)), np.empty(0, dtype=np.int64), [])
 
 
 @_positional_pickle
 @dataclass(slots=True)
 class Tick:
-    """An upstream operator's watermark moved without a record to carry it."""
+    """An upstream operator's watermark at a duplicate's place in the merchant stage's order."""
 
     watermark: int
 
@@ -150,17 +211,19 @@ class ShardInput:
     """A batch for one shard, with the watermark of the stream it came from.
 
     It is what crosses processes in a cluster (bytewax pickles every item routed
-    to another process), so it pickles its records as rows of plain values:
-    one Python call per batch instead of one per object, and no pydantic
-    pickling per transaction. Most of the cost left is rebuilding the objects
-    (``tests/unit/operators/test_messages.py`` checks the round trip is exact).
+    to another process), so it pickles its records as rows of plain values and
+    its feature block as columns: one Python call per batch instead of one per
+    object, and no pydantic pickling per transaction. Most of the cost left is
+    rebuilding the envelopes (``tests/unit/operators/test_messages.py`` checks
+    the round trip is exact).
     """
 
     origin: str  # source partition or upstream shard that sent it
     watermark: int
     idle: bool
-    txns: list[TxnEnvelope]
-    ordered: list[Featured | CbEnvelope | Tick]  # merchant-stage input, in processing order
+    txns: list[TxnEnvelope]  # card-stage input
+    featured: FeatureBlock | None  # merchant-stage input from a card shard
+    chargebacks: list[CbEnvelope]  # merchant-stage input from a chargeback partition
     target: str = ""  # the shard it is routed to (a logic does not otherwise know its key)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -170,13 +233,12 @@ class ShardInput:
             self.idle,
             self.target,
             [_envelope_row(env) for env in self.txns],
-            [_ordered_row(item) for item in self.ordered],
+            self.featured,
+            self.chargebacks,  # few: pickled as they are
         )
 
 
 _ALL_TXN_FIELDS = frozenset(Transaction.model_fields)
-# One tuple object per distinct feature-name sequence, so pickle writes it once a batch.
-_FEATURE_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 # (transaction field values, its fields set or None when all, topic, partition, offset,
 #  key, value, timestamp, late, watermark)
@@ -206,13 +268,13 @@ def _envelope(row: _EnvelopeRow) -> TxnEnvelope:
     return TxnEnvelope(txn, RawRecord(*row[2:8]), row[8], row[9])
 
 
-def _ordered_row(item: Featured | CbEnvelope | Tick) -> Any:
-    if not isinstance(item, Featured):
-        return item  # chargebacks and ticks are few: pickled as they are
-    names = tuple(item.features)
-    if len(_FEATURE_NAMES) < 64:  # the stages build a handful of orders; bound it anyway
-        names = _FEATURE_NAMES.setdefault(names, names)
-    return (_envelope_row(item.env), names, tuple(item.features.values()), item.watermark)
+def _feature_block(
+    envs: list[Any],
+    features: npt.NDArray[np.float64],
+    watermarks: npt.NDArray[np.int64],
+    ticks: list[tuple[int, int]],
+) -> FeatureBlock:
+    return FeatureBlock([_envelope(row) for row in envs], features, watermarks, ticks)
 
 
 def _shard_input(
@@ -221,18 +283,9 @@ def _shard_input(
     idle: bool,
     target: str,
     txns: list[Any],
-    ordered: list[Any],
+    featured: FeatureBlock | None,
+    chargebacks: list[CbEnvelope],
 ) -> ShardInput:
     return ShardInput(
-        origin,
-        watermark,
-        idle,
-        [_envelope(row) for row in txns],
-        [
-            Featured(_envelope(item[0]), dict(zip(item[1], item[2], strict=True)), item[3])
-            if isinstance(item, tuple)
-            else item
-            for item in ordered
-        ],
-        target,
+        origin, watermark, idle, [_envelope(row) for row in txns], featured, chargebacks, target
     )

@@ -11,9 +11,9 @@ float formatting, escapes)::
     {"event_id", "card_id", "merchant_id", "event_time", "score", "decision",
      "model_version", "fallback", "late", "features", "shadow", "processed_at"}
 
-with ``features`` the upstream dict followed by the transaction features
-(:func:`operators.features.txn_features`, replacing a key of the same name in
-place). Each column is serialised once per batch: one ``orjson.dumps`` of the
+with ``features`` every column of the batch's feature block, in block order
+(:data:`operators.columns.BLOCK_COLUMNS`: card, merchant, then transaction
+features). Each column is serialised once per batch: one ``orjson.dumps`` of the
 column's list, split on a separator that its output holds only between values
 (checked by counting the pieces, else one value at a time). A record is then one
 ``bytes %`` of a template holding the batch's constant parts: allocating one
@@ -36,15 +36,14 @@ import numpy.typing as npt
 import orjson
 
 from models.manifest import Thresholds
-from operators.features import ALL_FEATURES, TXN_FEATURES
-from operators.messages import Featured, OutMessage, RawRecord
+from operators.columns import BLOCK_COLUMNS, TXN_FEATURES
+from operators.messages import OutMessage, RawRecord, TxnEnvelope
 from schemas.timefmt import format_ms_many
 
 FeatureTable = npt.NDArray[np.float64]
 DECISION_NAMES: tuple[str, ...] = ("approve", "review", "decline")
 _DECISION_BYTES = np.array([d.encode() for d in DECISION_NAMES], dtype=object)
 _MS_PER_HOUR = 3_600_000
-_TXN_COLUMNS = [ALL_FEATURES.index(n) for n in TXN_FEATURES]
 _TXN_FIELDS = [
     attrgetter(name)
     for name in (
@@ -57,7 +56,7 @@ _TXN_FIELDS = [
         "device_id",
     )
 ]
-_ENV, _TXN, _LATE = attrgetter("env"), attrgetter("txn"), attrgetter("late")
+_TXN, _LATE = attrgetter("txn"), attrgetter("late")
 _RAW, _SOURCE, _OFFSET = attrgetter("raw"), attrgetter("source"), attrgetter("offset")
 # Strings orjson writes as they are between their quotes: no quote, backslash or
 # control character (escaped) and no surrogate (refused).
@@ -86,9 +85,8 @@ class TxnColumns:
     raw: list[RawRecord]
 
     @classmethod
-    def of(cls, batch: Sequence[Featured]) -> TxnColumns:
-        """The columns of ``batch``, read by C-level maps rather than a loop per record."""
-        envs = list(map(_ENV, batch))
+    def of(cls, envs: Sequence[TxnEnvelope]) -> TxnColumns:
+        """The columns of ``envs``, read by C-level maps rather than a loop per record."""
         txns = list(map(_TXN, envs))
         # One pass per field: cheaper than a tuple per record, transposed.
         ids, cards, merchants, times, amounts, channels, devices = (
@@ -114,8 +112,7 @@ class ScoredBatch:
     """A batch's features and outcomes as columns, in batch order."""
 
     txns: TxnColumns
-    features: list[dict[str, float]]  # as upstream built them: no transaction features
-    table: FeatureTable  # [n, len(ALL_FEATURES)]
+    table: FeatureTable  # [n, len(BLOCK_COLUMNS)]: every feature, transaction ones included
     scores: FeatureTable
     codes: npt.NDArray[np.intp]  # index into DECISION_NAMES
     version_of: npt.NDArray[np.intp]  # index into versions
@@ -155,15 +152,13 @@ class ScoredBatch:
         ]
         template = (
             b'{"event_id":"%b","card_id":"%b","merchant_id":"%b","event_time":"%b","score":%b,'
-            b'"decision":"%b","model_version":%b,"fallback":%b,"late":%b,"features":{%b'
+            b'"decision":"%b","model_version":%b,"fallback":%b,"late":%b,"features":{'
         )
-        feats, plain = _features(self.features, self.table)
-        columns.append(feats)
-        if plain:  # the transaction features follow, five pieces a row (row-major)
-            txn = _dumped(self.table[:, _TXN_COLUMNS].ravel().tolist())
-            for i, name in enumerate(TXN_FEATURES):
-                template += b',"' + name.encode() + b'":%b'
-                columns.append(txn[i :: len(TXN_FEATURES)])
+        # The features, one piece a value (row-major): column i is every width-th piece.
+        width = len(BLOCK_COLUMNS)
+        values = _dumped(self.table.ravel().tolist())
+        template += b",".join(b'"' + name.encode() + b'":%b' for name in BLOCK_COLUMNS)
+        columns.extend(values[i::width] for i in range(width))
         if self.shadow is None:
             template += b'},"shadow":null'
         else:
@@ -172,9 +167,9 @@ class ScoredBatch:
             template += b'},"shadow":%b'
             columns.append(list(map(shade.__mod__, _dumped(scores.tolist()))))
         template += b',"processed_at":' + _literal(orjson.dumps(processed_at)) + b"}"
-        values = list(map(template.__mod__, zip(*columns, strict=True)))
+        records = list(map(template.__mod__, zip(*columns, strict=True)))
         sources, offsets = map(_SOURCE, txns.raw), map(_OFFSET, txns.raw)
-        return list(map(OutMessage, repeat(topic, n), keys, values, sources, offsets))
+        return list(map(OutMessage, repeat(topic, n), keys, records, sources, offsets))
 
 
 def _literal(text: bytes) -> bytes:
@@ -195,25 +190,3 @@ def _dumped(values: Sequence[object]) -> list[bytes]:
     if len(pieces) != len(values):  # a value with a comma of its own
         return [orjson.dumps(v) for v in values]
     return pieces
-
-
-def _features(
-    features: Sequence[dict[str, float]], table: FeatureTable
-) -> tuple[list[bytes], bool]:
-    """Each row's features between the braces; True: the transaction features still to add.
-
-    The upstream dicts are written as they are unless one holds a transaction
-    feature's name (the transaction feature replaces it in place) or is empty
-    (no comma before the transaction features); then as completed dicts.
-    """
-    blob = orjson.dumps(features)
-    inner = blob[2:-2].split(b"},{")
-    if b'"txn_' not in blob and len(inner) == len(features) and b"" not in inner:
-        return inner, True
-    txn = [dict(zip(TXN_FEATURES, t, strict=True)) for t in table[:, _TXN_COLUMNS].tolist()]
-    done = [{**f, **t} for f, t in zip(features, txn, strict=True)]
-    blob = orjson.dumps(done)
-    inner = blob[2:-2].split(b"},{")
-    if len(inner) != len(done):  # a key with "},{" in it
-        inner = [orjson.dumps(f)[1:-1] for f in done]
-    return inner, False

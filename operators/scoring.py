@@ -16,7 +16,8 @@ rules fallback scores instead (``fallback: true``, ``model_version`` the
 rules version).
 
 A chunk is scored in columns (:mod:`operators.score_records`): its feature
-table is filled in one pass, each model runs once on its rows, decisions are
+block's transaction columns are filled from the transactions' columns, each
+model runs once on its rows, decisions are
 compared per column, and the Score records, drift sample and quality decisions
 are built from those columns; no object is built per record but the messages.
 """
@@ -28,8 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain, compress
-from operator import attrgetter, itemgetter, not_
+from itertools import compress
+from operator import attrgetter, not_
 from typing import Any
 
 import numpy as np
@@ -39,18 +40,13 @@ from models.onnx_scorer import OnnxModel
 from models.registry import ModelRegistry, Role
 from models.rules import RULES_VERSION, rules_scores
 from operators.breaker import BreakerConfig, CircuitBreaker
+from operators.columns import BLOCK_COLUMNS, TXN_COLUMN
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import ALL_FEATURES, TXN_FEATURES, txn_features
 from operators.internals import observe_many
-from operators.messages import Featured
+from operators.messages import FeatureBlock
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
-from operators.score_records import (
-    FeatureTable,
-    ScoredBatch,
-    TxnColumns,
-    decision_codes,
-)
+from operators.score_records import FeatureTable, ScoredBatch, TxnColumns, decision_codes
 from schemas.timefmt import format_ms
 
 log = logging.getLogger(__name__)
@@ -94,42 +90,40 @@ class Scorer:
             role: CircuitBreaker(config.breaker, monotonic) for role in ("active", "canary")
         }
 
-    def score(self, batch: Sequence[Featured]) -> tuple[list[dict[str, float]], list[Scored]]:
-        """Features (with transaction features) and outcome of every transaction, in order.
+    def score(self, block: FeatureBlock) -> tuple[list[dict[str, float]], list[Scored]]:
+        """Features and outcome of every transaction, in order: the per-record view.
 
-        Completes each record's feature dict in place, as a score record shows it.
+        Each row's features are a dict in the order a score record lists them.
         """
-        scored = self.score_columns(batch)
-        feats = [item.features for item in batch]
-        for f, item in zip(feats, batch, strict=True):
-            f.update(txn_features(item.env.txn))
+        scored = self.score_columns(block)
+        feats = [dict(zip(BLOCK_COLUMNS, row, strict=True)) for row in scored.table.tolist()]
         return feats, _outcomes(scored)
 
-    def score_columns(self, batch: Sequence[Featured]) -> ScoredBatch:
-        """The batch's transaction columns, feature table and outcomes, as columns.
+    def score_columns(self, block: FeatureBlock) -> ScoredBatch:
+        """The block's transaction columns, features and outcomes, as columns.
 
-        The feature dicts are read, never changed: the transaction features are
-        table columns computed from the transactions' columns.
+        Fills the block's transaction columns (from the transactions' columns)
+        in place; the block's feature matrix is the batch's feature table.
         """
         self._registry.maybe_reload()
-        txns = TxnColumns.of(batch)
-        feats = [item.features for item in batch]
-        table = feature_table(feats, txns)
-        n = len(batch)
+        txns = TxnColumns.of(block.envs)
+        table = block.features
+        table[:, TXN_COLUMN:] = txns.txn_table()
+        n = len(block)
         groups = self._registry.deciders(txns.card_id)
         scores = np.zeros(n, dtype=np.float64)
         codes = np.zeros(n, dtype=np.intp)
         version_of = np.zeros(n, dtype=np.intp)
         versions: list[tuple[str, bool]] = []
-        shadow = self._shadow(batch, table)
+        shadow = self._shadow(table)
         thresholds = self._registry.active.manifest.thresholds
         for role, (model, idx) in groups.items():
             rows = table if len(idx) == n else table[idx]
-            probs = self._infer(role, model, idx, batch, rows)
+            probs = self._infer(role, model, idx, rows)
             if probs is None:
                 self._metrics.fallback.inc(len(idx))
                 probs = np.asarray(
-                    rules_scores([dict(zip(ALL_FEATURES, r, strict=True)) for r in rows.tolist()]),
+                    rules_scores([dict(zip(BLOCK_COLUMNS, r, strict=True)) for r in rows.tolist()]),
                     dtype=np.float64,
                 ).reshape(len(idx))
                 group, decide_by = (RULES_VERSION, True), thresholds
@@ -140,7 +134,7 @@ class Scorer:
             codes[idx] = decision_codes(decide_by, probs)
             version_of[idx] = len(versions)
             versions.append(group)
-        return ScoredBatch(txns, feats, table, scores, codes, version_of, versions, shadow)
+        return ScoredBatch(txns, table, scores, codes, version_of, versions, shadow)
 
     @property
     def active_version(self) -> str:
@@ -152,13 +146,12 @@ class Scorer:
         role: Role,
         model: OnnxModel,
         idx: list[int],
-        batch: Sequence[Featured],
         table: FeatureTable,
     ) -> npt.NDArray[np.float64] | None:
         breaker = self._breakers[role]
         if not breaker.allow():
             return None
-        matrix = _matrix(model.manifest.feature_names, idx, batch, table)
+        matrix = _matrix(model.manifest.feature_names, table)
         started = time.perf_counter()
         try:
             probs = model.predict(matrix)
@@ -175,19 +168,17 @@ class Scorer:
         # float64 as the model returned it: ``float`` of each element, in columns.
         return None if probs is None else np.asarray(probs, dtype=np.float64).reshape(len(idx))
 
-    def _shadow(
-        self, batch: Sequence[Featured], table: FeatureTable
-    ) -> tuple[str, npt.NDArray[np.float64]] | None:
+    def _shadow(self, table: FeatureTable) -> tuple[str, npt.NDArray[np.float64]] | None:
         model = self._registry.shadow
-        if model is None or not batch:
+        if model is None or not len(table):
             return None
-        matrix = _matrix(model.manifest.feature_names, range(len(batch)), batch, table)
+        matrix = _matrix(model.manifest.feature_names, table)
         try:
             probs = model.predict(matrix)
         except Exception as exc:
             log.warning("shadow model %s failed: %s", model.manifest.model_version, exc)
             return None
-        scores = np.asarray(probs, dtype=np.float64).reshape(len(batch))
+        scores = np.asarray(probs, dtype=np.float64).reshape(len(table))
         return model.manifest.model_version, scores
 
 
@@ -202,52 +193,21 @@ def _outcomes(scored: ScoredBatch) -> list[Scored]:
     return [Scored(p, d, version, fallback, sh) for p, d, (version, fallback), sh in rows]
 
 
-# Upstream stages compute every feature but the transaction ones.
-_UPSTREAM = tuple(n for n in ALL_FEATURES if n not in TXN_FEATURES)
-_UPSTREAM_ROW = itemgetter(*_UPSTREAM)
-_TXN_COLUMNS = [ALL_FEATURES.index(n) for n in TXN_FEATURES]
-_UPSTREAM_COLUMNS = [ALL_FEATURES.index(n) for n in _UPSTREAM]
-
-
-def feature_table(feats: Sequence[dict[str, float]], txns: TxnColumns) -> FeatureTable:
-    """``[n, len(ALL_FEATURES)]`` float64 table of the feature dicts with transaction features.
-
-    The upstream features are read in one pass (``fromiter`` over the flattened
-    rows); the transaction features are columns computed from ``txns``.
-    """
-    n = len(feats)
-    upstream = np.fromiter(
-        chain.from_iterable(map(_UPSTREAM_ROW, feats)), np.float64, n * len(_UPSTREAM)
-    )
-    table = np.empty((n, len(ALL_FEATURES)), dtype=np.float64)
-    table[:, _UPSTREAM_COLUMNS] = upstream.reshape(n, len(_UPSTREAM))
-    table[:, _TXN_COLUMNS] = txns.txn_table()
-    return table
-
-
 @lru_cache(maxsize=64)
-def _columns(names: tuple[str, ...]) -> list[int] | None:
-    """Column of each named feature in a feature table; None if one is not computed here."""
-    if not set(names) <= set(ALL_FEATURES):
-        return None
-    return [ALL_FEATURES.index(n) for n in names]
+def _columns(names: tuple[str, ...]) -> list[int]:
+    """Column of each named feature in a feature block; KeyError for one not computed here."""
+    missing = [n for n in names if n not in BLOCK_COLUMNS]
+    if missing:
+        raise KeyError(missing[0])
+    return [BLOCK_COLUMNS.index(n) for n in names]
 
 
-def _matrix(
-    names: Sequence[str],
-    idx: Sequence[int],
-    batch: Sequence[Featured],
-    table: FeatureTable,
-) -> npt.NDArray[np.float32]:
-    """``[len(idx), len(names)]`` float32 model input: columns of ``table`` (rows ``idx``).
+def _matrix(names: Sequence[str], table: FeatureTable) -> npt.NDArray[np.float32]:
+    """``[len(table), len(names)]`` float32 model input: the named columns of ``table``.
 
     float64 -> float32 rounds exactly as converting each Python float directly would.
     """
-    cols = _columns(tuple(names))
-    if cols is None:  # a feature this service does not compute: read it, or fail as a dict does
-        rows = [{**batch[i].features, **txn_features(batch[i].env.txn)} for i in idx]
-        return np.array([[f[n] for n in names] for f in rows], dtype=np.float32)
-    return table[:, cols].astype(np.float32)
+    return table[:, _columns(tuple(names))].astype(np.float32)
 
 
 def drift_sample(scored: ScoredBatch, active: str) -> DriftSample | None:
@@ -258,7 +218,7 @@ def drift_sample(scored: ScoredBatch, active: str) -> DriftSample | None:
     n = len(scored.codes)
     return DriftSample(
         model_version=active,
-        names=ALL_FEATURES,
+        names=BLOCK_COLUMNS,
         values=scored.table if len(rows) == n else scored.table[rows],
         scores=scored.scores if len(rows) == n else scored.scores[rows],
         event_times=np.asarray(scored.txns.event_time, dtype=np.int64)[rows],
@@ -299,18 +259,20 @@ class ScoreStep:
         self._clock = clock
         self._metrics = metrics
 
-    def __call__(self, items: Sequence[tuple[str, list[Featured]]]) -> list[tuple[str, Any]]:
-        """The step's outputs for ``items``, each shard's ``(shard, featured)``."""
+    def __call__(self, items: Sequence[tuple[str, FeatureBlock]]) -> list[tuple[str, Any]]:
+        """The step's outputs for ``items``, each shard's ``(shard, block)``."""
         scorer, metrics = self._scorer, self._metrics
-        batch = [item for _shard, featured in items for item in featured]
-        if not batch:
+        if not items:
+            return []
+        batch = FeatureBlock.concat([block for _shard, block in items])
+        if not len(batch):
             return []
         step: list[tuple[str, Any]] = []
         # Quality's columns over the whole step: (event_id, event_time, decision), late.
         decided: list[tuple[str, int, str]] = []
         late: list[bool] = []
         for lo in range(0, len(batch), MAX_MODEL_BATCH):
-            scored = scorer.score_columns(batch[lo : lo + MAX_MODEL_BATCH])
+            scored = scorer.score_columns(batch.rows(lo, lo + MAX_MODEL_BATCH))
             txns = scored.txns
             now = self._clock()
             step.append((items[0][0], scored.messages(self._topic, format_ms(now))))
@@ -325,8 +287,8 @@ class ScoreStep:
         if late_count:
             metrics.late.inc(late_count)
         first = 0
-        for shard, featured in items:
-            end = first + len(featured)
+        for shard, block in items:
+            end = first + len(block)
             mine = list(compress(decided[first:end], map(not_, late[first:end])))
             first = end
             if mine:

@@ -32,17 +32,19 @@ from bytewax.dataflow import Stream
 
 from operators.card_features import CardConfig, CardFeatureEngine
 from operators.card_kernel import compile_kernels
+from operators.columns import BLOCK_COLUMNS
 from operators.decode import DeadLetters
 from operators.merchant_windows import MerchantConfig, MerchantWindowEngine
 from operators.messages import (
     CbEnvelope,
-    Featured,
+    FeatureBlock,
     OutMessage,
     PartitionBatch,
     ShardInput,
     Tick,
     ToScore,
     TxnEnvelope,
+    empty_block,
 )
 from operators.placement import shard_keys
 from operators.quality import Labels, ShardWatermark
@@ -117,7 +119,7 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     by_card: dict[str, list[TxnEnvelope]] = {}
     for env in batch.txns:
         by_card.setdefault(shard_of(card_keys, env.txn.card_id), []).append(env)
-    by_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
+    by_merchant: dict[str, list[CbEnvelope]] = {}
     for cb in batch.chargebacks:
         by_merchant.setdefault(shard_of(merchant_keys, cb.cb.merchant_id), []).append(cb)
     stage_keys = card_keys if batch.kind == "transaction" else merchant_keys
@@ -131,7 +133,8 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
                 watermark=batch.watermark,
                 idle=batch.idle,
                 txns=by_card.get(key, []),
-                ordered=by_merchant.get(key, []),
+                featured=None,
+                chargebacks=by_merchant.get(key, []),
                 target=key,
             ),
         )
@@ -175,22 +178,16 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         merchant_keys = self._config.merchant_keys
         engine = self._engine_for(values)
-        per_merchant: dict[str, list[Featured | CbEnvelope | Tick]] = {}
+        per_merchant: dict[str, FeatureBlock] = {}
         dead: list[OutMessage] = []
         txns = sorted(
             (env for shard_input in values for env in shard_input.txns), key=_ingest_order
         )
         if txns:
             with _blame(f"{self._shard} cards", engine):
-                items, dups = engine.process(txns, self._wm)
+                block, dups = engine.process(txns, self._wm)
             dead.extend(dups)
-            for item in items:
-                if isinstance(item, Featured):
-                    target = shard_of(merchant_keys, item.env.txn.merchant_id)
-                    per_merchant.setdefault(target, []).append(item)
-                else:
-                    for key in merchant_keys:
-                        per_merchant.setdefault(key, []).append(item)
+            per_merchant = _split(block, merchant_keys)
         for shard_input in values:
             self._wm.update(shard_input.origin, shard_input.watermark, idle=shard_input.idle)
         wm = self._wm.current()
@@ -203,7 +200,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         idle = self._wm.all_idle()
         origin = self._shard
         out: list[Routed] = [
-            (key, ShardInput(origin, wm, idle, [], per_merchant.get(key, []), key))
+            (key, ShardInput(origin, wm, idle, [], per_merchant.get(key), [], key))
             for key in dict.fromkeys([*per_merchant, *targets])
         ]
         if dead:
@@ -269,11 +266,11 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, MerchantOutput, Any]):
         return self._dead_letters(env.raw, "timestamp", error)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[MerchantOutput], bool]:
-        records = _in_ingest_order(values)
+        block, steps = _in_ingest_order(values)
         engine = self._engine_for(values)
         with _blame(f"{values[0].target} merchants", engine):
-            featured, dead = engine.process_from(records, self._wm)
-        labels = [item.cb.txn_event_id for item, _ in records if isinstance(item, CbEnvelope)]
+            dead = engine.process(block, steps, self._wm)
+        labels = [item.cb.txn_event_id for _, item in steps if isinstance(item, CbEnvelope)]
         if labels:
             self._on_chargebacks(len(labels) - len(dead))  # the others were dead letters
         for shard_input in values:
@@ -287,8 +284,8 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, MerchantOutput, Any]):
         if wm != self._reported_wm:
             self._reported_wm = wm
             out.append(ShardWatermark(shard, wm))
-        if featured:
-            out.append(ToScore(featured))
+        if len(block):
+            out.append(ToScore(block))
         if dead:
             out.append(dead)
         if aggregates:
@@ -340,31 +337,100 @@ def _shard_state(
 _FIRST = (NO_WATERMARK, "", -1)  # before every record's ingest order
 
 
-def _in_ingest_order(
-    values: list[ShardInput],
-) -> list[tuple[Featured | CbEnvelope | Tick, str]]:
-    """The merchant stage's inputs, each with its sender, merged in ingest order.
+def _split(block: FeatureBlock, merchant_keys: tuple[str, ...]) -> dict[str, FeatureBlock]:
+    """A card shard's block cut per merchant shard: each its rows (taken by index) and ticks.
 
-    A :class:`Tick` (a duplicate's place in its sender's order) keeps that
-    place: it sorts with the record before it, and the sort is stable, so its
-    watermark applies after that record and before the ones after it, never
-    to records it came after.
+    A tick (a duplicate's watermark) goes to every merchant shard, at its place
+    among that shard's rows. Shards are listed in order of their first row or tick.
     """
-    keyed: list[tuple[tuple[int, str, int], Featured | CbEnvelope | Tick, str]] = []
+    rows: dict[str, list[int]] = {}
+    ticks = iter(block.ticks)
+    tick = next(ticks, None)
+    for r, env in enumerate(block.envs):
+        while tick is not None and tick[0] <= r:
+            for key in merchant_keys:
+                rows.setdefault(key, [])
+            tick = next(ticks, None)
+        key = shard_of(merchant_keys, env.txn.merchant_id)
+        mine = rows.get(key)
+        if mine is None:
+            rows[key] = [r]
+        else:
+            mine.append(r)
+    if tick is not None:
+        for key in merchant_keys:
+            rows.setdefault(key, [])
+    return {key: block.take(mine) for key, mine in rows.items()}
+
+
+# One step of the merchant stage: a row of its block (by index, ascending), a
+# chargeback, or a duplicate's tick; each with the input that sent it.
+MerchantStep = tuple[str, int | CbEnvelope | Tick]
+
+
+def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[MerchantStep]]:
+    """The merchant stage's inputs merged in ingest order: one block, and the steps over it.
+
+    The block holds every card shard's rows in processing order; the steps
+    interleave them (by index) with the chargebacks and ticks. A tick (a
+    duplicate's place in its sender's order) keeps that place: it sorts with
+    the record before it, and the sort is stable, so its watermark applies
+    after that record and before the ones after it, never to records it came
+    after.
+    """
+    keyed: list[tuple[tuple[int, str, int], tuple[int, int] | CbEnvelope | Tick, str]] = []
+    blocks: list[FeatureBlock] = []
     for shard_input in values:
-        last = _FIRST
         origin = shard_input.origin
-        for item in shard_input.ordered:
-            if not isinstance(item, Tick):
-                last = _ingest_order(item)
-            keyed.append((last, item, origin))
+        for cb in shard_input.chargebacks:
+            keyed.append((_ingest_order(cb), cb, origin))
+        block = shard_input.featured
+        if block is None:
+            continue
+        at = len(blocks)
+        blocks.append(block)
+        last = _FIRST
+        ticks = iter(block.ticks)
+        tick = next(ticks, None)
+        for r, env in enumerate(block.envs):
+            while tick is not None and tick[0] <= r:
+                keyed.append((last, Tick(tick[1]), origin))
+                tick = next(ticks, None)
+            raw = env.raw
+            last = (raw.timestamp_ms, raw.source, raw.offset)
+            keyed.append((last, (at, r), origin))
+        while tick is not None:
+            keyed.append((last, Tick(tick[1]), origin))
+            tick = next(ticks, None)
     keyed.sort(key=itemgetter(0))
-    return [(item, origin) for _, item, origin in keyed]
+    # Each block's first row in the concatenation of all of them.
+    first = [0]
+    for block in blocks:
+        first.append(first[-1] + len(block))
+    order: list[int] = []
+    steps: list[MerchantStep] = []
+    for _, item, origin in keyed:
+        if isinstance(item, tuple):
+            steps.append((origin, len(order)))
+            order.append(first[item[0]] + item[1])
+        else:
+            steps.append((origin, item))
+    if not blocks:
+        return empty_block(len(BLOCK_COLUMNS)), steps
+    whole = FeatureBlock.concat(blocks)
+    if order != list(range(len(order))):
+        whole = FeatureBlock(
+            [whole.envs[i] for i in order],
+            whole.features[order],
+            whole.watermarks[order],
+            [],
+        )
+    return whole, steps
 
 
-def _ingest_order(item: TxnEnvelope | Featured | CbEnvelope) -> tuple[int, str, int]:
+def _ingest_order(item: TxnEnvelope | CbEnvelope) -> tuple[int, str, int]:
     """Records from several inputs are applied in ingest order: Kafka timestamp, then position."""
-    raw = item.env.raw if isinstance(item, Featured) else item.raw
+    raw = item.raw
     return raw.timestamp_ms, raw.source, raw.offset
 
 

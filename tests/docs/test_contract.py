@@ -17,8 +17,7 @@ from typing import get_args
 import pytest
 
 from operators.card_features import CARD_FEATURES
-from operators.features import TXN_FEATURES
-from operators.merchant_windows import MERCHANT_FEATURES
+from operators.columns import MERCHANT_FEATURES, TXN_FEATURES
 from schemas.records import WIRE_MODELS, DeadLetterReason
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from operators.card_features import CardConfig
-from operators.messages import Featured, OutMessage, RawRecord, Tick, TxnEnvelope
+from operators.messages import OutMessage, RawRecord, Tick, TxnEnvelope
 from operators.watermarks import NO_WATERMARK, MinWatermark
 from schemas.records import Transaction
 from state import keys
@@ -26,6 +26,15 @@ from state.store import StateStore
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+
+
+@dataclass(slots=True)
+class Featured:
+    """A transaction the reference featured: its card features by name, and the watermark."""
+
+    env: TxnEnvelope
+    features: dict[str, float]
+    watermark: int
 
 
 @dataclass(slots=True)

@@ -25,12 +25,12 @@ import operators.card_features as card_features
 from operators import card_kernel
 from operators.card_features import CardConfig, CardFeatureEngine
 from operators.card_kernel import OUTPUT, PARTIALS, fsum_range
-from operators.messages import Featured, OutMessage, RawRecord, Tick, TxnEnvelope
+from operators.messages import FeatureBlock, OutMessage, RawRecord, Tick, TxnEnvelope
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
 from state.memory import MemoryStore
-from tests.unit.operators.card_reference import ReferenceCardEngine
+from tests.unit.operators.card_reference import Featured, ReferenceCardEngine
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_795_392_000_000
@@ -160,6 +160,20 @@ def _outputs(items: list[Featured | Tick]) -> list[object]:
     ]
 
 
+def _items(block: FeatureBlock) -> list[Featured | Tick]:
+    """The engine's block as the reference's items: each row's card columns, ticks in place."""
+    items: list[Featured | Tick] = []
+    ticks = list(block.ticks)
+    rows = block.features[:, : len(OUTPUT)].tolist()
+    marks = block.watermarks.tolist()
+    for r, (env, values, wm) in enumerate(zip(block.envs, rows, marks, strict=True)):
+        while ticks and ticks[0][0] <= r:
+            items.append(Tick(ticks.pop(0)[1]))
+        items.append(Featured(env, dict(zip(OUTPUT, values, strict=True)), wm))
+    items.extend(Tick(wm) for _, wm in ticks)
+    return items
+
+
 def _run_both(scenario: _Scenario, cache: int, *, stored_midway: bool = True) -> None:
     """Both engines over ``scenario``: equal outputs, expiries and (flushed) state.
 
@@ -175,7 +189,7 @@ def _run_both(scenario: _Scenario, cache: int, *, stored_midway: bool = True) ->
     for n, batch in enumerate(scenario.batches):
         got, got_dead = engine.process(batch, marks[0])
         want, want_dead = reference.process(batch, marks[1])
-        assert _outputs(got) == _outputs(want)
+        assert _outputs(_items(got)) == _outputs(want)
         assert [(d.key, d.value) for d in got_dead] == [(d.key, d.value) for d in want_dead]
         if n % scenario.expire_every == 0:
             wm = marks[0].current()
@@ -203,8 +217,8 @@ def test_scenarios_reach_every_path() -> None:
         engine = CardFeatureEngine(config, MemoryStore(), _dead)
         wm = MinWatermark()
         for batch in _scenario(random.Random(seed)).batches:
-            items, dups = engine.process(batch, wm)
-            rows += [i.features for i in items if isinstance(i, Featured)]
+            block, dups = engine.process(batch, wm)
+            rows += [i.features for i in _items(block) if isinstance(i, Featured)]
             dead += len(dups)
     assert dead > 0
     assert any(r["card_distinct_merchants_1h"] > 33 for r in rows)
@@ -243,8 +257,9 @@ def test_a_full_buffer_grows() -> None:
             event_time=t,
         )
         batch.append(TxnEnvelope(txn, RawRecord("transactions", 0, i, b"c", None, t), False, t))
-    got, _ = engines[0].process(batch, MinWatermark())
+    block, _ = engines[0].process(batch, MinWatermark())
     want, _ = engines[1].process(batch, MinWatermark())
+    got = _items(block)
     assert _outputs(got) == _outputs(want)
     assert [i.features["card_count_24h"] for i in got if isinstance(i, Featured)][-1] == 200.0
     for engine in engines:

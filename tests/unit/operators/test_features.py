@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from operators.features import ALL_FEATURES, TXN_FEATURES, txn_features
+from operators.columns import TXN_FEATURES
+from operators.features import ALL_FEATURES, txn_features
 from schemas.records import Transaction
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from flows.testing import MERCHANT_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
+from operators.columns import BLOCK_COLUMNS
 from operators.merchant_windows import WINDOW_MS, MerchantConfig, MerchantWindowEngine
-from operators.messages import CbEnvelope, Featured, OutMessage, RawRecord, TxnEnvelope
+from operators.messages import CbEnvelope, FeatureBlock, OutMessage, RawRecord, TxnEnvelope
 from operators.watermarks import MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
@@ -58,7 +60,8 @@ def test_cached_windows_score_and_store_as_write_through(merchant_cache: int) ->
     assert windows and min(int.from_bytes(k[-8:], "big") for k in windows) > first + WINDOW_MS
 
 
-def _featured(i: int, merchant: str, t: int, amount: float) -> Featured:
+def _featured(i: int, merchant: str, t: int, amount: float) -> FeatureBlock:
+    """A block of one transaction, its card columns already filled."""
     txn = Transaction(
         event_id=f"e{i}",
         card_id="c1",
@@ -68,7 +71,15 @@ def _featured(i: int, merchant: str, t: int, amount: float) -> Featured:
         event_time=t,
     )
     raw = RawRecord("transactions", 0, i, None, b"{}", t)
-    return Featured(TxnEnvelope(txn, raw, False, t), {}, t)
+    features = np.zeros((1, len(BLOCK_COLUMNS)))
+    return FeatureBlock([TxnEnvelope(txn, raw, False, t)], features, np.array([t]), [])
+
+
+def _count(engine: MerchantWindowEngine, block: FeatureBlock, wm: MinWatermark) -> float:
+    """``block``'s one row through ``engine``: its previous window's transaction count."""
+    assert engine.process(block, [("c0", 0)], wm) == []
+    value: float = block.features[0, BLOCK_COLUMNS.index("merchant_txn_count_prev_5m")]
+    return value
 
 
 def _dead(env: CbEnvelope, error: str) -> OutMessage:
@@ -82,8 +93,7 @@ def test_windows_reach_the_store_at_flush_not_per_batch() -> None:
     engine = MerchantWindowEngine(config, store, _dead)
     wm = MinWatermark()
     for i in range(10):
-        featured, _ = engine.process([_featured(i, "m1", T0 + i, 2.0)], wm, "c0")
-        assert featured[0].features["merchant_txn_count_prev_5m"] == 0.0
+        assert _count(engine, _featured(i, "m1", T0 + i, 2.0), wm) == 0.0
     start = T0 - T0 % WINDOW_MS
     window = keys.window_key("m1", start)
     # The close timer is written when the window is created; its counts wait for flush.
@@ -93,8 +103,7 @@ def test_windows_reach_the_store_at_flush_not_per_batch() -> None:
     engine.flush()
     assert _merchant_state(store)[window] == _merchant_state(_write_through(10))[window]
     # The next window sees this one as its previous, from the cache.
-    featured, _ = engine.process([_featured(99, "m1", start + WINDOW_MS, 1.0)], wm, "c0")
-    assert featured[0].features["merchant_txn_count_prev_5m"] == 10.0
+    assert _count(engine, _featured(99, "m1", start + WINDOW_MS, 1.0), wm) == 10.0
 
 
 def _write_through(n: int) -> MemoryStore:
@@ -103,5 +112,5 @@ def _write_through(n: int) -> MemoryStore:
     engine = MerchantWindowEngine(config, store, _dead)
     wm = MinWatermark()
     for i in range(n):
-        engine.process([_featured(i, "m1", T0 + i, 2.0)], wm, "c0")
+        _count(engine, _featured(i, "m1", T0 + i, 2.0), wm)
     return store

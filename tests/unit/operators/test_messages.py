@@ -1,17 +1,15 @@
-"""Envelopes crossing processes: a shard's batch pickles to rows and comes back exact."""
+"""Envelopes crossing processes: a shard's batch pickles to columns and comes back exact."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
-from operators.messages import (
-    CbEnvelope,
-    Featured,
-    RawRecord,
-    ShardInput,
-    Tick,
-    TxnEnvelope,
-)
+import numpy as np
+import pytest
+
+from operators.columns import BLOCK_COLUMNS
+from operators.messages import CbEnvelope, FeatureBlock, RawRecord, ShardInput, TxnEnvelope
 from schemas.records import Chargeback, Transaction
 
 T0 = 1_795_392_000_000
@@ -35,9 +33,40 @@ SPARSE = (
 
 def _assert_same_envelope(got: TxnEnvelope, want: TxnEnvelope) -> None:
     assert got == want
+    assert got.raw.source == want.raw.source == f"transactions#{want.raw.partition}"
     assert type(got.txn) is Transaction
     assert got.txn.model_fields_set == want.txn.model_fields_set
     assert got.txn.model_dump() == want.txn.model_dump()
+
+
+def _block(envs: list[TxnEnvelope], ticks: list[tuple[int, int]]) -> FeatureBlock:
+    width = len(BLOCK_COLUMNS)
+    features = np.arange(len(envs) * width, dtype=np.float64).reshape(len(envs), width) / 7
+    if len(envs):
+        # Values whose bits a conversion could lose: NaN, a negative zero, the extremes.
+        features[0, :4] = [math.nan, -0.0, 5e-324, 1.7976931348623157e308]
+    marks = np.array([T0 + i for i in range(len(envs))], dtype=np.int64)
+    return FeatureBlock(envs, features, marks, ticks)
+
+
+def _assert_same_block(got: FeatureBlock | None, want: FeatureBlock | None) -> None:
+    assert got is not None and want is not None
+    assert len(got.envs) == len(want.envs)
+    for g, w in zip(got.envs, want.envs, strict=True):
+        _assert_same_envelope(g, w)
+    assert got.features.dtype == np.float64 and got.watermarks.dtype == np.int64
+    assert got.features.shape == want.features.shape
+    assert got.features.tobytes() == want.features.tobytes()  # bit for bit
+    assert got.watermarks.tolist() == want.watermarks.tolist()
+    assert got.ticks == want.ticks
+
+
+def test_raw_record_round_trip_keeps_its_source() -> None:
+    raw = RawRecord("chargebacks", 3, 7, b"k", b"{}", T0)
+    got = pickle.loads(pickle.dumps(raw, pickle.HIGHEST_PROTOCOL))
+    assert got == raw
+    assert got.source == "chargebacks#3"
+    assert repr(got) == repr(raw)
 
 
 def test_shard_input_round_trip_is_exact() -> None:
@@ -47,37 +76,51 @@ def test_shard_input_round_trip_is_exact() -> None:
         RawRecord("chargebacks", 0, 7, None, b"{}", T0 + 60_000),
         T0,
     )
-    ordered: list[Featured | CbEnvelope | Tick] = [
-        Featured(full, {"card_count_1m": 1.0, "card_amount_1m": 12.5}, T0),
-        Tick(T0 + 1),
-        cb,
-        # The same names in another order: the order survives.
-        Featured(sparse, {"card_amount_1m": 0.0, "card_count_1m": 2.0}, T0 + 2),
-        Featured(full, {}, T0 + 3),
-    ]
-    batch = ShardInput("c3", T0 + 9, True, [full, sparse], ordered, "m5")
+    # A duplicate's tick before the first row, two between rows, one after the last.
+    block = _block([full, sparse, full], [(0, T0 - 1), (1, T0 + 1), (1, T0 + 2), (3, T0 + 9)])
+    batch = ShardInput("c3", T0 + 9, True, [full, sparse], block, [cb], "m5")
 
     got = pickle.loads(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
 
-    assert got == batch
+    assert (got.origin, got.watermark, got.idle, got.target) == ("c3", T0 + 9, True, "m5")
     for g, w in zip(got.txns, batch.txns, strict=True):
         _assert_same_envelope(g, w)
-    for item, want in zip(got.ordered, batch.ordered, strict=True):
-        assert type(item) is type(want)
-        if isinstance(item, Featured) and isinstance(want, Featured):
-            _assert_same_envelope(item.env, want.env)
-            assert list(item.features.items()) == list(want.features.items())
+    _assert_same_block(got.featured, batch.featured)
+    assert got.chargebacks == [cb]
+
+    plain = ShardInput("transactions#0", T0, False, [full], None, [], "c1")
+    again = pickle.loads(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL))
+    assert again.featured is None and again.chargebacks == []
+    _assert_same_envelope(again.txns[0], full)
 
 
-def test_feature_names_are_written_once_per_batch() -> None:
+def test_a_block_pickles_its_features_as_one_array() -> None:
     env = _envelope(1, FULL)
-    names = [f"feature_{i}" for i in range(14)]
+    one, many = _block([env], []), _block([env] * 200, [])
+    small = len(pickle.dumps(one, pickle.HIGHEST_PROTOCOL))
+    large = len(pickle.dumps(many, pickle.HIGHEST_PROTOCOL))
+    # Each further row: its envelope's row (shared objects are memoised) and the raw
+    # float64 and int64 bytes of its features and watermark, no float object per value.
+    per_row = (large - small) / 199
+    assert per_row < 8 * (len(BLOCK_COLUMNS) + 1) + 80
 
-    def batch(n: int) -> ShardInput:
-        rows: list[Featured | CbEnvelope | Tick] = [
-            Featured(env, {k: float(i) for k in names}, T0) for i in range(n)
-        ]
-        return ShardInput("c0", T0, False, [], rows, "m0")
 
-    data = pickle.dumps(batch(100), pickle.HIGHEST_PROTOCOL)
-    assert data.count(b"feature_13") == 1
+@pytest.mark.parametrize(
+    ("rows", "ticks"),
+    [
+        ([0, 2], [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
+        ([1, 3], [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
+        ([], [(2, 7)]),
+    ],
+)
+def test_take_keeps_each_tick_at_its_place_among_the_rows(
+    rows: list[int], ticks: list[tuple[int, int]]
+) -> None:
+    envs = [_envelope(i, FULL) for i in range(4)]
+    block = _block(envs, ticks)
+    part = block.take(rows)
+    assert [e.raw.offset for e in part.envs] == [100 + r for r in rows]
+    assert part.features.tobytes() == block.features[rows].tobytes()
+    assert part.watermarks.tolist() == [T0 + r for r in rows]
+    # A tick at original place p follows exactly the taken rows before p.
+    assert part.ticks == [(sum(r < pos for r in rows), wm) for pos, wm in ticks]

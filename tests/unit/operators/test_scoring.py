@@ -20,14 +20,16 @@ from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
+from operators.columns import BLOCK_COLUMNS, TXN_FEATURES
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import TXN_FEATURES, txn_features
+from operators.features import txn_features
 from operators.internals import observe_many
-from operators.messages import Featured, RawRecord, TxnEnvelope
+from operators.messages import RawRecord, TxnEnvelope
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics
 from operators.quality import Decisions
 from operators.scoring import Scorer, ScoringConfig
 from schemas.records import Transaction
+from tests.unit.operators.blocks import Featured, block_of
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
 T0 = 1_795_392_000_000
@@ -64,7 +66,7 @@ def _featured(n: int) -> list[Featured]:
         raw = RawRecord("transactions", r.partition, r.offset, r.key, r.value, r.timestamp_ms)
         env = TxnEnvelope(Transaction.model_validate_json(r.value), raw, row.late, 0)
         features = {k: v for k, v in row.features.items() if k not in TXN_FEATURES}
-        out.append(Featured(env, features, 0))
+        out.append(Featured(env, features))
     return out
 
 
@@ -103,13 +105,14 @@ def test_scores_decisions_and_features_per_transaction() -> None:
     registry = ModelRegistry(DeploymentConfig(active=COMMITTED), clock=clock)
     scorer, _ = _scorer(registry, clock)
     batch = _featured(40)
-    feats, outcomes = scorer.score(batch)
+    feats, outcomes = scorer.score(block_of(batch))
     model = registry.active
     names = model.manifest.feature_names
     expected = model.predict(np.array([[f[n] for n in names] for f in feats], dtype=np.float32))
     assert [o.score for o in outcomes] == expected.tolist()
     for item, f, o in zip(batch, feats, outcomes, strict=True):
         assert f == {**item.features, **txn_features(item.env.txn)}
+        assert list(f) == list(BLOCK_COLUMNS)  # a score record's order
         assert o.decision == model.manifest.thresholds.decide(o.score)
         assert (o.model_version, o.fallback, o.shadow) == ("fraud-gbt-1", False, None)
 
@@ -118,8 +121,8 @@ def test_scores_do_not_depend_on_batching() -> None:
     clock = Clock()
     scorer, _ = _scorer(ModelRegistry(DeploymentConfig(active=COMMITTED), clock=clock), clock)
     batch = _featured(30)
-    whole = [o.score for o in scorer.score(batch)[1]]
-    one_by_one = [scorer.score([item])[1][0].score for item in batch]
+    whole = [o.score for o in scorer.score(block_of(batch))[1]]
+    one_by_one = [scorer.score(block_of([item]))[1][0].score for item in batch]
     assert whole == one_by_one
 
 
@@ -136,8 +139,8 @@ def test_shadow_score_is_reported_and_never_changes_the_decision(tmp_path: Path)
         ModelRegistry(DeploymentConfig(active=COMMITTED, shadow=shadow_dir), clock=clock), clock
     )
     batch = _featured(25)
-    base = plain.score(batch)[1]
-    shadowed = with_shadow.score(batch)[1]
+    base = plain.score(block_of(batch))[1]
+    shadowed = with_shadow.score(block_of(batch))[1]
     assert [o.decision for o in shadowed] == [o.decision for o in base]
     for o in shadowed:
         assert o.shadow == {"model_version": "fraud-gbt-7", "score": o.score}
@@ -152,7 +155,7 @@ def test_canary_share_one_routes_every_card_to_the_canary(tmp_path: Path) -> Non
     clock = Clock()
     config = DeploymentConfig(active=COMMITTED, canary=canary, canary_share=1.0)
     scorer, metrics = _scorer(ModelRegistry(config, clock=clock), clock)
-    outcomes = scorer.score(_featured(10))[1]
+    outcomes = scorer.score(block_of(_featured(10)))[1]
     assert {o.model_version for o in outcomes} == {"fraud-gbt-2"}
     assert metrics.scored.labels("fraud-gbt-2")._value.get() == 10
 
@@ -167,19 +170,19 @@ def test_failing_model_falls_back_to_rules_then_breaker_opens_and_recovers() -> 
     batch = _featured(5)
 
     for _ in range(3):
-        feats, outcomes = scorer.score(batch)
+        feats, outcomes = scorer.score(block_of(batch))
         assert all(o.fallback and o.model_version == RULES_VERSION for o in outcomes)
         assert [o.score for o in outcomes] == [rules_score(f) for f in feats]
     assert model.calls[0] == 3
     assert metrics.breaker_open.labels("active")._value.get() == 1
 
-    scorer.score(batch)  # open: the model is not even tried
+    scorer.score(block_of(batch))  # open: the model is not even tried
     assert model.calls[0] == 3
     assert metrics.fallback._value.get() == 4 * len(batch)
 
     model.broken[0] = False
     clock.now = 10.5  # cool-down over: one trial, which succeeds and closes the breaker
-    outcomes = scorer.score(batch)[1]
+    outcomes = scorer.score(block_of(batch))[1]
     assert model.calls[0] == 4
     assert not any(o.fallback for o in outcomes)
     assert metrics.breaker_open.labels("active")._value.get() == 0
@@ -189,7 +192,7 @@ def test_failing_model_falls_back_to_rules_then_breaker_opens_and_recovers() -> 
 def test_tiny_batches(n: int) -> None:
     clock = Clock()
     scorer, _ = _scorer(ModelRegistry(DeploymentConfig(active=COMMITTED), clock=clock), clock)
-    assert len(scorer.score(_featured(n))[1]) == n
+    assert len(scorer.score(block_of(_featured(n)))[1]) == n
 
 
 @given(st.lists(st.floats(min_value=-1, max_value=20, allow_nan=False), max_size=50))
@@ -225,7 +228,11 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     scorer, metrics = _scorer(registry, clock)
     featured = _featured(10)
     featured[3].env.late = True  # scored, but never a decision for quality
-    shards = [("m0", featured[:3]), ("m1", featured[3:7]), ("m2", featured[7:])]
+    shards = [
+        ("m0", block_of(featured[:3])),
+        ("m1", block_of(featured[3:7])),
+        ("m2", block_of(featured[7:])),
+    ]
 
     step = scoring.ScoreStep(
         ScoringConfig(scores_topic="scores"),

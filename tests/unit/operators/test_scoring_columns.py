@@ -1,11 +1,12 @@
 """The columnar scoring step against a per-record oracle: the same bytes, decisions and samples.
 
-The oracle is the per-record reading of the contract: each record's features
-completed with its transaction features, its deciding model (canary by card,
-else active; the rules with the active thresholds when the model fails), one
-``orjson.dumps`` of the record's dict. Batches are random (seeded): edge float
-values, strings that need escaping, late records, times past 2100, several
-shards cut into small model calls.
+The oracle is the per-record reading of the contract: each record's card and
+merchant features (a dict, in block order) completed with its transaction
+features, its deciding model (canary by card, else active; the rules with the
+active thresholds when the model fails), one ``orjson.dumps`` of the record's
+dict. Batches are random (seeded): edge float values (NaN, infinities),
+strings that need escaping, late records, times past 2100, several shards cut
+into small model calls.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
 from operators import scoring
 from operators.breaker import BreakerConfig
-from operators.card_features import CARD_FEATURES
+from operators.columns import BLOCK_COLUMNS
 from operators.drift import DRIFT_KEY, DriftSample
-from operators.features import ALL_FEATURES, txn_features
-from operators.merchant_windows import MERCHANT_FEATURES
-from operators.messages import Featured, OutMessage, RawRecord, TxnEnvelope
+from operators.features import txn_features
+from operators.messages import OutMessage, RawRecord, TxnEnvelope
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from schemas.records import Transaction
 from schemas.timefmt import MAX_MS, format_ms
+from tests.unit.operators.blocks import UPSTREAM, Featured, block_of
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
 NOW = 1_795_392_999_123
@@ -56,7 +57,8 @@ EDGE_VALUES = (
     1e21,
     123456789.123,
     0.30000000000000004,
-    3,  # an int: written as one, as orjson writes the dict
+    float("nan"),  # not finite: written as null
+    float("inf"),
 )
 CHARS = 'abcXYZ019-_ ,:"\\/\n\t\x00\x1f\x7fé€😀%{}[]'
 
@@ -99,14 +101,7 @@ def _value(rng: random.Random) -> float:
 
 
 def _featured(rng: random.Random, i: int, plain: bool) -> Featured:
-    names = [*CARD_FEATURES, *MERCHANT_FEATURES]
-    if rng.random() < 0.2:
-        rng.shuffle(names)  # the dict's own order is what goes out
-    features = {n: _value(rng) for n in names}
-    if rng.random() < 0.1:
-        features["txn_amount"] = 7.5  # replaced in place by the transaction's own
-    if rng.random() < 0.1:
-        features["extra"] = _value(rng)
+    features = {n: _value(rng) for n in UPSTREAM}
     time_ms = rng.choice([rng.randrange(0, MAX_MS + 1), NOW - rng.randrange(10**8)])
     txn = Transaction(
         event_id=_text(rng, plain),
@@ -126,7 +121,7 @@ def _featured(rng: random.Random, i: int, plain: bool) -> Featured:
         b"{}",
         rng.choice([NOW - rng.randrange(10**7), NOW + 5, -1]),
     )
-    return Featured(TxnEnvelope(txn, raw, rng.random() < 0.2, 0), features, 0)
+    return Featured(TxnEnvelope(txn, raw, rng.random() < 0.2, 0), features)
 
 
 def _shards(rng: random.Random, plain: bool) -> list[tuple[str, list[Featured]]]:
@@ -240,7 +235,7 @@ def test_step_equals_the_per_record_oracle(
     active = registry.active.manifest.model_version
     for _ in range(12):
         shards = _shards(rng, plain)
-        out = step(shards)
+        out = step([(shard, block_of(featured)) for shard, featured in shards])
         batch = [item for _shard, featured in shards for item in featured]
         expected: list[tuple[str, Any]] = []
         decided: list[str] = []
@@ -281,9 +276,9 @@ def _check_sample(
 ) -> None:
     """The drift sample holds the active model's rows: features, scores and event times."""
     assert sample.model_version == active
-    assert sample.names == ALL_FEATURES
+    assert sample.names == BLOCK_COLUMNS
     feats = [{**chunk[i].features, **txn_features(chunk[i].env.txn)} for i in rows]
-    expected = np.array([[f[n] for n in ALL_FEATURES] for f in feats], dtype=np.float64)
+    expected = np.array([[f[n] for n in BLOCK_COLUMNS] for f in feats], dtype=np.float64)
     assert sample.values.tobytes() == expected.tobytes()
     scores = [json.loads(messages[i].value)["score"] for i in rows]
     assert sample.scores.tolist() == scores
@@ -297,5 +292,5 @@ def test_an_empty_step_and_empty_shards() -> None:
     scorer = Scorer(config, registry, monotonic=lambda: 0.0, metrics=metrics)
     step = ScoreStep(config, scorer, clock=lambda: NOW, metrics=metrics)
     assert step([]) == []
-    assert step([("m0", []), ("m1", [])]) == []
-    assert scorer.score([]) == ([], [])
+    assert step([("m0", block_of([])), ("m1", block_of([]))]) == []
+    assert scorer.score(block_of([])) == ([], [])

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.columns import BLOCK_COLUMNS
 from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder
-from operators.messages import CbEnvelope, PartitionBatch, RawRecord, ShardInput, TxnEnvelope
+from operators.messages import (
+    CbEnvelope,
+    FeatureBlock,
+    PartitionBatch,
+    RawRecord,
+    ShardInput,
+    Tick,
+    TxnEnvelope,
+)
 from operators.placement import shard_keys
-from operators.windows import card_shard, merchant_shard, route_partition_batch
+from operators.windows import (
+    _in_ingest_order,
+    _split,
+    card_shard,
+    merchant_shard,
+    route_partition_batch,
+    shard_of,
+)
+from schemas.records import Chargeback, Transaction
 
 EXAMPLE_MS = 1_795_428_000_123
 ROOT = Path(__file__).resolve().parents[3]
@@ -175,7 +194,7 @@ def test_dead_letters_are_not_routed_to_any_shard(kind: Kind, topic: str) -> Non
     assert len(batch.dead) == 2
     # A first batch tells every shard of its stage the watermark, with no records.
     inputs = _shard_inputs(route_partition_batch(batch, 4))
-    assert all(not si.txns and not si.ordered for si in inputs.values())
+    assert all(not si.txns and si.featured is None and not si.chargebacks for si in inputs.values())
     good = _batch("transaction", [_txn_payload(1, "c-42"), b"not json"], "transactions")
     inputs = _shard_inputs(route_partition_batch(good, 16))
     assert [env.txn.event_id for si in inputs.values() for env in si.txns] == ["tx-1"]
@@ -198,8 +217,8 @@ def test_chargebacks_go_to_their_merchant_shard() -> None:
     for key, shard_input in inputs.items():
         assert key.startswith("m")
         assert shard_input.txns == []
-        for item in shard_input.ordered:
-            assert isinstance(item, CbEnvelope)
+        assert shard_input.featured is None
+        for item in shard_input.chargebacks:
             assert merchant_shard(item.cb.merchant_id, 8) == key
             seen.append(item)
         offsets = [
@@ -215,3 +234,129 @@ def test_empty_first_batch_still_reaches_every_shard(shards: int) -> None:
     inputs = _shard_inputs(route_partition_batch(batch, shards))
     assert set(inputs) == {f"c{i}" for i in range(shards)}
     assert all(shard_input.txns == [] for shard_input in inputs.values())
+
+
+def _interleaved(block: FeatureBlock) -> list[tuple[str, object]]:
+    """A block's rows (event id, watermark, features) and ticks, in the order they came."""
+    out: list[tuple[str, object]] = []
+    ticks = list(block.ticks)
+    for r, env in enumerate(block.envs):
+        while ticks and ticks[0][0] <= r:
+            out.append(("tick", ticks.pop(0)[1]))
+        out.append(("row", (env.txn.event_id, int(block.watermarks[r]), *block.features[r])))
+    out.extend(("tick", wm) for _, wm in ticks)
+    return out
+
+
+def _random_block(rng: random.Random, origin: int, n: int) -> FeatureBlock:
+    """A card shard's block: rows in ingest order over few timestamps, ticks anywhere."""
+    envs = []
+    for i in range(n):
+        payload = _txn_payload(i, f"c-{origin}")
+        payload["event_id"] = f"tx-{origin}-{i}"
+        payload["merchant_id"] = f"m-{rng.randrange(6)}"
+        raw = RawRecord(
+            "transactions", rng.randrange(2), rng.randrange(50), None, b"{}", rng.randrange(4)
+        )
+        txn = TxnEnvelope(Transaction.model_validate(payload), raw, False, 0)
+        envs.append(txn)
+    envs.sort(key=lambda e: (e.raw.timestamp_ms, e.raw.source, e.raw.offset))
+    features = np.array([[rng.random() for _ in BLOCK_COLUMNS] for _ in range(n)])
+    features = features.reshape(n, len(BLOCK_COLUMNS))
+    marks = np.array(sorted(rng.randrange(100) for _ in range(n)), dtype=np.int64)
+    ticks = sorted((rng.randrange(n + 1), rng.randrange(100)) for _ in range(rng.randrange(4)))
+    return FeatureBlock(envs, features, marks, ticks)
+
+
+def _chargebacks(rng: random.Random, partition: int) -> list[CbEnvelope]:
+    out = []
+    for i in range(rng.randrange(4)):
+        cb = Chargeback(
+            event_id=f"cb-{partition}-{i}",
+            txn_event_id="tx",
+            merchant_id="m-1",
+            event_time=EXAMPLE_MS,
+        )
+        raw = RawRecord("chargebacks", partition, i, None, b"{}", rng.randrange(4))
+        out.append(CbEnvelope(cb, raw, i))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(seed: int) -> None:
+    """Rows, chargebacks and ticks of several inputs: the order of a stable sort of the records.
+
+    The reference sorts one item per record or tick, each keyed by its ingest order
+    (a tick by the record before it in its sender's order), stably.
+    """
+    rng = random.Random(seed)
+    values = []
+    for k in range(rng.randrange(1, 4)):
+        block = _random_block(rng, k, rng.randrange(0, 8))
+        values.append(ShardInput(f"c{k}", 0, False, [], block, [], "m0"))
+    for p in range(rng.randrange(0, 3)):
+        values.append(ShardInput(f"chargebacks#{p}", 0, False, [], None, _chargebacks(rng, p), ""))
+    rng.shuffle(values)
+    keyed: list[tuple[tuple[int, str, int], str, tuple[str, object]]] = []
+    for si in values:
+        last = (-(2**63), "", -1)
+        for cb in si.chargebacks:
+            keyed.append(
+                ((cb.raw.timestamp_ms, cb.raw.source, cb.raw.offset), si.origin, ("cb", cb))
+            )
+        if si.featured is None:
+            continue
+        rows = iter(si.featured.envs)
+        for item in _interleaved(si.featured):
+            if item[0] == "row":
+                raw = next(rows).raw
+                last = (raw.timestamp_ms, raw.source, raw.offset)
+            keyed.append((last, si.origin, item))
+    keyed.sort(key=lambda k: k[0])
+    want = [(origin, item) for _, origin, item in keyed]
+
+    block, steps = _in_ingest_order(values)
+    got: list[tuple[str, tuple[str, object]]] = []
+    next_row = 0
+    for origin, step in steps:
+        if isinstance(step, int):
+            assert step == next_row  # rows come in block order
+            next_row += 1
+            env = block.envs[step]
+            row = (env.txn.event_id, int(block.watermarks[step]), *block.features[step])
+            got.append((origin, ("row", row)))
+        elif isinstance(step, Tick):
+            got.append((origin, ("tick", step.watermark)))
+        else:
+            got.append((origin, ("cb", step)))
+    assert next_row == len(block)
+    assert got == want
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_split_block_keeps_every_tick_in_place_for_every_merchant_shard(seed: int) -> None:
+    rng = random.Random(seed)
+    block = _random_block(rng, 0, rng.randrange(0, 12))
+    merchant_keys = shard_keys("m", 3, 1)
+    parts = _split(block, merchant_keys)
+    if block.ticks:
+        assert set(parts) == set(merchant_keys)
+    whole = _interleaved(block)
+    for key in merchant_keys:
+        mine = [
+            item
+            for item, env_key in zip(whole, _owners(block, merchant_keys), strict=True)
+            if env_key in (None, key)
+        ]
+        assert (_interleaved(parts[key]) if key in parts else []) == mine
+
+
+def _owners(block: FeatureBlock, merchant_keys: tuple[str, ...]) -> list[str | None]:
+    """The merchant shard of each item of ``_interleaved(block)``; None for a tick (all)."""
+    owners: list[str | None] = []
+    rows = iter(block.envs)
+    for kind, _ in _interleaved(block):
+        owners.append(
+            shard_of(merchant_keys, next(rows).txn.merchant_id) if kind == "row" else None
+        )
+    return owners
