@@ -7,6 +7,9 @@ decoded and time-judged right here by the partition's
 offset together with the decoder's watermark state, snapshotted by bytewax at
 epoch ends, so both rewind together. A partition with no records for the idle
 timeout says so once (an idle batch), so it never stalls the watermark.
+A partition that is not behind is polled every ``linger_ms`` on a wall-clock
+grid shared by every partition, so at moderate load one step of the flow
+carries all of their records; a poll that fills a batch polls again at once.
 Transient consumer errors (broker away) are logged and retried by
 librdkafka; fatal ones stop the worker. Setting the ``stop`` event
 (the entry point does on SIGINT/SIGTERM) ends every partition's input, so the
