@@ -15,6 +15,11 @@ finds its send time by index. Phases: probe once every 0.2 s until the first
 score is back (the pipeline is up), then ``warmup_s`` at the offered rate (not
 counted), then ``seconds`` at the offered rate (counted), then wait up to
 ``drain_s`` for the remaining scores.
+
+:func:`broker_round_trip` offers the same transactions to a topic and reads
+them back with the same consumer, no pipeline between: the broker's own part
+of the figure, and a warm-up of a broker that has served nothing yet (a JVM
+compiles its hot paths in the first tens of seconds under load).
 """
 
 from __future__ import annotations
@@ -213,6 +218,8 @@ class LatencySamples:
     sent_seconds: float
     # CPU seconds the pipeline spent while the counted transactions were sent.
     cpu_s: float = 0.0
+    # CPU seconds the whole host was busy over the same span (0.0: not measured).
+    host_busy_s: float = 0.0
 
 
 def measure_latency(
@@ -226,13 +233,15 @@ def measure_latency(
     say: Callable[[str], None],
     check_alive: Callable[[], None],
     cpu_s: Callable[[], float] = lambda: 0.0,
+    host_busy_s: Callable[[], float] = lambda: 0.0,
     isolation: str = "read_uncommitted",
 ) -> LatencySamples:
     """Offer ``items`` to a running pipeline as ``plan`` says; the counted latencies.
 
-    ``cpu_s`` reads the pipeline's CPU seconds so far; what it spent while the
-    counted transactions were sent is returned with them. ``isolation`` is the
-    score consumer's ``isolation.level`` (``read_committed`` for exactly-once output).
+    ``cpu_s`` reads the pipeline's CPU seconds so far and ``host_busy_s`` the
+    whole host's; what each spent while the counted transactions were sent is
+    returned with them. ``isolation`` is the score consumer's
+    ``isolation.level`` (``read_committed`` for exactly-once output).
     """
     receiver = ScoreReceiver(bootstrap, scores, partitions, len(items), isolation=isolation)
     sender = _Sender(bootstrap, transactions, items)
@@ -250,11 +259,11 @@ def measure_latency(
         _paced(sender, receiver, plan.rate, plan.warmup_s, "warm-up", say, check_alive)
         first = sender.next
         say(f"latency: measuring {plan.seconds:.0f} s at {plan.rate:,.0f} ev/s")
-        cpu_before = cpu_s()
+        cpu_before, host_before = cpu_s(), host_busy_s()
         sent_seconds = _paced(
             sender, receiver, plan.rate, plan.seconds, "measured", say, check_alive
         )
-        cpu_spent = cpu_s() - cpu_before
+        cpu_spent, host_spent = cpu_s() - cpu_before, host_busy_s() - host_before
         end = sender.next
         sender.close()
         deadline = time.monotonic() + plan.drain_s
@@ -267,7 +276,41 @@ def measure_latency(
         receiver.stop()
     got, sent_at = receiver.received_at, sender.sent_at
     samples = [got[i] - sent_at[i] for i in range(first, end) if got[i]]
-    return LatencySamples(samples, end - first, sent_seconds, cpu_spent)
+    return LatencySamples(samples, end - first, sent_seconds, cpu_spent, host_spent)
+
+
+def broker_round_trip(
+    *,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    rate: float,
+    seconds: float,
+    items: list[Template],
+    say: Callable[[str], None],
+) -> LatencySamples:
+    """Offer ``items`` to ``topic`` at ``rate`` for ``seconds`` and read them back from it.
+
+    The same producer and consumer as :func:`measure_latency`, with nothing
+    between them: each sample is one transaction's trip through the broker.
+    """
+    receiver = ScoreReceiver(bootstrap, topic, partitions, len(items))
+    sender = _Sender(bootstrap, topic, items)
+    receiver.start()
+    try:
+        sent_seconds = _paced(sender, receiver, rate, seconds, "broker", say, lambda: None)
+        end = sender.next
+        sender.close()
+        deadline = time.monotonic() + 15.0
+        while receiver.received < end and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if receiver.error is not None:
+            raise BenchError(f"broker round trip: consumer failed: {receiver.error}")
+    finally:
+        receiver.stop()
+    got, sent_at = receiver.received_at, sender.sent_at
+    samples = [got[i] - sent_at[i] for i in range(end) if got[i]]
+    return LatencySamples(samples, end, sent_seconds)
 
 
 def _paced(
@@ -297,7 +340,7 @@ def _paced(
             backlog = sender.next - receiver.received
             say(
                 f"latency ({phase}): {sent:,}/{total:,} sent, "
-                f"{receiver.received:,} scores back, {backlog:,} not yet scored"
+                f"{receiver.received:,} back, {backlog:,} not yet"
             )
         time.sleep(0.0005)
     return time.perf_counter() - started

@@ -34,6 +34,8 @@ class BenchConfig:
     # Consecutive latency runs at ``rate`` (the p99 target must hold in each), then one run
     # of ``cluster_processes`` processes at ``cluster_rate`` (0 processes skips it).
     latency_runs: int = 5
+    # --latency-only: seconds at ``rate`` through the broker alone before the runs (0: none).
+    broker_warmup_s: float = 15.0
     cluster_rate: float = 25_000.0
     cluster_processes: int = 2
     phase_timeout_s: float = 120.0
@@ -132,6 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="consecutive latency runs at --rate (the p99 target must hold in each)",
     )
     parser.add_argument(
+        "--broker-warmup",
+        type=_non_negative_float,
+        default=d.broker_warmup_s,
+        help="with --latency-only: seconds at --rate through the broker alone before the runs, "
+        "reported as its round trip (0 skips it)",
+    )
+    parser.add_argument(
         "--cluster-rate",
         type=_positive_float,
         default=d.cluster_rate,
@@ -199,6 +208,7 @@ def config_from_args(args: argparse.Namespace, *, bootstrap: str) -> BenchConfig
         latency_warmup_s=args.latency_warmup,
         latency_processes=args.latency_processes,
         latency_runs=args.latency_runs,
+        broker_warmup_s=args.broker_warmup,
         cluster_rate=args.cluster_rate,
         cluster_processes=args.cluster_processes,
         phase_timeout_s=args.phase_timeout,

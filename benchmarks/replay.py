@@ -61,7 +61,7 @@ from benchmarks.kafka_load import (
     preload_sim,
     transaction_payloads,
 )
-from benchmarks.latency import LatencyPlan, measure_latency, templates
+from benchmarks.latency import LatencyPlan, broker_round_trip, measure_latency, templates
 from benchmarks.options import BenchConfig
 from benchmarks.procs import Children, read_host_busy_s, tail
 from benchmarks.report import (
@@ -70,6 +70,7 @@ from benchmarks.report import (
     Latency,
     Results,
     Throughput,
+    broker_line,
     build_latency_report,
     build_report,
     build_rss_report,
@@ -537,8 +538,15 @@ def run_latency_bench(config: BenchConfig, *, echo: Echo = print) -> list[Latenc
     """Only the consecutive latency runs (``--latency-only``): write their JSON, print them."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     say = _flushing(echo)
-    runs = _in_session(config, say, _latency_runs)
-    write_json(build_latency_report(config, started_at, runs), config.out)
+
+    def phases(s: _Session) -> tuple[Latency | None, list[Latency]]:
+        broker = _broker_round_trip(s) if config.broker_warmup_s > 0 else None
+        return broker, _latency_runs(s)
+
+    broker, runs = _in_session(config, say, phases)
+    write_json(build_latency_report(config, started_at, runs, broker), config.out)
+    if broker is not None:
+        say(broker_line(broker))
     for latency in runs:
         say(latency_line(latency))
     for line in target_lines({"p99_ms_at_offered_rate": p99_target(runs)}):
@@ -678,6 +686,33 @@ def _latency_runs(s: _Session) -> list[Latency]:
     ]
 
 
+def _broker_round_trip(s: _Session) -> Latency:
+    """``--rate`` through the broker alone for ``--broker-warmup`` seconds: its share, warmed."""
+    config = s.config
+    topic = f"{s.run_id}-broker-round-trip"
+    s.new_topics([topic])
+    sim = SimConfig(seed=config.seed + 2, cards=config.cards, events_per_second=config.rate)
+    items = templates(sim, round(config.rate * config.broker_warmup_s) + 1)
+    s.say(f"broker round trip: {config.rate:,.0f} ev/s for {config.broker_warmup_s:.0f} s")
+    samples = broker_round_trip(
+        bootstrap=config.bootstrap,
+        topic=topic,
+        partitions=config.partitions,
+        rate=config.rate,
+        seconds=config.broker_warmup_s,
+        items=items,
+        say=s.say,
+    )
+    return latency_from_samples(
+        samples.samples_s,
+        processes=0,
+        offered_rate=config.rate,
+        sent=samples.sent,
+        sent_seconds=samples.sent_seconds,
+        warmup_s=0.0,
+    )
+
+
 def _latency_phase(s: _Session, *, label: str, processes: int, rate: float) -> Latency:
     """Offer transactions at ``rate`` to ``processes`` of ``streamscore run`` in tail mode."""
     config = s.config
@@ -714,6 +749,7 @@ def _latency_phase(s: _Session, *, label: str, processes: int, rate: float) -> L
         say=s.say,
         check_alive=check_alive,
         cpu_s=lambda: sum(s.children.cpu_s(p) for p in procs),
+        host_busy_s=read_host_busy_s,
     )
     rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
     for proc in procs:
@@ -728,6 +764,7 @@ def _latency_phase(s: _Session, *, label: str, processes: int, rate: float) -> L
         warmup_s=config.latency_warmup_s,
         peak_rss_mib=rss_mib,
         cpu_s=samples.cpu_s,
+        host_busy_s=samples.host_busy_s,
     )
     s.say(
         f"{label}: p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, "

@@ -105,6 +105,18 @@ DEFINITIONS = {
         "first score on the scores topic, with the whole input waiting (interpreter start, "
         "imports, model load and any JIT compilation, broker connection, the first batch)"
     ),
+    "latency_host_cores": (
+        "host_cores: busy CPU seconds of the whole host (/proc/stat: all but idle and iowait) "
+        "while the counted transactions were sent, over that time; other_cores: what the "
+        "pipeline did not use of it (the broker, the benchmark's sender and reader, anything "
+        "else on the host): a run on a host busy with other work is slower than the pipeline"
+    ),
+    "broker_round_trip": (
+        "--latency-only first offers --rate to a fresh topic for --broker-warmup seconds with "
+        "the latency run's producer and reads it back with its consumer, no pipeline between: "
+        "the broker's share of the latency (both hops, linger and fetch wait) and the warm-up "
+        "of a broker that has served nothing yet (the full bench's earlier phases warm it)"
+    ),
     "latency_cpu": (
         "user + system CPU seconds of the latency run's pipeline processes (/proc/<pid>/stat) "
         "while the counted transactions were sent; pipeline_cores divides it by that time, "
@@ -202,11 +214,31 @@ class Latency:
     peak_rss_mib: tuple[float, ...] = ()
     # CPU seconds of the pipeline processes while the counted transactions were sent.
     cpu_s: float = 0.0
+    # CPU seconds the whole host was busy over the same span (0.0: not measured).
+    host_busy_s: float = 0.0
 
     @property
     def pipeline_cores(self) -> float:
         """Cores the pipeline kept busy at the offered rate (0.0 when not measured)."""
         return self.cpu_s / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def host_cores(self) -> float:
+        """Cores the whole host kept busy while the counted transactions were sent."""
+        return self.host_busy_s / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def other_cores(self) -> float:
+        """Of :attr:`host_cores`, what the pipeline did not use: broker, load generator, the rest.
+
+        >>> Latency(processes=1, offered_rate=1.0, sent_rate=1.0, warmup_s=0.0, seconds=10.0,
+        ...     sent=10, received=10, lower_bounds=False, p50_ms=1.0, p95_ms=1.0, p99_ms=1.0,
+        ...     max_ms=1.0, mean_ms=1.0, cpu_s=6.0, host_busy_s=15.0).other_cores
+        0.9
+        """
+        if not self.host_busy_s or self.seconds <= 0:
+            return 0.0
+        return round(max(0.0, self.host_busy_s - self.cpu_s) / self.seconds, 6)
 
     @property
     def cpu_us_per_event(self) -> float:
@@ -285,6 +317,7 @@ def latency_from_samples(
     warmup_s: float,
     peak_rss_mib: tuple[float, ...] = (),
     cpu_s: float = 0.0,
+    host_busy_s: float = 0.0,
 ) -> Latency:
     """Summarise per-event latencies (seconds) into milliseconds."""
     if not samples_s:
@@ -306,6 +339,7 @@ def latency_from_samples(
         mean_ms=sum(ms) / len(ms),
         peak_rss_mib=peak_rss_mib,
         cpu_s=cpu_s,
+        host_busy_s=host_busy_s,
     )
 
 
@@ -513,6 +547,8 @@ def _latency_json(lat: Latency) -> dict[str, object]:
     out["peak_rss_mib"] = list(lat.peak_rss_mib)
     out["pipeline_cores"] = lat.pipeline_cores
     out["cpu_us_per_event"] = lat.cpu_us_per_event
+    out["host_cores"] = lat.host_cores
+    out["other_cores"] = lat.other_cores
     return out
 
 
@@ -537,6 +573,7 @@ def _run_json(benchmark: str, started_at: str, config: BenchConfig) -> dict[str,
             "latency_warmup_s": config.latency_warmup_s,
             "latency_processes": config.latency_processes,
             "latency_runs": config.latency_runs,
+            "broker_warmup_s": config.broker_warmup_s if config.latency_only else 0.0,
             "cluster_rate": config.cluster_rate,
             "cluster_processes": config.cluster_processes,
             "phase_timeout_s": config.phase_timeout_s,
@@ -573,12 +610,21 @@ def build_report(results: Results) -> dict[str, object]:
 
 
 def build_latency_report(
-    config: BenchConfig, started_at: str, runs: Sequence[Latency]
+    config: BenchConfig,
+    started_at: str,
+    runs: Sequence[Latency],
+    broker: Latency | None = None,
 ) -> dict[str, object]:
-    """The figures of a ``--latency-only`` run and its p99 target, as a JSON-ready dict."""
+    """The figures of a ``--latency-only`` run and its p99 target, as a JSON-ready dict.
+
+    ``broker`` is the broker round trip that warmed the broker up, when one ran.
+    """
     return {
         **_run_json("streamscore bench --latency-only (on the real broker)", started_at, config),
-        "definitions": {k: DEFINITIONS[k] for k in DEFINITIONS if "latency" in k},
+        "definitions": {
+            k: DEFINITIONS[k] for k in DEFINITIONS if "latency" in k or k == "broker_round_trip"
+        },
+        "broker_round_trip": None if broker is None else _latency_json(broker),
         "latency": _latency_json(runs[0]),
         "latency_runs": [_latency_json(lat) for lat in runs],
         "targets": {"p99_ms_at_offered_rate": p99_target(runs)},
@@ -657,6 +703,21 @@ def latency_line(lat: Latency) -> str:
             if lat.cpu_s > 0
             else ""
         )
+        + (
+            f"; host {lat.host_cores:.2f} cores busy ({lat.other_cores:.2f} besides the pipeline)"
+            if lat.host_busy_s > 0
+            else ""
+        )
+    )
+
+
+def broker_line(trip: Latency) -> str:
+    """The broker round trip's figures on one line."""
+    return (
+        f"broker round trip at {trip.offered_rate:,.0f} ev/s for {trip.seconds:.0f} s "
+        f"(producer -> broker -> consumer, no pipeline; before the latency runs): "
+        f"p50 {trip.p50_ms:.1f} ms, p99 {trip.p99_ms:.1f} ms, max {trip.max_ms:.1f} ms; "
+        f"{trip.received:,} of {trip.sent:,} back"
     )
 
 

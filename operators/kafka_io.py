@@ -7,6 +7,9 @@ decoded and time-judged right here by the partition's
 offset together with the decoder's watermark state, snapshotted by bytewax at
 epoch ends, so both rewind together. A partition with no records for the idle
 timeout says so once (an idle batch), so it never stalls the watermark.
+A partition that is not behind is polled every ``linger_ms`` on a wall-clock
+grid shared by every partition, so at moderate load one step of the flow
+carries all of their records; a poll that fills a batch polls again at once.
 Transient consumer errors (broker away) are logged and retried by
 librdkafka; fatal ones stop the worker. Setting the ``stop`` event
 (the entry point does on SIGINT/SIGTERM) ends every partition's input, so the
@@ -69,6 +72,9 @@ class SourceConfig:
     brokers: list[str]
     topics: list[str]
     batch_size: int = 1000
+    # Poll a partition only every ``linger_ms`` (on a wall-clock grid, so a worker's
+    # partitions wake together) unless its last poll filled a batch; 0: poll again at once.
+    linger_ms: int = 0
     stop_at_eof: bool = False
     idle_timeout_ms: int = 10_000
     startup_wait_s: float = 300.0
@@ -187,6 +193,8 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._topic = topic
         self._partition = partition
         self._batch_size = config.batch_size
+        self._linger_s = config.linger_ms / 1000
+        self._full = False
         self._eof = False
         self._stop = config.stop
         self._last_error_log = 0.0
@@ -210,6 +218,7 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         # blocking poll on one empty partition (say, a quiet chargeback partition)
         # would hold up every other partition and operator of the worker.
         msgs = self._consumer.consume(self._batch_size, 0)
+        self._full = len(msgs) >= self._batch_size
         batch = []
         # The consumer is assigned this one partition: every message is of it.
         topic, partition = self._topic, self._partition
@@ -238,7 +247,15 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         return []
 
     def next_awake(self) -> datetime | None:
-        """Poll again at once after data, 1 ms after an empty poll, 5 ms once idle."""
+        """When to poll next.
+
+        Without linger: at once after data, 1 ms after an empty poll, 5 ms once
+        idle. With it: at once while polls fill batches (a backlog), otherwise at
+        the next multiple of ``linger_ms`` on the wall clock, the same instant
+        for every partition, so one activation of the flow carries them all.
+        """
+        if self._linger_s and not self._full:
+            return next_tick(time.time(), self._linger_s)
         if self._idle:
             return datetime.now(UTC) + IDLE_POLL
         return None  # bytewax: immediately after a batch, a 1 ms cooldown after none
@@ -285,6 +302,18 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def next_tick(now_s: float, every_s: float) -> datetime:
+    """The first multiple of ``every_s`` seconds since the epoch after ``now_s``.
+
+    >>> next_tick(100.004, 0.005).timestamp()
+    100.005
+    >>> next_tick(100.005, 0.005).timestamp()
+    100.01
+    """
+    ticks = int(now_s / every_s) + 1
+    return datetime.fromtimestamp(round(ticks * every_s, 6), UTC)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # characters); 128 KiB keeps even that under the broker's 1 MB message limit.
     max_message_bytes: Annotated[int, Field(ge=256, le=128 * 1024)] = 64 * 1024
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Milliseconds between polls of an input partition that is not behind (its last
+    # poll did not fill a batch): fewer, larger steps at moderate load, for at most
+    # this much added latency. 0: poll again as soon as the flow is free.
+    source_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 10
     startup_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     # Card and merchant shards; None: one per bytewax worker of the cluster (see
     # :meth:`shard_count`). Each shard a worker holds costs it a logic call and state

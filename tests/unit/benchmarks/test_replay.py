@@ -24,6 +24,7 @@ from benchmarks.report import (
     Latency,
     Results,
     Throughput,
+    broker_line,
     build_latency_report,
     build_report,
     latency_from_samples,
@@ -330,6 +331,32 @@ def test_latency_only_report_holds_the_latency_and_its_target(tmp_path: Path) ->
     assert "/proc/<pid>/stat" in loaded["definitions"]["latency_cpu"]
 
 
+def test_latency_only_report_holds_the_broker_round_trip(tmp_path: Path) -> None:
+    config = _bench_config("--latency-only", "--broker-warmup", "3", "--out", str(tmp_path / "l"))
+    assert config.broker_warmup_s == 3.0
+    trip = replace(_latency(p99_ms=4.0), processes=0, cpu_s=0.0)
+    report = build_latency_report(config, "2026-11-23T10:00:00+00:00", [_latency()], trip)
+    loaded = json.loads(write_json(report, config.out).read_text())
+    assert loaded["broker_round_trip"]["p99_ms"] == 4.0
+    assert loaded["config"]["broker_warmup_s"] == 3.0
+    assert "no pipeline" in loaded["definitions"]["broker_round_trip"]
+    assert "/proc/stat" in loaded["definitions"]["latency_host_cores"]
+    without = build_latency_report(config, "2026-11-23T10:00:00+00:00", [_latency()])
+    assert without["broker_round_trip"] is None
+    line = broker_line(trip)
+    assert "broker round trip at 10,000 ev/s" in line and "p99 4.0 ms" in line
+
+
+def test_latency_line_gives_the_host_cores_when_measured() -> None:
+    busy = replace(_latency(), host_busy_s=57.0)  # 1.9 cores over 30 s, 0.9 of them the pipeline
+    assert busy.host_cores == pytest.approx(1.9)
+    assert busy.other_cores == pytest.approx(1.0)
+    assert "host 1.90 cores busy (1.00 besides the pipeline)" in latency_line(busy)
+    assert "host" not in latency_line(_latency())
+    report = build_latency_report(_bench_config("--latency-only"), "2026-11-23", [busy])
+    assert report["latency"]["other_cores"] == pytest.approx(1.0)  # type: ignore[index]
+
+
 def test_latency_line_gives_the_pipeline_cpu_when_measured() -> None:
     assert "pipeline CPU 0.90 cores (90 us an event)" in latency_line(_latency())
     assert "pipeline CPU" not in latency_line(replace(_latency(), cpu_s=0.0))
@@ -574,12 +601,17 @@ def test_tiny_latency_only_run_measures_only_latency(kafka_bootstrap: str, tmp_p
         "2",
         "--latency-warmup",
         "2",
+        "--broker-warmup",
+        "2",
     )
     assert "preload" not in done.stdout and "pipeline-1-process" not in done.stdout
+    assert "broker round trip at 300 ev/s for 2 s" in done.stdout
     assert "latency at 300 ev/s offered" in done.stdout
     report = json.loads(out.read_text())
     latency = report["latency"]
     assert latency["sent"] == 600 and latency["received"] == 600
+    assert report["broker_round_trip"]["received"] == 600
+    assert 0 < latency["pipeline_cores"] <= latency["host_cores"]
     assert [run["received"] for run in report["latency_runs"]] == [600, 600]
     for key in ("p50_ms", "p99_ms", "max_ms"):
         assert _positive(latency[key]), key

@@ -84,6 +84,8 @@ def test_bad_env_value_names_the_env_var(monkeypatch: pytest.MonkeyPatch) -> Non
         ("STREAMSCORE_SHARDS", "0"),
         ("STREAMSCORE_MAX_MESSAGE_BYTES", "10"),
         ("STREAMSCORE_TOPIC_PARTITIONS", "-1"),
+        ("STREAMSCORE_SOURCE_LINGER_MS", "-1"),
+        ("STREAMSCORE_SOURCE_LINGER_MS", "1001"),
     ],
 )
 def test_out_of_range_env_value_names_the_env_var(
