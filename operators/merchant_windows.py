@@ -42,7 +42,17 @@ WINDOW_MS = 5 * 60_000
 # A late transaction at ``t >= wm - lateness - DAY`` (the oldest card history kept)
 # reads the window ending at ``floor(t / 5 min) * 5 min``: keep it until then.
 RETAIN_MS = WINDOW_MS + DAY
-_VALUE = struct.Struct(">qdq")  # txn_count, amount_sum, chargeback_count
+# A window's value: a format byte, txn_count and chargeback_count, then its amount sum
+# exactly, as a count of 2**-1074 (big-endian, unsigned, as long as it takes).
+_VALUE = struct.Struct(">Bqq")
+_EXACT = 1
+# The format before sums were exact: txn_count, amount_sum (a float), chargeback_count.
+_FLOAT_VALUE = struct.Struct(">qdq")
+# Every finite double is a whole number of 2**-1074 (the smallest subnormal).
+_UNIT_BITS = 1074
+_UNIT = 1 << _UNIT_BITS
+# (txn_count, amount sum in units of 2**-1074, chargeback_count)
+Window = tuple[int, int, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +88,7 @@ class MerchantWindowEngine:
         self._cache_max = config.cache_windows
         # Window values read or written, None where the store has none; ``_dirty``
         # ones differ from the store.
-        self._cache: dict[bytes, tuple[int, float, int] | None] = {}
+        self._cache: dict[bytes, Window | None] = {}
         self._dirty: set[bytes] = set()
         # The record being processed: the one to blame if processing raises.
         self.at: RawRecord | None = None
@@ -127,9 +137,12 @@ class MerchantWindowEngine:
         def bump(key: bytes, merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
             old = windows.get(key)
             if old is None:
-                old = (0, 0.0, 0)
+                old = (0, 0, 0)
                 changes[keys.timer_key(self._close, start + WINDOW_MS, merchant)] = b""
-            windows[key] = (old[0] + txns, old[1] + amount, old[2] + cbs)
+            # The sum is kept exact, so a window's aggregate does not depend on the order
+            # its transactions arrived in (partitions interleave differently on a replay).
+            units = exact_units(amount) if amount else 0
+            windows[key] = (old[0] + txns, old[1] + units, old[2] + cbs)
             dirty.add(key)
 
         update = watermarks.update
@@ -145,7 +158,7 @@ class MerchantWindowEngine:
                 prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is not None and self._purged(start, watermarks.current()):
                     prev = None  # as of this record the previous window is gone
-                count, _, cbs = prev if prev is not None else (0, 0.0, 0)
+                count, _, cbs = prev if prev is not None else (0, 0, 0)
                 counts.append(float(count))
                 rates.append(cbs / max(1, count))
                 if not env.late:
@@ -181,20 +194,19 @@ class MerchantWindowEngine:
         self._store.write(changes)
 
     def _write_dirty(self, changes: dict[bytes, bytes | None]) -> None:
-        pack, cache = _VALUE.pack, self._cache
+        cache = self._cache
         for key in self._dirty:
             value = cache[key]
-            changes[key] = None if value is None else pack(*value)
+            changes[key] = None if value is None else pack_window(value)
         self._dirty = set()
 
-    def _windows(self, wanted: set[bytes]) -> dict[bytes, tuple[int, float, int] | None]:
+    def _windows(self, wanted: set[bytes]) -> dict[bytes, Window | None]:
         """The cache, holding every ``wanted`` window (read from the store if missing)."""
         cache = self._cache
         missing = sorted(k for k in wanted if k not in cache)
         if missing:
-            unpack = _VALUE.unpack
             for k, v in zip(missing, self._store.get_many(missing), strict=True):
-                cache[k] = unpack(v) if v is not None else None
+                cache[k] = unpack_window(v) if v is not None else None
         return cache
 
     def advance(self, watermark: int) -> list[OutMessage]:
@@ -235,15 +247,13 @@ class MerchantWindowEngine:
         """Whether a window ending at ``window_end`` is deleted at ``watermark``."""
         return watermark != NO_WATERMARK and window_end + self._lateness + RETAIN_MS <= watermark
 
-    def _aggregate(
-        self, merchant: str, start: int, txns: int, amount: float, cbs: int
-    ) -> OutMessage:
+    def _aggregate(self, merchant: str, start: int, txns: int, units: int, cbs: int) -> OutMessage:
         body = {
             "merchant_id": merchant,
             "window_start": format_ms(start),
             "window_end": format_ms(start + WINDOW_MS),
             "txn_count": txns,
-            "amount_sum": amount,
+            "amount_sum": amount_sum(units),
             "chargeback_count": cbs,
             "chargeback_rate": cbs / max(1, txns),
         }
@@ -254,6 +264,40 @@ class MerchantWindowEngine:
             self._origin,
             start + WINDOW_MS,
         )
+
+
+def exact_units(amount: float) -> int:
+    """``amount`` (finite, not negative) as a whole number of 2**-1074, exactly.
+
+    >>> exact_units(0.5) == 1 << 1073
+    True
+    """
+    numerator, denominator = amount.as_integer_ratio()  # the denominator is a power of two
+    return numerator << (_UNIT_BITS + 1 - denominator.bit_length())
+
+
+def amount_sum(units: int) -> float:
+    """The float nearest an exact sum of :func:`exact_units` (what ``math.fsum`` gives).
+
+    >>> amount_sum(exact_units(0.1) + exact_units(0.2) + exact_units(0.3))
+    0.6
+    """
+    return units / _UNIT  # int / int is correctly rounded
+
+
+def pack_window(value: Window) -> bytes:
+    """A window's stored form."""
+    txns, units, cbs = value
+    return _VALUE.pack(_EXACT, txns, cbs) + units.to_bytes((units.bit_length() + 7) // 8)
+
+
+def unpack_window(blob: bytes) -> Window:
+    """A stored window, in either format (a float sum is exact as it stands)."""
+    if blob[0] == _EXACT:  # a float-format count would have to be 2**56 or more
+        _, txns, cbs = _VALUE.unpack_from(blob)
+        return txns, int.from_bytes(blob[_VALUE.size :]), cbs
+    txns, total, cbs = _FLOAT_VALUE.unpack(blob)
+    return txns, exact_units(total), cbs
 
 
 def _window_start(t: int) -> int:

@@ -12,9 +12,12 @@ has an identity that does not depend on the order shards or batches emit in:
 - ``aggregate <merchant_id>@<window_start>``: a closed merchant window.
 
 Drift and quality records depend on how the input is batched, so they are only
-counted. The fixture (``outputs.npz``) keeps each identity and a 6-byte
-blake2b digest of the canonical form: input identities as sorted, delta-coded
-integers, aggregate identities as sorted text, plus a JSON header.
+counted. An aggregate's ``amount_sum`` is compared to 6 decimal places: the
+pinned engine added a window's amounts in arrival order, today's engine gives
+their exact sum rounded once, and the inputs' amounts are whole cents. The
+fixture (``outputs.npz``) keeps each identity and a 6-byte blake2b digest of
+the canonical form: input identities as sorted, delta-coded integers,
+aggregate identities as sorted text, plus a JSON header.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ SCORE, DEAD_LETTER, AGGREGATE = "score", "dead-letter", "aggregate"
 _INPUT_KINDS = (SCORE, DEAD_LETTER)
 _SOURCE_BITS, _OFFSET_BITS = 8, 40
 FORMAT = 1
+AMOUNT_SUM_PLACES = 6
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -95,6 +99,10 @@ def canonicalize(outputs: list[Output]) -> Canonical:
         if key is None:
             result.counted[out.topic] += 1
             continue
+        if key.startswith(AGGREGATE):
+            # The pinned engine summed a window's amounts in arrival order; today's sum is
+            # exact (correctly rounded). Amounts are whole cents, so to 6 places both agree.
+            value["amount_sum"] = round(value["amount_sum"], AMOUNT_SUM_PLACES)
         if key in result.records:
             result.repeated.append(key)
         result.records[key] = canonical_json(out, value)

@@ -42,6 +42,18 @@ def start_flow(
         )
 
 
+def wait_until_reading(log: Path, timeout_s: float = 120.0) -> None:
+    """Wait until a flow writing to ``log`` has loaded its model and is about to read Kafka.
+
+    On a loaded machine start-up can outlast a test's whole input; a test that
+    needs output spread over several epochs publishes only after this.
+    """
+    deadline = time.monotonic() + timeout_s
+    while "reading" not in log.read_text():
+        assert time.monotonic() < deadline, f"the flow did not start in {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
 def simulated_log(seed: int, count: int, *, cards: int = 400) -> list[tuple[bytes, bytes]]:
     """``count`` simulated transactions as (key, value) pairs, in event order."""
     events = (e for e in simulate(SimConfig(seed=seed, cards=cards), count * 3))

@@ -24,7 +24,6 @@ import os
 import pickle
 import random
 import signal
-import struct
 import threading
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from flows.testing import ReplayRecord, run_log
+from operators.merchant_windows import unpack_window
 from schemas.settings import Settings
 from state import keys
 from state.rocksdb import RocksStore, process_state_path
@@ -85,11 +85,8 @@ def _without_processing_time(score: dict[str, Any]) -> dict[str, Any]:
 def _state_entries(path: Path) -> dict[bytes, object]:
     """The shards' data in a process store (versions and undo records left out), decoded.
 
-    Card blobs are compared unpickled (pickle's bytes depend on string sharing);
-    a window's amount sum to 1e-6 (float addition follows arrival order across
-    partitions, which differs between any two runs).
+    Card blobs are compared unpickled (pickle's bytes depend on string sharing).
     """
-    window = struct.Struct(">qdq")
     store = RocksStore(path)
     out: dict[bytes, object] = {}
     try:
@@ -98,8 +95,7 @@ def _state_entries(path: Path) -> dict[bytes, object]:
             if namespace == keys.CARD:
                 out[key] = pickle.loads(value)
             elif namespace == keys.WINDOW:
-                count, amount, chargebacks = window.unpack(value)
-                out[key] = (count, round(amount, 6), chargebacks)
+                out[key] = unpack_window(value)
             else:
                 out[key] = value
         return out

@@ -49,6 +49,7 @@ from tests.integration.crash_helpers import (
     publish_log,
     simulated_log,
     start_flow,
+    wait_until_reading,
 )
 from tests.integration.kafka_helpers import OwnBroker, produce, run_flow_to_end
 
@@ -239,7 +240,9 @@ def test_a_crash_right_after_the_kafka_commit_replays_nothing_twice(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    # Paced, so that output comes in several epochs and the crash lands mid-stream.
+    # Paced, once the child reads, so that output comes in several epochs and the crash
+    # lands mid-stream (on a loaded machine start-up can outlast unpaced input).
+    wait_until_reading(log)
     sent = publish_log(settings, simulated_log(54, 3_000), rate_per_s=500)
     assert child.wait(timeout=120) == 137, log.read_text()[-3000:]
     final = start_flow(env, recovery, log, *EPOCH, "--until-eof")

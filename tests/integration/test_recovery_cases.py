@@ -29,6 +29,7 @@ from tests.integration.crash_helpers import (
     replayed_rows,
     simulated_log,
     start_flow,
+    wait_until_reading,
 )
 from tests.integration.kafka_helpers import OwnBroker, read_all
 
@@ -69,9 +70,7 @@ def test_graceful_stop_then_restart_gives_zero_duplicates(
     flow = start_flow(env, recovery, log, *EPOCH)
     sent = publish_log(settings, records[:3_000], rate_per_s=1_000)
     # On a loaded machine start-up can outlast the publishing: signal a running flow.
-    deadline = time.monotonic() + 120
-    while "reading" not in log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until_reading(log)
     time.sleep(1.0)
     flow.send_signal(signal.SIGTERM)
     assert flow.wait(timeout=60) == 0, log.read_text()[-3000:]
