@@ -666,7 +666,7 @@ def assert_matches_oracle(got: LogResult, want: OracleResult) -> None:
         got_w = got_windows[key]
         assert got_w["txn_count"] == want_w.txn_count, f"{key} txn_count"
         assert got_w["chargeback_count"] == want_w.chargeback_count, f"{key} chargeback_count"
-        assert _close(got_w["amount_sum"], want_w.amount_sum), f"{key} amount_sum"
+        assert got_w["amount_sum"] == want_w.amount_sum, f"{key} amount_sum"  # both exact sums
         assert _close(got_w["chargeback_rate"], want_w.chargeback_rate), f"{key} chargeback_rate"
 
 
