@@ -1,8 +1,8 @@
 """The decoder's fast path: msgspec reads the common records, pydantic decides the rest.
 
 pydantic (:mod:`schemas.records`) is the authority on the contract. This
-module only answers, for one raw value, "pydantic would accept this record and
-build exactly this instance", or ``None`` ("ask pydantic"). It answers only
+module only answers, for one raw value, "pydantic would accept this record, and
+these are its values", or ``None`` ("ask pydantic"). It answers only
 for values where the two parsers cannot disagree:
 
 - ASCII bytes with no backslash: no escapes, surrogates, invalid UTF-8 or
@@ -20,11 +20,14 @@ for values where the two parsers cannot disagree:
   validator calls, accepts.
 
 Any other value (whatever msgspec rejects, too) goes to pydantic, which gives
-the verdict and its error text. The instance is built as validation leaves
-one: the same ``__dict__`` (every field, defaults included, in field order),
-fields set, and no extras or private attributes (pydantic's four instance
-slots, set as ``model_construct`` sets them, without its per-field work).
-``tests/unit/operators/test_decode_fast.py`` holds both paths to one verdict.
+the verdict and its error text. A transaction is answered as the values the
+decoder's columns keep (:func:`operators.messages.txn_row` of the instance
+pydantic would build), and no instance is built. A chargeback is built as
+validation leaves one: the same ``__dict__`` (every field, defaults included,
+in field order), fields set, and no extras or private attributes (pydantic's
+four instance slots, set as ``model_construct`` sets them, without its
+per-field work). ``tests/unit/operators/test_decode_fast.py`` holds both paths
+to one verdict and the same values.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from operators.internals import rebuild_model
-from schemas.records import Chargeback, Transaction
+from operators.messages import TxnRow
+from schemas.records import Chargeback
 from schemas.timefmt import parse_event_time
 
 _Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -68,14 +72,11 @@ class _Cb(Struct, forbid_unknown_fields=True):
 
 _TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
 _CB_DECODER: Final = msgspec.json.Decoder(_Cb)
-_TXN_REQUIRED: Final = frozenset(
-    ("event_id", "card_id", "merchant_id", "amount", "currency", "event_time")
-)
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
 
 
-def fast_transaction(value: bytes) -> Transaction | None:
-    """The :class:`Transaction` pydantic would build from ``value``; None: ask pydantic."""
+def fast_transaction(value: bytes) -> TxnRow | None:
+    """The column values of the :class:`Transaction` pydantic would build; None: ask pydantic."""
     if not (value.isascii() and b"\\" not in value):
         return None
     try:
@@ -83,44 +84,25 @@ def fast_transaction(value: bytes) -> Transaction | None:
     except msgspec.DecodeError:
         return None
     event_time, country, channel, device_id = r.event_time, r.country, r.channel, r.device_id
-    fields_set = set(_TXN_REQUIRED)
+    keys = 6  # the required ones
     strings = 4 + isinstance(event_time, str)  # string values: ids, currency, event_time
-    if country is UNSET:
-        country = None
-    else:
-        fields_set.add("country")
+    if country is not UNSET:
+        keys += 1
         strings += country is not None
-    if channel is UNSET:
-        channel = None
-    else:
-        fields_set.add("channel")
+    if channel is not UNSET:
+        keys += 1
         strings += channel is not None
-    if device_id is UNSET:
-        device_id = None
-    else:
-        fields_set.add("device_id")
+    if device_id is not UNSET:
+        keys += 1
         strings += device_id is not None
-    if value.count(b'"') != 2 * (len(fields_set) + strings):
+    if value.count(b'"') != 2 * (keys + strings):
         return None  # a key named twice
     try:
         ms = parse_event_time(event_time)
     except ValueError:
         return None
-    return rebuild_model(
-        Transaction,
-        {
-            "event_id": r.event_id,
-            "card_id": r.card_id,
-            "merchant_id": r.merchant_id,
-            "amount": r.amount,
-            "currency": r.currency,
-            "event_time": ms,
-            "country": country,
-            "channel": channel,
-            "device_id": device_id,
-        },
-        fields_set,
-    )
+    has_device = device_id is not UNSET and device_id is not None
+    return (r.event_id, r.card_id, r.merchant_id, ms, r.amount, channel == "ecom", has_device)
 
 
 def fast_chargeback(value: bytes) -> Chargeback | None:
