@@ -55,6 +55,27 @@ def read_cpu_s(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def parse_host_busy_ticks(stat: str) -> int:
+    """Busy clock ticks of every CPU together, from the ``cpu`` line of ``/proc/stat``.
+
+    Busy is every state but idle and iowait (user, nice, system, irq, softirq, steal).
+
+    >>> parse_host_busy_ticks("cpu  100 5 50 1000 20 3 2 1 0 0\\ncpu0 1 2 3 4")
+    161
+    """
+    fields = [int(f) for f in stat.split("\n", 1)[0].split()[1:9]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def read_host_busy_s() -> float:
+    """CPU seconds the whole host has been busy since boot (0.0 where /proc/stat is absent)."""
+    try:
+        ticks = parse_host_busy_ticks(Path("/proc/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def read_vm_hwm_kib(pid: int) -> int | None:
     """Peak RSS of a live process in KiB, or None once it is gone (or on non-Linux)."""
     try:

@@ -63,7 +63,7 @@ from benchmarks.kafka_load import (
 )
 from benchmarks.latency import LatencyPlan, measure_latency, templates
 from benchmarks.options import BenchConfig
-from benchmarks.procs import Children, tail
+from benchmarks.procs import Children, read_host_busy_s, tail
 from benchmarks.report import (
     CardsRss,
     KafkaClient,
@@ -196,6 +196,7 @@ def _pipeline_phase(
     s.say(f"{label}: starting {processes} pipeline process(es); logs in {logs[0].parent}")
     try:
         spawned = time.perf_counter()
+        host_busy_at_spawn = host_busy_at_change = read_host_busy_s()
         procs = [
             s.children.spawn(argv, env=env, log=log)
             for argv, log in zip(pipeline_argv(processes, until_eof=True), logs, strict=True)
@@ -211,6 +212,7 @@ def _pipeline_phase(
             now = time.perf_counter()
             if count > last_count:
                 last_count, last_change = count, now
+                host_busy_at_change = read_host_busy_s()
                 if first is None:
                     first, first_count = now, count
             exited = [p.poll() for p in procs]
@@ -262,6 +264,7 @@ def _pipeline_phase(
         peak_rss_mib=rss_mib,
         cpu_s=cpu_s,
         startup_separated=separated,
+        host_busy_s=host_busy_at_change - host_busy_at_spawn,
     )
     s.say(
         f"{label}: {result.done:,} scores; {result.raw_events_per_s:,.0f} ev/s from spawn, "

@@ -111,6 +111,11 @@ DEFINITIONS = {
         "cpu_us_per_event by the transactions sent: the load a step's fixed cost puts on the "
         "pipeline at a rate it keeps up with, where full batches amortise it"
     ),
+    "host_cores": (
+        "busy CPU seconds of the whole host (/proc/stat: all but idle and iowait) from spawn "
+        "to the last output, over that time; other_cores is what the measured processes did "
+        "not use of it (the broker, the benchmark's own reader): whether the host was the limit"
+    ),
     "peak_rss_mib": "VmHWM of each pipeline process from /proc/<pid>/status, polled every 0.1 s",
     "cpu_s": (
         "user + system CPU seconds of each process (/proc/<pid>/stat) from spawn to the last "
@@ -138,6 +143,8 @@ class Throughput:
     # False when every output showed up at once, so the startup-excluded figure
     # could not be told apart: it is then the raw one.
     startup_separated: bool = True
+    # CPU seconds the whole host was busy over the same span (0.0: not measured).
+    host_busy_s: float = 0.0
 
     @property
     def raw_events_per_s(self) -> float:
@@ -153,6 +160,24 @@ class Throughput:
     def cpu_us_per_event(self) -> float:
         """CPU microseconds per event, all processes together, startup included."""
         return sum(self.cpu_s) / self.done * 1e6 if self.done else 0.0
+
+    @property
+    def host_cores(self) -> float:
+        """Cores the whole host kept busy from spawn to the last output (0.0: not measured)."""
+        return self.host_busy_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def other_cores(self) -> float:
+        """Of :attr:`host_cores`, what the measured processes did not use: the broker, the rest.
+
+        >>> Throughput(label="x", processes=1, expected=1, done=1, wall_s=10.0, startup_s=1.0,
+        ...     steady_events=1, steady_s=9.0, complete=True, cpu_s=(12.0,),
+        ...     host_busy_s=19.0).other_cores
+        0.7
+        """
+        if not self.host_busy_s:
+            return 0.0
+        return round(max(0.0, self.host_busy_s - sum(self.cpu_s)) / self.wall_s, 6)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -476,6 +501,8 @@ def _throughput_json(t: Throughput) -> dict[str, object]:
     out["peak_rss_mib"] = list(t.peak_rss_mib)
     out["cpu_s"] = list(t.cpu_s)
     out["cpu_us_per_event"] = t.cpu_us_per_event
+    out["host_cores"] = t.host_cores
+    out["other_cores"] = t.other_cores
     out["raw_events_per_s"] = t.raw_events_per_s
     out["steady_events_per_s"] = t.steady_events_per_s
     return out
@@ -584,12 +611,13 @@ def _fmt_ratio(value: float | None) -> str:
 def summary_lines(results: Results) -> list[str]:
     """The figures as a few human-readable lines."""
     header = f"{'throughput, events/s':<34}{'raw (from spawn)':>18}{'startup-excluded':>18}"
-    lines = [header + "   startup  CPU us/event"]
+    lines = [header + "   startup  CPU us/event  host cores (others)"]
     for t in results.throughputs:
         done = "" if t.complete else f"  INCOMPLETE: {t.done:,} of {t.expected:,}"
+        host = f"{t.host_cores:6.2f} ({t.other_cores:.2f})" if t.host_busy_s else f"{'-':>6}"
         lines.append(
             f"  {t.label:<32}{t.raw_events_per_s:>18,.0f}{t.steady_events_per_s:>18,.0f}"
-            f"  {t.startup_s:6.2f} s  {t.cpu_us_per_event:12.1f}{done}"
+            f"  {t.startup_s:6.2f} s  {t.cpu_us_per_event:12.1f}  {host}{done}"
         )
     lines.append(
         "ratios (startup-excluded): "

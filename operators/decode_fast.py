@@ -32,7 +32,7 @@ to one verdict and the same values.
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -73,33 +73,23 @@ class _Cb(Struct, forbid_unknown_fields=True):
 _TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
 _CB_DECODER: Final = msgspec.json.Decoder(_Cb)
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
+_S = TypeVar("_S", _Txn, _Cb)
 
 
 def fast_transaction(value: bytes) -> TxnRow | None:
     """The column values of the :class:`Transaction` pydantic would build; None: ask pydantic."""
-    if not (value.isascii() and b"\\" not in value):
+    r = _plain(value, _TXN_DECODER)
+    if r is None:
         return None
-    try:
-        r = _TXN_DECODER.decode(value)
-    except msgspec.DecodeError:
-        return None
-    event_time, country, channel, device_id = r.event_time, r.country, r.channel, r.device_id
+    channel, device_id = r.channel, r.device_id
     keys = 6  # the required ones
-    strings = 4 + isinstance(event_time, str)  # string values: ids, currency, event_time
-    if country is not UNSET:
-        keys += 1
-        strings += country is not None
-    if channel is not UNSET:
-        keys += 1
-        strings += channel is not None
-    if device_id is not UNSET:
-        keys += 1
-        strings += device_id is not None
-    if value.count(b'"') != 2 * (keys + strings):
-        return None  # a key named twice
-    try:
-        ms = parse_event_time(event_time)
-    except ValueError:
+    strings = 4  # string values besides event_time: the ids and currency
+    for text in (r.country, channel, device_id):
+        if text is not UNSET:
+            keys += 1
+            strings += text is not None
+    ms = _event_ms(value, r.event_time, keys, strings)
+    if ms is None:
         return None
     has_device = device_id is not UNSET and device_id is not None
     return (r.event_id, r.card_id, r.merchant_id, ms, r.amount, channel == "ecom", has_device)
@@ -107,34 +97,51 @@ def fast_transaction(value: bytes) -> TxnRow | None:
 
 def fast_chargeback(value: bytes) -> Chargeback | None:
     """The :class:`Chargeback` pydantic would build from ``value``; None: ask pydantic."""
-    if not (value.isascii() and b"\\" not in value):
+    r = _plain(value, _CB_DECODER)
+    if r is None:
         return None
-    try:
-        r = _CB_DECODER.decode(value)
-    except msgspec.DecodeError:
-        return None
-    event_time, card_id = r.event_time, r.card_id
+    card_id = r.card_id
     fields_set = set(_CB_REQUIRED)
-    strings = 3 + isinstance(event_time, str)  # string values: ids, event_time
+    strings = 3  # string values besides event_time: the ids
     if card_id is UNSET:
         card_id = None
     else:
         fields_set.add("card_id")
         strings += card_id is not None
-    if value.count(b'"') != 2 * (len(fields_set) + strings):
+    ms = _event_ms(value, r.event_time, len(fields_set), strings)
+    if ms is None:
+        return None
+    values = {
+        "event_id": r.event_id,
+        "txn_event_id": r.txn_event_id,
+        "merchant_id": r.merchant_id,
+        "card_id": card_id,
+        "event_time": ms,
+    }
+    return rebuild_model(Chargeback, values, fields_set)
+
+
+def _plain(value: bytes, decoder: msgspec.json.Decoder[_S]) -> _S | None:
+    """``value`` read by ``decoder`` when it is plain ASCII without escapes; else None."""
+    if not (value.isascii() and b"\\" not in value):
+        return None
+    try:
+        return decoder.decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
+def _event_ms(value: bytes, event_time: int | str, keys: int, strings: int) -> int | None:
+    """``event_time`` in ms when ``value`` names each of its ``keys`` once; else None.
+
+    ``strings`` counts the string values other than ``event_time``: the value
+    holds two quotes per key and per string value, and no more unless a key is
+    named twice.
+    """
+    strings += isinstance(event_time, str)
+    if value.count(b'"') != 2 * (keys + strings):
         return None  # a key named twice
     try:
-        ms = parse_event_time(event_time)
+        return parse_event_time(event_time)
     except ValueError:
         return None
-    return rebuild_model(
-        Chargeback,
-        {
-            "event_id": r.event_id,
-            "txn_event_id": r.txn_event_id,
-            "merchant_id": r.merchant_id,
-            "card_id": card_id,
-            "event_time": ms,
-        },
-        fields_set,
-    )

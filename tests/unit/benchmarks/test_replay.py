@@ -16,7 +16,7 @@ import pytest
 from benchmarks import jvm_peer
 from benchmarks.latency import LatencyPlan, score_seq, templates
 from benchmarks.options import DEFAULT_OUT, BenchConfig, config_from_args
-from benchmarks.procs import parse_cpu_ticks, parse_vm_hwm_kib
+from benchmarks.procs import parse_cpu_ticks, parse_host_busy_ticks, parse_vm_hwm_kib
 from benchmarks.replay import pipeline_argv, pipeline_env
 from benchmarks.report import (
     CardsRss,
@@ -463,6 +463,21 @@ def test_cpu_ticks_parsing_survives_odd_process_names() -> None:
 def test_cpu_per_event_sums_every_process() -> None:
     t = replace(_throughput("x", 10_000.0, processes=2), cpu_s=(3.0, 1.0))
     assert t.cpu_us_per_event == pytest.approx(40.0)  # 4 s over 100,000 events
+
+
+def test_host_cores_split_what_the_pipeline_used_from_the_rest() -> None:
+    # 10 s from spawn to the last output; the host was busy 18 s, the processes 14 s of it.
+    t = replace(
+        _throughput("x", 10_000.0, processes=2), wall_s=10.0, cpu_s=(8.0, 6.0), host_busy_s=18.0
+    )
+    assert t.host_cores == pytest.approx(1.8)
+    assert t.other_cores == pytest.approx(0.4)
+    assert replace(t, host_busy_s=0.0).other_cores == 0.0  # not measured
+
+
+def test_host_busy_ticks_leave_out_idle_and_iowait() -> None:
+    line = "cpu  10 1 4 500 30 2 3 0 7 0\ncpu0 5 0 2 250 15 1 1 0 0 0\n"
+    assert parse_host_busy_ticks(line) == 10 + 1 + 4 + 2 + 3 + 0
 
 
 def test_vm_hwm_parsing() -> None:
