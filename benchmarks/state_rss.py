@@ -43,11 +43,14 @@ def _run(kind: str, cards: int, batch: int, cache: int, queue: mp.Queue[dict[str
     wm = MinWatermark()
     started = time.perf_counter()
     for lo in range(0, cards, batch):
-        txns = TxnColumns()
-        for i in range(lo, min(cards, lo + batch)):
-            t = T0 + i  # one event per card, a millisecond apart
-            row = (f"e{i}", f"card-{i:07d}", f"m{i % 5000}", t, float(i % 500), False, False)
-            txns.append(row, RawRecord("transactions", 0, i, None, None, t), False, t - 5000)
+        span = range(lo, min(cards, lo + batch))
+        # One event per card, a millisecond apart.
+        rows = [
+            (f"e{i}", f"card-{i:07d}", f"m{i % 5000}", T0 + i, float(i % 500), False, False)
+            for i in span
+        ]
+        raws = [RawRecord("transactions", 0, i, None, None, T0 + i) for i in span]
+        txns = TxnColumns.from_rows(rows, raws, [False] * len(span), [T0 + i - 5000 for i in span])
         engine.process(txns, wm)
     engine.flush()
     elapsed = time.perf_counter() - started

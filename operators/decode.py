@@ -100,7 +100,11 @@ class PartitionDecoder:
 
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
         """Decode a batch in offset order."""
-        txns = TxnColumns()
+        # The accepted transactions' rows and their other columns, made columns at the end.
+        rows: list[TxnRow] = []
+        raws: list[RawRecord] = []
+        lates: list[bool] = []
+        marks: list[int] = []
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
         parse, observe, to_dead = self._parse, self._wm.observe, self._dead
@@ -140,7 +144,10 @@ class PartitionDecoder:
                 )
                 dead.append(to_dead(rec, "timestamp", error))
             elif isinstance(record, tuple):
-                txns.append(record, rec, verdict == "late", self._wm.watermark)
+                rows.append(record)
+                raws.append(rec)
+                lates.append(verdict == "late")
+                marks.append(self._wm.watermark)
             else:
                 cbs.append(CbEnvelope(record, rec, self._wm.watermark))
         wm = self._wm.watermark
@@ -150,6 +157,7 @@ class PartitionDecoder:
         if broadcast:
             self._broadcast_wm = wm
         self._idle = False
+        txns = TxnColumns.from_rows(rows, raws, lates, marks)
         return PartitionBatch(self._source, self._kind, wm, False, txns, cbs, dead, broadcast)
 
     def idle(self) -> PartitionBatch:

@@ -108,19 +108,18 @@ class TxnColumns:
             return NotImplemented
         return self._columns() == other._columns()
 
-    def append(self, row: TxnRow, raw: RawRecord, late: bool, watermark: int) -> None:
-        """Add one transaction (``row``: :func:`txn_row` of it) at the end."""
-        event_id, card_id, merchant_id, event_time, amount, ecom, has_device = row
-        self.event_id.append(event_id)
-        self.card_id.append(card_id)
-        self.merchant_id.append(merchant_id)
-        self.event_time.append(event_time)
-        self.amount.append(amount)
-        self.ecom.append(ecom)
-        self.has_device.append(has_device)
-        self.late.append(late)
-        self.watermark.append(watermark)
-        self.raw.append(raw)
+    @classmethod
+    def from_rows(
+        cls, rows: list[TxnRow], raw: list[RawRecord], late: list[bool], watermark: list[int]
+    ) -> TxnColumns:
+        """Transactions ``rows`` (each :func:`txn_row` of one), with their other columns.
+
+        Transposed in one C-level ``zip``: cheaper than appending to each column per row.
+        """
+        if not rows:
+            return cls(late=late, watermark=watermark, raw=raw)
+        ids, cards, merchants, times, amounts, ecom, devices = map(list, zip(*rows, strict=True))
+        return cls(ids, cards, merchants, times, amounts, ecom, devices, late, watermark, raw)
 
     def take(self, rows: Sequence[int]) -> TxnColumns:
         """The rows ``rows``, in that order, copied."""

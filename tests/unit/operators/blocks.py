@@ -26,10 +26,13 @@ class TxnRecord:
 
 def columns_of(records: Iterable[TxnRecord]) -> TxnColumns:
     """``records`` as the decoder's columns, in order."""
-    out = TxnColumns()
-    for rec in records:
-        out.append(txn_row(rec.txn), rec.raw, rec.late, rec.watermark)
-    return out
+    recs = list(records)
+    return TxnColumns.from_rows(
+        [txn_row(rec.txn) for rec in recs],
+        [rec.raw for rec in recs],
+        [rec.late for rec in recs],
+        [rec.watermark for rec in recs],
+    )
 
 
 @dataclass(slots=True)
