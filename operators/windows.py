@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -383,7 +384,14 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
     the record before it, and the sort is stable, so its watermark applies
     after that record and before the ones after it, never to records it came
     after.
+
+    A single block and no chargebacks (one card shard's step, the common case)
+    need no sort: the card stage emits its rows in ingest order, so the sort
+    would keep every row and tick where it is.
     """
+    featured = [(si.origin, si.featured) for si in values if si.featured is not None]
+    if len(featured) == 1 and not any(si.chargebacks for si in values):
+        return _in_block_order(*featured[0])
     keyed: list[tuple[tuple[int, str, int], tuple[int, int] | CbEnvelope | Tick, str]] = []
     blocks: list[FeatureBlock] = []
     for shard_input in values:
@@ -431,6 +439,19 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
             [],
         )
     return whole, steps
+
+
+def _in_block_order(origin: str, block: FeatureBlock) -> tuple[FeatureBlock, list[MerchantStep]]:
+    """One sender's block as the merchant stage's steps: its rows, its ticks in their places."""
+    n = len(block)
+    steps: list[MerchantStep] = []
+    last = 0
+    for pos, wm in block.ticks:
+        steps.extend(zip(repeat(origin), range(last, pos)))
+        steps.append((origin, Tick(wm)))
+        last = max(last, pos)
+    steps.extend(zip(repeat(origin), range(last, n)))
+    return FeatureBlock(block.txns, block.features, block.watermarks, []), steps
 
 
 def _ingest_order(item: CbEnvelope) -> tuple[int, str, int]:
