@@ -118,15 +118,11 @@ class PartitionDecoder:
             try:
                 value = rec.value
                 record = fast(value) if value is not None and len(value) <= limit else None
-                if record is None:
-                    parsed = parse(rec)
-                    if isinstance(parsed, tuple):
-                        reason, error = parsed
-                        if reason == "oversize":
-                            rec = _cut(rec, self._config.max_message_bytes)
-                        dead.append(to_dead(rec, reason, error))
-                        continue
-                    record = txn_row(parsed) if isinstance(parsed, Transaction) else parsed
+                parsed = parse(rec) if record is None else None
+                if isinstance(parsed, Transaction):
+                    record = txn_row(parsed)
+                elif isinstance(parsed, Chargeback):
+                    record = parsed
             except Exception as exc:
                 # Every failure a record can cause on purpose is classified above; this
                 # one is a bug. Nothing was changed yet, so the record is skipped now.
@@ -134,6 +130,13 @@ class PartitionDecoder:
                 error = f"decoding raised {type(exc).__name__}: {exc}; skipped"
                 dead.append(to_dead(rec, "quarantined", error))
                 continue
+            if isinstance(parsed, tuple):
+                reason, error = parsed
+                if reason == "oversize":
+                    rec = _cut(rec, self._config.max_message_bytes)
+                dead.append(to_dead(rec, reason, error))
+                continue
+            assert record is not None  # the fast path's values, or pydantic's record
             event_time = record[3] if isinstance(record, tuple) else record.event_time
             verdict = observe(event_time, rec.timestamp_ms, now)
             if verdict == "future":

@@ -1,10 +1,12 @@
-"""The envelopes that travel between operators: records as consumed and as produced.
+"""What travels between operators: records as consumed and as produced, and their batches.
 
-Items in the dataflow are *batches* (lists) of these, not single records:
-one bytewax item per Kafka poll keeps the engine's per-item cost off the hot path.
-They are slotted but not frozen: several are built per event, and a frozen
-dataclass sets each field through ``object.__setattr__``, several times the
-cost of a plain assignment. Treat them as read-only all the same.
+Items in the dataflow are *batches*, not single records: one bytewax item per
+Kafka poll keeps the engine's per-item cost off the hot path. Transactions
+travel as columns (:class:`TxnColumns`, then :class:`FeatureBlock`); raw
+records, chargebacks and output messages as objects. They are slotted but not
+frozen: a frozen dataclass sets each field through ``object.__setattr__``,
+several times the cost of a plain assignment. Treat them as read-only all
+the same.
 """
 
 from __future__ import annotations
@@ -125,9 +127,9 @@ class TxnColumns:
         """The rows ``rows``, in that order, copied."""
         if not rows:
             return TxnColumns()
-        get = itemgetter(*rows)
-        if len(rows) == 1:
+        if len(rows) == 1:  # itemgetter of one index gives the item, not a tuple
             return TxnColumns(*([column[rows[0]]] for column in self._columns()))
+        get = itemgetter(*rows)
         return TxnColumns(*(list(get(column)) for column in self._columns()))
 
     def rows(self, lo: int, hi: int) -> TxnColumns:
