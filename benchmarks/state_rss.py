@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 from operators.card_features import CardConfig, CardFeatureEngine
-from operators.messages import OutMessage, RawRecord, TxnEnvelope
+from operators.messages import OutMessage, RawRecord, TxnColumns
 from operators.watermarks import MinWatermark, TimeConfig
-from schemas.records import Transaction
 from schemas.settings import Settings
 from state.memory import MemoryStore
 from state.rocksdb import RocksStore
@@ -33,8 +32,8 @@ from state.store import StateStore
 T0 = 1_795_392_000_000
 
 
-def _no_dead(env: TxnEnvelope, error: str) -> OutMessage:
-    raise AssertionError(f"unexpected duplicate {env.txn.event_id}: {error}")
+def _no_dead(raw: RawRecord, error: str) -> OutMessage:
+    raise AssertionError(f"unexpected duplicate at offset {raw.offset}: {error}")
 
 
 def _run(kind: str, cards: int, batch: int, cache: int, queue: mp.Queue[dict[str, float]]) -> None:
@@ -44,20 +43,15 @@ def _run(kind: str, cards: int, batch: int, cache: int, queue: mp.Queue[dict[str
     wm = MinWatermark()
     started = time.perf_counter()
     for lo in range(0, cards, batch):
-        envs = []
-        for i in range(lo, min(cards, lo + batch)):
-            t = T0 + i  # one event per card, a millisecond apart
-            txn = Transaction(
-                event_id=f"e{i}",
-                card_id=f"card-{i:07d}",
-                merchant_id=f"m{i % 5000}",
-                amount=float(i % 500),
-                currency="EUR",
-                event_time=t,
-            )
-            raw = RawRecord("transactions", 0, i, None, None, t)
-            envs.append(TxnEnvelope(txn, raw, False, t - 5000))
-        engine.process(envs, wm)
+        span = range(lo, min(cards, lo + batch))
+        # One event per card, a millisecond apart.
+        rows = [
+            (f"e{i}", f"card-{i:07d}", f"m{i % 5000}", T0 + i, float(i % 500), False, False)
+            for i in span
+        ]
+        raws = [RawRecord("transactions", 0, i, None, None, T0 + i) for i in span]
+        txns = TxnColumns.from_rows(rows, raws, [False] * len(span), [T0 + i - 5000 for i in span])
+        engine.process(txns, wm)
     engine.flush()
     elapsed = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

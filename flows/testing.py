@@ -48,7 +48,7 @@ from flows.dataflow import build_flow
 from models.registry import DeploymentConfig, ModelRegistry
 from operators.decode import PartitionDecoder
 from operators.kafka_io import DecoderFactory
-from operators.messages import OutMessage, PartitionBatch, RawRecord
+from operators.messages import OutMessage, PartitionBatch, RawRecord, TxnColumns
 from operators.metrics import ServiceMetrics
 from operators.placement import shard_keys
 from operators.watermarks import TimeConfig
@@ -196,7 +196,7 @@ class _LogReader(_LogPartition):
                 raise StopIteration
             self._flush = False
             return [
-                PartitionBatch(source, kind, FLUSH_WATERMARK, False, [], [], [], True)
+                PartitionBatch(source, kind, FLUSH_WATERMARK, False, TxnColumns(), [], [], True)
                 for source, (kind, _) in self._decoders.items()
             ]
         first = raws[start]

@@ -39,9 +39,8 @@ import numpy as np
 from operators import card_kernel as kernel
 from operators.card_kernel import CAP, HEAD, NS, POSITION_BITS, POSITION_MASK, SLOW, N
 from operators.columns import BLOCK_COLUMNS
-from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnEnvelope
+from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnColumns
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
-from schemas.records import Transaction
 from state import keys
 from state.store import StateStore
 
@@ -69,6 +68,9 @@ class CardConfig:
     # Decoded cards kept in memory per engine (0: read and write RocksDB every batch).
     cache_cards: int = 0
 
+
+# One transaction as the card engine places it: time, amount, merchant, event id.
+_Event = tuple[int, float, str, str]
 
 # Past this many interned merchant ids the engine writes back and forgets its cached
 # cards and starts the codes afresh, so the table stays bounded on an endless stream.
@@ -105,7 +107,7 @@ class CardFeatureEngine:
         self,
         config: CardConfig,
         store: StateStore,
-        dead_letter: Callable[[TxnEnvelope, str], OutMessage],
+        dead_letter: Callable[[RawRecord, str], OutMessage],
         *,
         shard: str = "",
     ) -> None:
@@ -125,7 +127,7 @@ class CardFeatureEngine:
         kernel.compile_kernels()
 
     def process(
-        self, batch: Iterable[TxnEnvelope], watermarks: MinWatermark
+        self, batch: TxnColumns, watermarks: MinWatermark
     ) -> tuple[FeatureBlock, list[OutMessage]]:
         """The batch's featured transactions, in order, and dead letters for duplicates.
 
@@ -133,13 +135,12 @@ class CardFeatureEngine:
         a duplicate; a duplicate leaves a tick in its place, so the watermark it
         carried still reaches the next operator in order.
         """
-        batch = list(batch)
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
-        cards, created = self._cards(Counter(env.txn.card_id for env in batch))
+        cards, created = self._cards(Counter(batch.card_id))
         dirty = self._dirty
         dead: list[OutMessage] = []
-        envs: list[TxnEnvelope] = []
+        kept: list[int] = []
         marks: list[int] = []
         ticks: list[tuple[int, int]] = []
         # One row of features per scored transaction; the kernel fills its card columns.
@@ -149,39 +150,49 @@ class CardFeatureEngine:
         lateness, gap, step = self._lateness, self._gap, kernel.card_step
         merchants = self._merchants
         codes = merchants.codes
-        for env in batch:
-            raw = self.at = env.raw
-            update(raw.source, env.watermark)
+        columns = zip(
+            batch.raw,
+            batch.watermark,
+            batch.card_id,
+            batch.event_id,
+            batch.event_time,
+            batch.amount,
+            batch.merchant_id,
+            batch.late,
+            strict=True,
+        )
+        for i, (raw, watermark, card_id, event_id, t, amount, merchant, late) in enumerate(columns):
+            self.at = raw
+            update(raw.source, watermark)
             wm = current()
-            txn = env.txn
-            card_id = txn.card_id
             card = cards[card_id]
             horizon = wm - lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            event_id, ids = txn.event_id, card.ids
-            if event_id in ids and _is_duplicate(card, txn, horizon):
-                dead.append(self._dead_letter(env, "event_id already accepted for this card"))
+            ids = card.ids
+            if event_id in ids and _is_duplicate(card, event_id, t, horizon):
+                dead.append(self._dead_letter(raw, "event_id already accepted for this card"))
                 ticks.append((row, wm))
                 continue
-            code = codes.get(txn.merchant_id)
+            code = codes.get(merchant)
             if code is None:
-                code = merchants.code(txn.merchant_id)
-            accept = not env.late
+                code = merchants.code(merchant)
+            accept = not late
             if accept:
                 dirty.add(card_id)
             prune = card_id in dirty
-            done = step(
-                card.buf, matrix, row, txn.event_time, txn.amount, code, horizon, gap, accept, prune
-            )
+            done = step(card.buf, matrix, row, t, amount, code, horizon, gap, accept, prune)
             if done == SLOW:
-                done = self._accept(card, txn, code, horizon, prune, matrix, row)
+                done = self._accept(
+                    card, (t, amount, merchant, event_id), code, horizon, prune, matrix, row
+                )
             if accept:
                 ids.insert(done & POSITION_MASK, event_id)
             if done >> POSITION_BITS:
                 del ids[: done >> POSITION_BITS]
-            envs.append(env)
+            kept.append(i)
             marks.append(wm)
             row += 1
-        block = FeatureBlock(envs, matrix[:row], np.array(marks, dtype=np.int64), ticks)
+        txns = batch if row == len(batch) else batch.take(kept)
+        block = FeatureBlock(txns, matrix[:row], np.array(marks, dtype=np.int64), ticks)
         if self._cache_max <= 0:
             self.flush()
             return block, dead
@@ -276,7 +287,7 @@ class CardFeatureEngine:
     def _accept(
         self,
         card: _Card,
-        txn: Transaction,
+        txn: _Event,
         code: int,
         horizon: int,
         prune: bool,
@@ -288,7 +299,7 @@ class CardFeatureEngine:
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
-        t, amount = txn.event_time, txn.amount
+        t, amount = txn[0], txn[1]
         if n == cap or ns == cap_s:
             card.buf = _resized(
                 card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
@@ -344,8 +355,7 @@ class CardFeatureEngine:
         self._store.write(changes)
 
 
-def _is_duplicate(card: _Card, txn: Transaction, horizon: int) -> bool:
-    event_id, event_time = txn.event_id, txn.event_time
+def _is_duplicate(card: _Card, event_id: str, event_time: int, horizon: int) -> bool:
     times = card.buf[HEAD : HEAD + len(card.ids)].tolist()
     for i, e_id in enumerate(card.ids):
         if e_id == event_id and abs(times[i] - event_time) <= DAY and times[i] >= horizon:
@@ -353,9 +363,9 @@ def _is_duplicate(card: _Card, txn: Transaction, horizon: int) -> bool:
     return False
 
 
-def _position(card: _Card, txn: Transaction, names: list[str]) -> int:
+def _position(card: _Card, txn: _Event, names: list[str]) -> int:
     """Where ``txn`` goes among the card's events, ties in (time, amount, merchant, id) order."""
-    buf, t = card.buf, txn.event_time
+    buf, t = card.buf, txn[0]
     n, cap = int(buf[N]), int(buf[CAP])
     times = buf[HEAD : HEAD + n]
     i = int(np.searchsorted(times, t, "right"))
@@ -363,7 +373,7 @@ def _position(card: _Card, txn: Transaction, names: list[str]) -> int:
         i = int(np.searchsorted(times, t, "left"))
         amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64)
         codes = buf[HEAD + 2 * cap : HEAD + 2 * cap + n]
-        row = (txn.amount, txn.merchant_id, txn.event_id)
+        row = txn[1:]
         while (
             i < n
             and times[i] == t

@@ -8,11 +8,13 @@ see :mod:`operators.watermarks`) and ``quarantined`` (a record that crashed a
 step before, see :mod:`operators.quarantine`, or that made decoding itself
 raise). pydantic (:func:`validate`) decides what a record is and every
 dead letter's error; :mod:`operators.decode_fast` reads the plain records it
-is sure pydantic would accept, as the same instances, with msgspec, and hands
-every other value to pydantic. Time rules: the partition's watermark
-advances when accepted records agree; a transaction behind it by more than the
-allowed lateness is marked late. State: the partition's two largest accepted
-event times, snapshotted with the source offset.
+is sure pydantic would accept, with the same values, with msgspec, and hands
+every other value to pydantic. Accepted transactions are appended to one
+:class:`operators.messages.TxnColumns` per batch, from either path. Time
+rules: the partition's watermark advances when accepted records agree; a
+transaction behind it by more than the allowed lateness is marked late.
+State: the partition's two largest accepted event times, snapshotted with the
+source offset.
 
 Dead letters (:class:`DeadLetters`, used by every stage that rejects records)
 are counted once where they are born and stamped with the injected clock.
@@ -40,8 +42,10 @@ from operators.messages import (
     OutMessage,
     PartitionBatch,
     RawRecord,
-    TxnEnvelope,
+    TxnColumns,
+    TxnRow,
     json_value,
+    txn_row,
 )
 from operators.watermarks import PartitionWatermark, TimeConfig, WatermarkState
 from schemas.records import Chargeback, DeadLetterReason, Transaction
@@ -86,7 +90,9 @@ class PartitionDecoder:
         self._broadcast_wm: int | None = None
         self._idle = False
         self._model = Transaction if kind == "transaction" else Chargeback
-        self._fast = fast_transaction if kind == "transaction" else fast_chargeback
+        self._fast: Callable[[bytes], TxnRow | Chargeback | None] = (
+            fast_transaction if kind == "transaction" else fast_chargeback
+        )
 
     def snapshot(self) -> WatermarkState:
         """Resume state: the partition's two largest accepted event times."""
@@ -94,7 +100,11 @@ class PartitionDecoder:
 
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
         """Decode a batch in offset order."""
-        txns: list[TxnEnvelope] = []
+        # The accepted transactions' rows and their other columns, made columns at the end.
+        rows: list[TxnRow] = []
+        raws: list[RawRecord] = []
+        lates: list[bool] = []
+        marks: list[int] = []
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
         parse, observe, to_dead = self._parse, self._wm.observe, self._dead
@@ -107,8 +117,12 @@ class PartitionDecoder:
                 continue
             try:
                 value = rec.value
-                fast_record = fast(value) if value is not None and len(value) <= limit else None
-                parsed = parse(rec) if fast_record is None else fast_record
+                record = fast(value) if value is not None and len(value) <= limit else None
+                parsed = parse(rec) if record is None else None
+                if isinstance(parsed, Transaction):
+                    record = txn_row(parsed)
+                elif isinstance(parsed, Chargeback):
+                    record = parsed
             except Exception as exc:
                 # Every failure a record can cause on purpose is classified above; this
                 # one is a bug. Nothing was changed yet, so the record is skipped now.
@@ -122,18 +136,23 @@ class PartitionDecoder:
                     rec = _cut(rec, self._config.max_message_bytes)
                 dead.append(to_dead(rec, reason, error))
                 continue
-            verdict = observe(parsed.event_time, rec.timestamp_ms, now)
+            assert record is not None  # the fast path's values, or pydantic's record
+            event_time = record[3] if isinstance(record, tuple) else record.event_time
+            verdict = observe(event_time, rec.timestamp_ms, now)
             if verdict == "future":
                 error = (
-                    f"event_time {format_ms(parsed.event_time)} is more than "
+                    f"event_time {format_ms(event_time)} is more than "
                     f"{self._config.time.max_future_ms} ms ahead of the partition's watermark "
                     "and of the record's Kafka timestamp, or of the wall clock"
                 )
                 dead.append(to_dead(rec, "timestamp", error))
-            elif isinstance(parsed, Transaction):
-                txns.append(TxnEnvelope(parsed, rec, verdict == "late", self._wm.watermark))
+            elif isinstance(record, tuple):
+                rows.append(record)
+                raws.append(rec)
+                lates.append(verdict == "late")
+                marks.append(self._wm.watermark)
             else:
-                cbs.append(CbEnvelope(parsed, rec, self._wm.watermark))
+                cbs.append(CbEnvelope(record, rec, self._wm.watermark))
         wm = self._wm.watermark
         broadcast = self._idle or (
             self._broadcast_wm is None or wm - self._broadcast_wm >= BROADCAST_EVERY_MS
@@ -141,12 +160,14 @@ class PartitionDecoder:
         if broadcast:
             self._broadcast_wm = wm
         self._idle = False
+        txns = TxnColumns.from_rows(rows, raws, lates, marks)
         return PartitionBatch(self._source, self._kind, wm, False, txns, cbs, dead, broadcast)
 
     def idle(self) -> PartitionBatch:
         """The batch that tells every shard this partition is idle."""
         self._idle = True
-        return PartitionBatch(self._source, self._kind, self._wm.watermark, True, [], [], [], True)
+        watermark = self._wm.watermark
+        return PartitionBatch(self._source, self._kind, watermark, True, TxnColumns(), [], [], True)
 
     def _parse(self, rec: RawRecord) -> Transaction | Chargeback | tuple[DeadLetterReason, str]:
         """A record the fast path declined: pydantic's verdict, after the size checks."""

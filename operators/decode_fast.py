@@ -1,8 +1,8 @@
 """The decoder's fast path: msgspec reads the common records, pydantic decides the rest.
 
 pydantic (:mod:`schemas.records`) is the authority on the contract. This
-module only answers, for one raw value, "pydantic would accept this record and
-build exactly this instance", or ``None`` ("ask pydantic"). It answers only
+module only answers, for one raw value, "pydantic would accept this record, and
+these are its values", or ``None`` ("ask pydantic"). It answers only
 for values where the two parsers cannot disagree:
 
 - ASCII bytes with no backslash: no escapes, surrogates, invalid UTF-8 or
@@ -20,23 +20,26 @@ for values where the two parsers cannot disagree:
   validator calls, accepts.
 
 Any other value (whatever msgspec rejects, too) goes to pydantic, which gives
-the verdict and its error text. The instance is built as validation leaves
-one: the same ``__dict__`` (every field, defaults included, in field order),
-fields set, and no extras or private attributes (pydantic's four instance
-slots, set as ``model_construct`` sets them, without its per-field work).
-``tests/unit/operators/test_decode_fast.py`` holds both paths to one verdict.
+the verdict and its error text. A transaction is answered as the values the
+decoder's columns keep (:func:`operators.messages.txn_row` of the instance
+pydantic would build), and no instance is built. A chargeback is built as
+validation leaves one: the same ``__dict__`` (every field, defaults included,
+in field order), fields set, and no extras or private attributes (pydantic's
+four instance slots, set as ``model_construct`` sets them, without its
+per-field work). ``tests/unit/operators/test_decode_fast.py`` holds both paths
+to one verdict and the same values.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
-from pydantic import BaseModel
 
 from operators.internals import rebuild_model
-from schemas.records import Chargeback, Transaction
+from operators.messages import TxnRow
+from schemas.records import Chargeback
 from schemas.timefmt import parse_event_time
 
 _Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -69,49 +72,27 @@ class _Cb(Struct, forbid_unknown_fields=True):
 
 _TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
 _CB_DECODER: Final = msgspec.json.Decoder(_Cb)
-_TXN_REQUIRED: Final = frozenset(
-    ("event_id", "card_id", "merchant_id", "amount", "currency", "event_time")
-)
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
 _S = TypeVar("_S", _Txn, _Cb)
-_M = TypeVar("_M", bound=BaseModel)
 
 
-def fast_transaction(value: bytes) -> Transaction | None:
-    """The :class:`Transaction` pydantic would build from ``value``; None: ask pydantic."""
+def fast_transaction(value: bytes) -> TxnRow | None:
+    """The column values of the :class:`Transaction` pydantic would build; None: ask pydantic."""
     r = _plain(value, _TXN_DECODER)
     if r is None:
         return None
-    country, channel, device_id = r.country, r.channel, r.device_id
-    fields_set = set(_TXN_REQUIRED)
+    channel, device_id = r.channel, r.device_id
+    keys = 6  # the required ones
     strings = 4  # string values besides event_time: the ids and currency
-    if country is UNSET:
-        country = None
-    else:
-        fields_set.add("country")
-        strings += country is not None
-    if channel is UNSET:
-        channel = None
-    else:
-        fields_set.add("channel")
-        strings += channel is not None
-    if device_id is UNSET:
-        device_id = None
-    else:
-        fields_set.add("device_id")
-        strings += device_id is not None
-    values = {
-        "event_id": r.event_id,
-        "card_id": r.card_id,
-        "merchant_id": r.merchant_id,
-        "amount": r.amount,
-        "currency": r.currency,
-        "event_time": r.event_time,
-        "country": country,
-        "channel": channel,
-        "device_id": device_id,
-    }
-    return _built(Transaction, value, values, fields_set, strings)
+    for text in (r.country, channel, device_id):
+        if text is not UNSET:
+            keys += 1
+            strings += text is not None
+    ms = _event_ms(value, r.event_time, keys, strings)
+    if ms is None:
+        return None
+    has_device = device_id is not UNSET and device_id is not None
+    return (r.event_id, r.card_id, r.merchant_id, ms, r.amount, channel == "ecom", has_device)
 
 
 def fast_chargeback(value: bytes) -> Chargeback | None:
@@ -127,14 +108,17 @@ def fast_chargeback(value: bytes) -> Chargeback | None:
     else:
         fields_set.add("card_id")
         strings += card_id is not None
+    ms = _event_ms(value, r.event_time, len(fields_set), strings)
+    if ms is None:
+        return None
     values = {
         "event_id": r.event_id,
         "txn_event_id": r.txn_event_id,
         "merchant_id": r.merchant_id,
         "card_id": card_id,
-        "event_time": r.event_time,
+        "event_time": ms,
     }
-    return _built(Chargeback, value, values, fields_set, strings)
+    return rebuild_model(Chargeback, values, fields_set)
 
 
 def _plain(value: bytes, decoder: msgspec.json.Decoder[_S]) -> _S | None:
@@ -147,20 +131,17 @@ def _plain(value: bytes, decoder: msgspec.json.Decoder[_S]) -> _S | None:
         return None
 
 
-def _built(
-    cls: type[_M], value: bytes, values: dict[str, Any], fields_set: set[str], strings: int
-) -> _M | None:
-    """The instance of ``values`` read from ``value``, or None where pydantic must decide.
+def _event_ms(value: bytes, event_time: int | str, keys: int, strings: int) -> int | None:
+    """``event_time`` in ms when ``value`` names each of its ``keys`` once; else None.
 
-    ``values`` holds every field in field order, ``event_time`` as read;
-    ``strings`` counts the string values other than ``event_time``.
+    ``strings`` counts the string values other than ``event_time``: the value
+    holds two quotes per key and per string value, and no more unless a key is
+    named twice.
     """
-    event_time = values["event_time"]
     strings += isinstance(event_time, str)
-    if value.count(b'"') != 2 * (len(fields_set) + strings):
+    if value.count(b'"') != 2 * (keys + strings):
         return None  # a key named twice
     try:
-        values["event_time"] = parse_event_time(event_time)
+        return parse_event_time(event_time)
     except ValueError:
         return None
-    return rebuild_model(cls, values, fields_set)

@@ -10,9 +10,8 @@ StreamScore uses four things its dependencies do not promise:
 - **prometheus-client histogram internals**: a batch ``observe``
   (:func:`observe_many`);
 - **pydantic's instance slots**: building a record whose values are already
-  validated without validating them again (:func:`rebuild_model`), when a
-  transaction crosses processes and when msgspec has read it
-  (:mod:`operators.decode_fast`).
+  validated without validating them again (:func:`rebuild_model`), when
+  msgspec has read a chargeback (:mod:`operators.decode_fast`).
 
 Each was verified against the version in :data:`VERIFIED` (the versions
 ``pyproject.toml`` pins), and ``tests/unit/operators/test_internals.py``

@@ -105,18 +105,19 @@ class MerchantWindowEngine:
         chargeback or a tick, each beside the name of the upstream operator
         (card shard or chargeback partition) that sent it.
         """
-        envs, marks = block.envs, block.watermarks.tolist()
+        txns, marks = block.txns, block.watermarks.tolist()
+        raws, merchant_ids, event_times = txns.raw, txns.merchant_id, txns.event_time
+        amounts, lates = txns.amount, txns.late
         # Window keys of each row (previous, own) and chargeback (own), built once.
         row_keys: list[tuple[bytes | None, bytes]] = []
         cb_keys: list[bytes] = []
         wanted: set[bytes] = set()
-        for env in envs:
-            self.at = env.raw
-            txn = env.txn
-            start = _window_start(txn.event_time)
-            own = keys.window_key(txn.merchant_id, start)
+        for raw, merchant, t in zip(raws, merchant_ids, event_times, strict=True):
+            self.at = raw
+            start = _window_start(t)
+            own = keys.window_key(merchant, start)
             # Event times start at the epoch: the first window has no previous one.
-            before = keys.window_key(txn.merchant_id, start - WINDOW_MS) if start else None
+            before = keys.window_key(merchant, start - WINDOW_MS) if start else None
             wanted.add(own)
             if before is not None:
                 wanted.add(before)
@@ -150,10 +151,8 @@ class MerchantWindowEngine:
         for origin, item in steps:
             if type(item) is int:
                 update(origin, marks[item])
-                env = envs[item]
-                self.at = env.raw
-                txn = env.txn
-                start = _window_start(txn.event_time)
+                self.at = raws[item]
+                start = _window_start(event_times[item])
                 prev_key, own_key = row_keys[item]
                 prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is not None and self._purged(start, watermarks.current()):
@@ -161,8 +160,8 @@ class MerchantWindowEngine:
                 count, _, cbs = prev if prev is not None else (0, 0, 0)
                 counts.append(float(count))
                 rates.append(cbs / max(1, count))
-                if not env.late:
-                    bump(own_key, txn.merchant_id, start, 1, txn.amount, 0)
+                if not lates[item]:
+                    bump(own_key, merchant_ids[item], start, 1, amounts[item], 0)
             elif isinstance(item, Tick):
                 update(origin, item.watermark)
             else:

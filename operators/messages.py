@@ -1,10 +1,12 @@
-"""The envelopes that travel between operators: records as consumed and as produced.
+"""What travels between operators: records as consumed and as produced, and their batches.
 
-Items in the dataflow are *batches* (lists) of these, not single records:
-one bytewax item per Kafka poll keeps the engine's per-item cost off the hot path.
-They are slotted but not frozen: several are built per event, and a frozen
-dataclass sets each field through ``object.__setattr__``, several times the
-cost of a plain assignment. Treat them as read-only all the same.
+Items in the dataflow are *batches*, not single records: one bytewax item per
+Kafka poll keeps the engine's per-item cost off the hot path. Transactions
+travel as columns (:class:`TxnColumns`, then :class:`FeatureBlock`); raw
+records, chargebacks and output messages as objects. They are slotted but not
+frozen: a frozen dataclass sets each field through ``object.__setattr__``,
+several times the cost of a plain assignment. Treat them as read-only all
+the same.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from operators.internals import rebuild_model
 from schemas.records import Chargeback, Transaction
 
 _T = TypeVar("_T")
@@ -58,15 +61,130 @@ class RawRecord:
         self.source = f"{self.topic}#{self.partition}"
 
 
-@_positional_pickle
-@dataclass(slots=True)
-class TxnEnvelope:
-    """A valid transaction, its raw record, and its partition's verdict on time."""
+TxnRow = tuple[str, str, str, int, float, bool, bool]
 
-    txn: Transaction
-    raw: RawRecord
-    late: bool
-    watermark: int  # the partition's watermark right after this record
+
+def txn_row(txn: Transaction) -> TxnRow:
+    """The column values of a validated transaction, as :mod:`operators.decode_fast` yields them."""
+    return (
+        txn.event_id,
+        txn.card_id,
+        txn.merchant_id,
+        txn.event_time,
+        txn.amount,
+        txn.channel == "ecom",
+        txn.device_id is not None,
+    )
+
+
+@dataclass(slots=True, eq=False)
+class TxnColumns:
+    """Accepted transactions as columns: the one shape from the decoder to the score step.
+
+    Row ``i`` is one transaction: the fields later stages read (its ids, event
+    time, amount, and the two flags the transaction features need), whether
+    its partition judged it late, that partition's watermark right after it,
+    and its raw record (for dead letters, blame and ingest order). The other
+    fields of the contract are validated at decode and not kept.
+
+    It pickles as columns (a bytewax cluster sends it between processes): a
+    few lists, the raw records' fields among them, not an object per row.
+    """
+
+    event_id: list[str] = field(default_factory=list)
+    card_id: list[str] = field(default_factory=list)
+    merchant_id: list[str] = field(default_factory=list)
+    event_time: list[int] = field(default_factory=list)
+    amount: list[float] = field(default_factory=list)
+    ecom: list[bool] = field(default_factory=list)  # channel == "ecom"
+    has_device: list[bool] = field(default_factory=list)  # device_id is not None
+    late: list[bool] = field(default_factory=list)
+    watermark: list[int] = field(default_factory=list)  # the partition's, right after the row
+    raw: list[RawRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TxnColumns):
+            return NotImplemented
+        return self._columns() == other._columns()
+
+    @classmethod
+    def from_rows(
+        cls, rows: list[TxnRow], raw: list[RawRecord], late: list[bool], watermark: list[int]
+    ) -> TxnColumns:
+        """Transactions ``rows`` (each :func:`txn_row` of one), with their other columns.
+
+        Transposed in one C-level ``zip``: cheaper than appending to each column per row.
+        """
+        if not rows:
+            return cls(late=late, watermark=watermark, raw=raw)
+        ids, cards, merchants, times, amounts, ecom, devices = map(list, zip(*rows, strict=True))
+        return cls(ids, cards, merchants, times, amounts, ecom, devices, late, watermark, raw)
+
+    def take(self, rows: Sequence[int]) -> TxnColumns:
+        """The rows ``rows``, in that order, copied."""
+        if not rows:
+            return TxnColumns()
+        if len(rows) == 1:  # itemgetter of one index gives the item, not a tuple
+            return TxnColumns(*([column[rows[0]]] for column in self._columns()))
+        get = itemgetter(*rows)
+        return TxnColumns(*(list(get(column)) for column in self._columns()))
+
+    def rows(self, lo: int, hi: int) -> TxnColumns:
+        """Rows ``lo`` to ``hi``."""
+        return TxnColumns(*(column[lo:hi] for column in self._columns()))
+
+    @staticmethod
+    def concat(parts: Sequence[TxnColumns]) -> TxnColumns:
+        """The rows of ``parts`` one after another."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = [c._columns() for c in parts]
+        return TxnColumns(*(list(chain.from_iterable(c)) for c in zip(*columns, strict=True)))
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return (
+            self.event_id,
+            self.card_id,
+            self.merchant_id,
+            self.event_time,
+            self.amount,
+            self.ecom,
+            self.has_device,
+            self.late,
+            self.watermark,
+            self.raw,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raw = self.raw
+        raw_columns = tuple(list(map(get, raw)) for get in _RAW_FIELDS)
+        return _txn_columns, (*self._columns()[:-1], raw_columns)
+
+
+_RAW_FIELDS = tuple(
+    attrgetter(name) for name in ("topic", "partition", "offset", "key", "value", "timestamp_ms")
+)
+
+
+def _txn_columns(
+    event_id: list[str],
+    card_id: list[str],
+    merchant_id: list[str],
+    event_time: list[int],
+    amount: list[float],
+    ecom: list[bool],
+    has_device: list[bool],
+    late: list[bool],
+    watermark: list[int],
+    raw: tuple[list[Any], ...],
+) -> TxnColumns:
+    raws = list(map(RawRecord, *raw))
+    return TxnColumns(
+        event_id, card_id, merchant_id, event_time, amount, ecom, has_device, late, watermark, raws
+    )
 
 
 @_positional_pickle
@@ -125,43 +243,44 @@ class PartitionBatch:
     kind: Literal["transaction", "chargeback"]
     watermark: int  # after the batch
     idle: bool  # the partition had no records for the idle timeout
-    txns: list[TxnEnvelope]
+    txns: TxnColumns
     chargebacks: list[CbEnvelope]
     dead: list[OutMessage]
     broadcast: bool  # the watermark moved enough to tell every shard
 
 
+@_positional_pickle
 @dataclass(slots=True, eq=False)  # arrays compare by element: compare the columns
 class FeatureBlock:
     """Featured transactions as columns: the one shape from the card stage to the score step.
 
-    Row ``i`` is the transaction ``envs[i]``; ``features[i]`` its features, one
-    column per name of :data:`operators.columns.BLOCK_COLUMNS` (the card stage
-    fills the card columns, the merchant stage the merchant columns, the score
-    step the transaction columns); ``watermarks[i]`` the watermark of the
-    operator that sent it, right after it. A duplicate the card stage dropped
-    leaves its watermark in ``ticks`` as ``(rows before it, watermark)``, in
-    order, so the watermark still applies at the duplicate's place.
+    Row ``i`` is the transaction of row ``i`` of ``txns``; ``features[i]`` its
+    features, one column per name of :data:`operators.columns.BLOCK_COLUMNS`
+    (the card stage fills the card columns, the merchant stage the merchant
+    columns, the score step the transaction columns); ``watermarks[i]`` the
+    watermark of the operator that sent it, right after it. A duplicate the
+    card stage dropped leaves its watermark in ``ticks`` as ``(rows before
+    it, watermark)``, in order, so the watermark still applies at the
+    duplicate's place.
 
-    It pickles as columns: envelope rows, the two arrays and the ticks.
+    It pickles as columns: the transactions' columns, the two arrays and the ticks.
     """
 
-    envs: list[TxnEnvelope]
-    features: npt.NDArray[np.float64]  # [len(envs), len(BLOCK_COLUMNS)]
-    watermarks: npt.NDArray[np.int64]  # [len(envs)]
+    txns: TxnColumns
+    features: npt.NDArray[np.float64]  # [len(txns), len(BLOCK_COLUMNS)]
+    watermarks: npt.NDArray[np.int64]  # [len(txns)]
     ticks: list[tuple[int, int]]
 
     def __len__(self) -> int:
-        return len(self.envs)
+        return len(self.txns)
 
     def take(self, rows: list[int]) -> FeatureBlock:
         """The block of ``rows`` (ascending), in that order, with the ticks among them."""
-        if len(rows) == len(self.envs):  # every row, in order: nothing to copy
+        if len(rows) == len(self.txns):  # every row, in order: nothing to copy
             return self
         idx = np.asarray(rows, dtype=np.intp)
-        envs = self.envs
         return FeatureBlock(
-            [envs[r] for r in rows],
+            self.txns.take(rows),
             self.features[idx],
             self.watermarks[idx],
             [(bisect_left(rows, pos), wm) for pos, wm in self.ticks],
@@ -169,33 +288,29 @@ class FeatureBlock:
 
     def rows(self, lo: int, hi: int) -> FeatureBlock:
         """Rows ``lo`` to ``hi`` (no ticks: a slice of what the merchant stage emitted)."""
-        return FeatureBlock(self.envs[lo:hi], self.features[lo:hi], self.watermarks[lo:hi], [])
+        if lo == 0 and hi >= len(self.txns) and not self.ticks:
+            return self
+        return FeatureBlock(
+            self.txns.rows(lo, hi), self.features[lo:hi], self.watermarks[lo:hi], []
+        )
 
     @staticmethod
     def concat(blocks: Sequence[FeatureBlock]) -> FeatureBlock:
         """The rows of ``blocks`` one after another (their ticks are left out)."""
         if len(blocks) == 1:
             only = blocks[0]
-            return FeatureBlock(only.envs, only.features, only.watermarks, [])
+            return FeatureBlock(only.txns, only.features, only.watermarks, [])
         return FeatureBlock(
-            [env for block in blocks for env in block.envs],
+            TxnColumns.concat([block.txns for block in blocks]),
             np.concatenate([block.features for block in blocks]),
             np.concatenate([block.watermarks for block in blocks]),
             [],
         )
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _feature_block, (
-            [_envelope_row(env) for env in self.envs],
-            self.features,
-            self.watermarks,
-            self.ticks,
-        )
-
 
 def empty_block(width: int = 0) -> FeatureBlock:
     """A block of no rows (``width`` columns)."""
-    return FeatureBlock([], np.empty((0, width)), np.empty(0, dtype=np.int64), [])
+    return FeatureBlock(TxnColumns(), np.empty((0, width)), np.empty(0, dtype=np.int64), [])
 
 
 @_positional_pickle
@@ -206,86 +321,21 @@ class Tick:
     watermark: int
 
 
+@_positional_pickle
 @dataclass(slots=True)
 class ShardInput:
     """A batch for one shard, with the watermark of the stream it came from.
 
     It is what crosses processes in a cluster (bytewax pickles every item routed
-    to another process), so it pickles its records as rows of plain values and
-    its feature block as columns: one Python call per batch instead of one per
-    object, and no pydantic pickling per transaction. Most of the cost left is
-    rebuilding the envelopes (``tests/unit/operators/test_messages.py`` checks
-    the round trip is exact).
+    to another process): its transactions and feature block pickle as columns,
+    a few lists and arrays a batch rather than an object per record
+    (``tests/unit/operators/test_messages.py`` checks the round trip is exact).
     """
 
     origin: str  # source partition or upstream shard that sent it
     watermark: int
     idle: bool
-    txns: list[TxnEnvelope]  # card-stage input
+    txns: TxnColumns  # card-stage input
     featured: FeatureBlock | None  # merchant-stage input from a card shard
     chargebacks: list[CbEnvelope]  # merchant-stage input from a chargeback partition
     target: str = ""  # the shard it is routed to (a logic does not otherwise know its key)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _shard_input, (
-            self.origin,
-            self.watermark,
-            self.idle,
-            self.target,
-            [_envelope_row(env) for env in self.txns],
-            self.featured,
-            self.chargebacks,  # few: pickled as they are
-        )
-
-
-_ALL_TXN_FIELDS = frozenset(Transaction.model_fields)
-
-# (transaction field values, its fields set or None when all, topic, partition, offset,
-#  key, value, timestamp, late, watermark)
-_EnvelopeRow = tuple[Any, ...]
-
-
-def _envelope_row(env: TxnEnvelope) -> _EnvelopeRow:
-    txn, raw = env.txn, env.raw
-    fields_set = txn.model_fields_set
-    return (
-        txn.__dict__,
-        None if fields_set == _ALL_TXN_FIELDS else fields_set,
-        raw.topic,
-        raw.partition,
-        raw.offset,
-        raw.key,
-        raw.value,
-        raw.timestamp_ms,
-        env.late,
-        env.watermark,
-    )
-
-
-def _envelope(row: _EnvelopeRow) -> TxnEnvelope:
-    # The transaction was validated where it was decoded: rebuild it without validating.
-    txn = rebuild_model(Transaction, row[0], set(_ALL_TXN_FIELDS if row[1] is None else row[1]))
-    return TxnEnvelope(txn, RawRecord(*row[2:8]), row[8], row[9])
-
-
-def _feature_block(
-    envs: list[Any],
-    features: npt.NDArray[np.float64],
-    watermarks: npt.NDArray[np.int64],
-    ticks: list[tuple[int, int]],
-) -> FeatureBlock:
-    return FeatureBlock([_envelope(row) for row in envs], features, watermarks, ticks)
-
-
-def _shard_input(
-    origin: str,
-    watermark: int,
-    idle: bool,
-    target: str,
-    txns: list[Any],
-    featured: FeatureBlock | None,
-    chargebacks: list[CbEnvelope],
-) -> ShardInput:
-    return ShardInput(
-        origin, watermark, idle, [_envelope(row) for row in txns], featured, chargebacks, target
-    )

@@ -1,9 +1,10 @@
 """A scored batch as columns, and its Score records encoded from them.
 
-:class:`TxnColumns` reads a batch's transactions into one column per field and
-:class:`ScoredBatch` holds the scoring outcome in columns (scores, decision
-codes, which model decided each row, the shadow scores), so nothing is built
-per record until the records themselves.
+A batch's transactions are already columns
+(:class:`operators.messages.TxnColumns`); :func:`txn_table` computes their
+transaction features from them, and :class:`ScoredBatch` holds the scoring
+outcome in columns (scores, decision codes, which model decided each row, the
+shadow scores), so nothing is built per record until the records themselves.
 
 A record is exactly the bytes ``orjson.dumps`` gives for its dict (key order,
 float formatting, escapes)::
@@ -29,7 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, eq, is_not
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -37,27 +38,14 @@ import orjson
 
 from models.manifest import Thresholds
 from operators.columns import BLOCK_COLUMNS, TXN_FEATURES
-from operators.messages import OutMessage, RawRecord, TxnEnvelope
+from operators.messages import OutMessage, TxnColumns
 from schemas.timefmt import format_ms_many
 
 FeatureTable = npt.NDArray[np.float64]
 DECISION_NAMES: tuple[str, ...] = ("approve", "review", "decline")
 _DECISION_BYTES = np.array([d.encode() for d in DECISION_NAMES], dtype=object)
 _MS_PER_HOUR = 3_600_000
-_TXN_FIELDS = [
-    attrgetter(name)
-    for name in (
-        "event_id",
-        "card_id",
-        "merchant_id",
-        "event_time",
-        "amount",
-        "channel",
-        "device_id",
-    )
-]
-_TXN, _LATE = attrgetter("txn"), attrgetter("late")
-_RAW, _SOURCE, _OFFSET = attrgetter("raw"), attrgetter("source"), attrgetter("offset")
+_SOURCE, _OFFSET = attrgetter("source"), attrgetter("offset")
 # Strings orjson writes as they are between their quotes: no quote, backslash or
 # control character (escaped) and no surrogate (refused).
 _ESCAPED = re.compile('["\\\\\x00-\x1f\ud800-\udfff]')
@@ -70,41 +58,16 @@ def decision_codes(thresholds: Thresholds, scores: FeatureTable) -> npt.NDArray[
     return np.where(decline, 2, np.where(review, 1, 0)).astype(np.intp)
 
 
-@dataclass(slots=True)
-class TxnColumns:
-    """A batch's transactions as columns, in batch order."""
-
-    event_id: Sequence[str]
-    card_id: Sequence[str]
-    merchant_id: Sequence[str]
-    event_time: Sequence[int]
-    amount: Sequence[float]
-    channel: Sequence[str | None]
-    device_id: Sequence[str | None]
-    late: list[bool]
-    raw: list[RawRecord]
-
-    @classmethod
-    def of(cls, envs: Sequence[TxnEnvelope]) -> TxnColumns:
-        """The columns of ``envs``, read by C-level maps rather than a loop per record."""
-        txns = list(map(_TXN, envs))
-        # One pass per field: cheaper than a tuple per record, transposed.
-        ids, cards, merchants, times, amounts, channels, devices = (
-            list(map(get, txns)) for get in _TXN_FIELDS
-        )
-        late, raw = list(map(_LATE, envs)), list(map(_RAW, envs))
-        return cls(ids, cards, merchants, times, amounts, channels, devices, late, raw)
-
-    def txn_table(self) -> FeatureTable:
-        """``[n, len(TXN_FEATURES)]``: :func:`operators.features.txn_features` of each row."""
-        n = len(self.amount)
-        out = np.empty((len(TXN_FEATURES), n), dtype=np.float64)
-        out[0] = self.amount
-        out[1] = np.fromiter(map(math.log1p, self.amount), np.float64, n)
-        out[2] = (np.asarray(self.event_time, dtype=np.int64) // _MS_PER_HOUR) % 24
-        out[3] = np.fromiter(map(eq, self.channel, repeat("ecom")), np.float64, n)
-        out[4] = np.fromiter(map(is_not, self.device_id, repeat(None)), np.float64, n)
-        return out.T
+def txn_table(txns: TxnColumns) -> FeatureTable:
+    """``[n, len(TXN_FEATURES)]``: :func:`operators.features.txn_features` of each row."""
+    n = len(txns)
+    out = np.empty((len(TXN_FEATURES), n), dtype=np.float64)
+    out[0] = txns.amount
+    out[1] = np.fromiter(map(math.log1p, txns.amount), np.float64, n)
+    out[2] = (np.asarray(txns.event_time, dtype=np.int64) // _MS_PER_HOUR) % 24
+    out[3] = txns.ecom
+    out[4] = txns.has_device
+    return out.T
 
 
 @dataclass(slots=True)

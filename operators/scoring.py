@@ -16,7 +16,7 @@ rules fallback scores instead (``fallback: true``, ``model_version`` the
 rules version).
 
 A chunk is scored in columns (:mod:`operators.score_records`): its feature
-block's transaction columns are filled from the transactions' columns, each
+block's transaction columns are filled from its transactions' columns, each
 model runs once on its rows, decisions are
 compared per column, and the Score records, drift sample and quality decisions
 are built from those columns; no object is built per record but the messages.
@@ -46,7 +46,7 @@ from operators.internals import observe_many
 from operators.messages import FeatureBlock
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
-from operators.score_records import FeatureTable, ScoredBatch, TxnColumns, decision_codes
+from operators.score_records import FeatureTable, ScoredBatch, decision_codes, txn_table
 from schemas.timefmt import format_ms
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ class Scorer:
         in place; the block's feature matrix is the batch's feature table.
         """
         self._registry.maybe_reload()
-        txns = TxnColumns.of(block.envs)
+        txns = block.txns
         table = block.features
-        table[:, TXN_COLUMN:] = txns.txn_table()
+        table[:, TXN_COLUMN:] = txn_table(txns)
         n = len(block)
         groups = self._registry.deciders(txns.card_id)
         scores = np.zeros(n, dtype=np.float64)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -40,10 +41,11 @@ from operators.messages import (
     FeatureBlock,
     OutMessage,
     PartitionBatch,
+    RawRecord,
     ShardInput,
     Tick,
     ToScore,
-    TxnEnvelope,
+    TxnColumns,
     empty_block,
 )
 from operators.placement import shard_keys
@@ -116,9 +118,16 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
     (see :func:`windows`).
     """
     card_keys, merchant_keys = shard_keys("c", shards, workers), shard_keys("m", shards, workers)
-    by_card: dict[str, list[TxnEnvelope]] = {}
-    for env in batch.txns:
-        by_card.setdefault(shard_of(card_keys, env.txn.card_id), []).append(env)
+    txns = batch.txns
+    by_card: dict[str, TxnColumns] = {}
+    if len(card_keys) == 1:
+        if txns:
+            by_card[card_keys[0]] = txns
+    else:
+        rows: dict[str, list[int]] = {}
+        for r, card_id in enumerate(txns.card_id):
+            rows.setdefault(shard_of(card_keys, card_id), []).append(r)
+        by_card = {key: txns.take(mine) for key, mine in rows.items()}
     by_merchant: dict[str, list[CbEnvelope]] = {}
     for cb in batch.chargebacks:
         by_merchant.setdefault(shard_of(merchant_keys, cb.cb.merchant_id), []).append(cb)
@@ -132,7 +141,7 @@ def route_partition_batch(batch: PartitionBatch, shards: int, workers: int = 1) 
                 origin=batch.source,
                 watermark=batch.watermark,
                 idle=batch.idle,
-                txns=by_card.get(key, []),
+                txns=by_card.get(key) or TxnColumns(),
                 featured=None,
                 chargebacks=by_merchant.get(key, []),
                 target=key,
@@ -172,17 +181,15 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
     def _engine_for(self, values: list[ShardInput]) -> CardFeatureEngine:
         return self._engine or self._open(values[0].target, None)
 
-    def _dead(self, env: TxnEnvelope, error: str) -> OutMessage:
-        return self._dead_letters(env.raw, "duplicate", error)
+    def _dead(self, raw: RawRecord, error: str) -> OutMessage:
+        return self._dead_letters(raw, "duplicate", error)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[list[Routed], bool]:
         merchant_keys = self._config.merchant_keys
         engine = self._engine_for(values)
         per_merchant: dict[str, FeatureBlock] = {}
         dead: list[OutMessage] = []
-        txns = sorted(
-            (env for shard_input in values for env in shard_input.txns), key=_ingest_order
-        )
+        txns = _txns_in_ingest_order([shard_input.txns for shard_input in values])
         if txns:
             with _blame(f"{self._shard} cards", engine):
                 block, dups = engine.process(txns, self._wm)
@@ -200,7 +207,7 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         idle = self._wm.all_idle()
         origin = self._shard
         out: list[Routed] = [
-            (key, ShardInput(origin, wm, idle, [], per_merchant.get(key), [], key))
+            (key, ShardInput(origin, wm, idle, TxnColumns(), per_merchant.get(key), [], key))
             for key in dict.fromkeys([*per_merchant, *targets])
         ]
         if dead:
@@ -346,12 +353,12 @@ def _split(block: FeatureBlock, merchant_keys: tuple[str, ...]) -> dict[str, Fea
     rows: dict[str, list[int]] = {}
     ticks = iter(block.ticks)
     tick = next(ticks, None)
-    for r, env in enumerate(block.envs):
+    for r, merchant_id in enumerate(block.txns.merchant_id):
         while tick is not None and tick[0] <= r:
             for key in merchant_keys:
                 rows.setdefault(key, [])
             tick = next(ticks, None)
-        key = shard_of(merchant_keys, env.txn.merchant_id)
+        key = shard_of(merchant_keys, merchant_id)
         mine = rows.get(key)
         if mine is None:
             rows[key] = [r]
@@ -377,7 +384,14 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
     the record before it, and the sort is stable, so its watermark applies
     after that record and before the ones after it, never to records it came
     after.
+
+    A single block and no chargebacks (one card shard's step, the common case)
+    need no sort: the card stage emits its rows in ingest order, so the sort
+    would keep every row and tick where it is.
     """
+    featured = [(si.origin, si.featured) for si in values if si.featured is not None]
+    if len(featured) == 1 and not any(si.chargebacks for si in values):
+        return _in_block_order(*featured[0])
     keyed: list[tuple[tuple[int, str, int], tuple[int, int] | CbEnvelope | Tick, str]] = []
     blocks: list[FeatureBlock] = []
     for shard_input in values:
@@ -392,11 +406,10 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
         last = _FIRST
         ticks = iter(block.ticks)
         tick = next(ticks, None)
-        for r, env in enumerate(block.envs):
+        for r, raw in enumerate(block.txns.raw):
             while tick is not None and tick[0] <= r:
                 keyed.append((last, Tick(tick[1]), origin))
                 tick = next(ticks, None)
-            raw = env.raw
             last = (raw.timestamp_ms, raw.source, raw.offset)
             keyed.append((last, (at, r), origin))
         while tick is not None:
@@ -420,7 +433,7 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
     whole = FeatureBlock.concat(blocks)
     if order != list(range(len(order))):
         whole = FeatureBlock(
-            [whole.envs[i] for i in order],
+            whole.txns.take(order),
             whole.features[order],
             whole.watermarks[order],
             [],
@@ -428,10 +441,34 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
     return whole, steps
 
 
-def _ingest_order(item: TxnEnvelope | CbEnvelope) -> tuple[int, str, int]:
+def _in_block_order(origin: str, block: FeatureBlock) -> tuple[FeatureBlock, list[MerchantStep]]:
+    """One sender's block as the merchant stage's steps: its rows, its ticks in their places."""
+    n = len(block)
+    steps: list[MerchantStep] = []
+    last = 0
+    for pos, wm in block.ticks:
+        steps.extend(zip(repeat(origin), range(last, pos)))
+        steps.append((origin, Tick(wm)))
+        last = max(last, pos)
+    steps.extend(zip(repeat(origin), range(last, n)))
+    return FeatureBlock(block.txns, block.features, block.watermarks, []), steps
+
+
+def _ingest_order(item: CbEnvelope) -> tuple[int, str, int]:
     """Records from several inputs are applied in ingest order: Kafka timestamp, then position."""
     raw = item.raw
     return raw.timestamp_ms, raw.source, raw.offset
+
+
+def _txns_in_ingest_order(parts: list[TxnColumns]) -> TxnColumns:
+    """The transactions of ``parts`` in ingest order (a stable sort: ties keep their order)."""
+    parts = [part for part in parts if part]
+    if not parts:
+        return TxnColumns()
+    whole = TxnColumns.concat(parts)
+    order_keys = [(raw.timestamp_ms, raw.source, raw.offset) for raw in whole.raw]
+    order = sorted(range(len(order_keys)), key=order_keys.__getitem__)
+    return whole if order == list(range(len(order))) else whole.take(order)
 
 
 def windows(

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from itertools import islice
 
 from operators.card_features import CardConfig
-from operators.messages import OutMessage, RawRecord, Tick, TxnEnvelope
+from operators.messages import OutMessage, RawRecord, Tick
 from operators.watermarks import NO_WATERMARK, MinWatermark
 from schemas.records import Transaction
 from state import keys
 from state.store import StateStore
+from tests.unit.operators.blocks import TxnRecord
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -32,7 +33,7 @@ DAY = 24 * HOUR
 class Featured:
     """A transaction the reference featured: its card features by name, and the watermark."""
 
-    env: TxnEnvelope
+    event_id: str
     features: dict[str, float]
     watermark: int
 
@@ -55,7 +56,7 @@ class ReferenceCardEngine:
         self,
         config: CardConfig,
         store: StateStore,
-        dead_letter: Callable[[TxnEnvelope, str], OutMessage],
+        dead_letter: Callable[[RawRecord, str], OutMessage],
         *,
         shard: str = "",
     ) -> None:
@@ -73,7 +74,7 @@ class ReferenceCardEngine:
         self.at: RawRecord | None = None
 
     def process(
-        self, batch: Iterable[TxnEnvelope], watermarks: MinWatermark
+        self, batch: Iterable[TxnRecord], watermarks: MinWatermark
     ) -> tuple[list[Featured | Tick], list[OutMessage]]:
         """Features for each transaction, in order, and dead letters for duplicates.
 
@@ -96,10 +97,10 @@ class ReferenceCardEngine:
             card = cards[card_id]
             horizon = wm - lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
             if txn.event_id in card.ids and _is_duplicate(card, txn, horizon):
-                dead.append(self._dead_letter(env, "event_id already accepted for this card"))
+                dead.append(self._dead_letter(env.raw, "event_id already accepted for this card"))
                 out.append(Tick(wm))
                 continue
-            out.append(Featured(env, features(card, env, horizon), wm))
+            out.append(Featured(txn.event_id, features(card, env, horizon), wm))
             if not env.late:
                 _accept(card, txn.event_time, txn.amount, txn.merchant_id, txn.event_id, gap)
                 dirty.add(card_id)
@@ -194,7 +195,7 @@ class ReferenceCardEngine:
         for card_id in victims:
             del self._cache[card_id]
 
-    def _features(self, card: _Card, env: TxnEnvelope, horizon: int) -> dict[str, float]:
+    def _features(self, card: _Card, env: TxnRecord, horizon: int) -> dict[str, float]:
         txn = env.txn
         t = txn.event_time
         amount = txn.amount

@@ -25,11 +25,12 @@ import operators.card_features as card_features
 from operators import card_kernel
 from operators.card_features import CardConfig, CardFeatureEngine
 from operators.card_kernel import OUTPUT, PARTIALS, fsum_range
-from operators.messages import FeatureBlock, OutMessage, RawRecord, Tick, TxnEnvelope
+from operators.messages import FeatureBlock, OutMessage, RawRecord, Tick
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
 from state.memory import MemoryStore
+from tests.unit.operators.blocks import TxnRecord, columns_of
 from tests.unit.operators.card_reference import Featured, ReferenceCardEngine
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,7 +84,7 @@ def test_window_sums_are_fsum_bit_for_bit(seed: int) -> None:
 
 @dataclass
 class _Scenario:
-    batches: list[list[TxnEnvelope]]
+    batches: list[list[TxnRecord]]
     expire_every: int
 
 
@@ -95,7 +96,7 @@ def _scenario(rng: random.Random) -> _Scenario:
     accepted: list[tuple[str, str]] = []  # (card, event id), to send again as duplicates
     sources = ("transactions#0", "transactions#1")[: rng.randrange(1, 3)]
     top = T0
-    envs: list[TxnEnvelope] = []
+    envs: list[TxnRecord] = []
     for i in range(rng.randrange(1, 400)):
         card = rng.choice(cards)
         roll = rng.random()
@@ -131,7 +132,7 @@ def _scenario(rng: random.Random) -> _Scenario:
         source = rng.choice(sources)
         topic, partition = source.split("#")
         raw = RawRecord(topic, int(partition), i, card.encode(), None, t)
-        envs.append(TxnEnvelope(txn, raw, late, wm))
+        envs.append(TxnRecord(txn, raw, late, wm))
     batches = []
     while envs:
         size = rng.randrange(1, 60)
@@ -140,8 +141,8 @@ def _scenario(rng: random.Random) -> _Scenario:
     return _Scenario(batches, rng.randrange(1, 5))
 
 
-def _dead(env: TxnEnvelope, error: str) -> OutMessage:
-    return OutMessage("dead-letters", env.txn.card_id.encode(), error.encode(), env.raw.source, 0)
+def _dead(raw: RawRecord, error: str) -> OutMessage:
+    return OutMessage("dead-letters", raw.key, error.encode(), raw.source, raw.offset)
 
 
 def _stored(store: MemoryStore) -> dict[bytes, object]:
@@ -153,7 +154,7 @@ def _stored(store: MemoryStore) -> dict[bytes, object]:
 
 def _outputs(items: list[Featured | Tick]) -> list[object]:
     return [
-        (i.env.txn.event_id, i.watermark, list(i.features), _bits(list(i.features.values())))
+        (i.event_id, i.watermark, list(i.features), _bits(list(i.features.values())))
         if isinstance(i, Featured)
         else ("tick", i.watermark)
         for i in items
@@ -166,10 +167,11 @@ def _items(block: FeatureBlock) -> list[Featured | Tick]:
     ticks = list(block.ticks)
     rows = block.features[:, : len(OUTPUT)].tolist()
     marks = block.watermarks.tolist()
-    for r, (env, values, wm) in enumerate(zip(block.envs, rows, marks, strict=True)):
+    columns = zip(block.txns.event_id, rows, marks, strict=True)
+    for r, (event_id, values, wm) in enumerate(columns):
         while ticks and ticks[0][0] <= r:
             items.append(Tick(ticks.pop(0)[1]))
-        items.append(Featured(env, dict(zip(OUTPUT, values, strict=True)), wm))
+        items.append(Featured(event_id, dict(zip(OUTPUT, values, strict=True)), wm))
     items.extend(Tick(wm) for _, wm in ticks)
     return items
 
@@ -187,7 +189,7 @@ def _run_both(scenario: _Scenario, cache: int, *, stored_midway: bool = True) ->
     reference = ReferenceCardEngine(config, stores[1], _dead, shard="s")
     marks = MinWatermark(), MinWatermark()
     for n, batch in enumerate(scenario.batches):
-        got, got_dead = engine.process(batch, marks[0])
+        got, got_dead = engine.process(columns_of(batch), marks[0])
         want, want_dead = reference.process(batch, marks[1])
         assert _outputs(_items(got)) == _outputs(want)
         assert [(d.key, d.value) for d in got_dead] == [(d.key, d.value) for d in want_dead]
@@ -217,7 +219,7 @@ def test_scenarios_reach_every_path() -> None:
         engine = CardFeatureEngine(config, MemoryStore(), _dead)
         wm = MinWatermark()
         for batch in _scenario(random.Random(seed)).batches:
-            block, dups = engine.process(batch, wm)
+            block, dups = engine.process(columns_of(batch), wm)
             rows += [i.features for i in _items(block) if isinstance(i, Featured)]
             dead += len(dups)
     assert dead > 0
@@ -256,8 +258,8 @@ def test_a_full_buffer_grows() -> None:
             currency="EUR",
             event_time=t,
         )
-        batch.append(TxnEnvelope(txn, RawRecord("transactions", 0, i, b"c", None, t), False, t))
-    block, _ = engines[0].process(batch, MinWatermark())
+        batch.append(TxnRecord(txn, RawRecord("transactions", 0, i, b"c", None, t), False, t))
+    block, _ = engines[0].process(columns_of(batch), MinWatermark())
     want, _ = engines[1].process(batch, MinWatermark())
     got = _items(block)
     assert _outputs(got) == _outputs(want)

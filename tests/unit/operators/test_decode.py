@@ -78,7 +78,7 @@ def _dead_letter(msg: OutMessage) -> DeadLetter:
 
 def _decode_one(value: bytes | None, key: bytes | None = b"c-42") -> tuple[DeadLetter, OutMessage]:
     out = _decoder(_Clock(NOW_MS)).decode(_records([(key, value)]))
-    assert out.txns == []
+    assert not out.txns
     (msg,) = out.dead
     return _dead_letter(msg), msg
 
@@ -114,15 +114,15 @@ def test_valid_records_keep_order_and_coordinates(
     mixed: tuple[list[RawRecord], PartitionBatch, list[DeadLetterReason], _Clock],
 ) -> None:
     records, out, _, _ = mixed
-    assert [env.txn.event_id for env in out.txns] == ["tx-1", "tx-2", "tx-3"]
-    assert [env.raw for env in out.txns] == [records[0], records[2], records[8]]
-    assert [(e.raw.topic, e.raw.partition, e.raw.offset) for e in out.txns] == [
+    assert out.txns.event_id == ["tx-1", "tx-2", "tx-3"]
+    assert out.txns.raw == [records[0], records[2], records[8]]
+    assert [(r.topic, r.partition, r.offset) for r in out.txns.raw] == [
         (TOPIC, 3, 100),
         (TOPIC, 3, 102),
         (TOPIC, 3, 108),
     ]
-    assert [env.late for env in out.txns] == [False, False, False]
-    assert out.txns[0].txn.event_time == EXAMPLE_MS
+    assert out.txns.late == [False, False, False]
+    assert out.txns.event_time[0] == EXAMPLE_MS
     assert out.chargebacks == []
 
 
@@ -257,13 +257,13 @@ def test_value_exactly_at_the_limit_is_not_oversize() -> None:
     value = _txn("tx-1", padding="x" * (LIMIT - len(base)))
     assert len(value) == LIMIT
     out = _decoder(_Clock(NOW_MS)).decode(_records([(b"c-42", value)]))
-    assert [env.txn.event_id for env in out.txns] == ["tx-1"]
+    assert out.txns.event_id == ["tx-1"]
     assert out.dead == []
 
 
 def test_unknown_fields_do_not_reject_a_record() -> None:
     out = _decoder(_Clock(NOW_MS)).decode(_records([(b"c-42", _txn("tx-1", tier="gold"))]))
-    assert [env.txn.event_id for env in out.txns] == ["tx-1"]
+    assert out.txns.event_id == ["tx-1"]
 
 
 def test_valid_batch_reads_no_clock() -> None:
@@ -290,7 +290,10 @@ def test_far_future_record_is_a_timestamp_dead_letter_and_changes_nothing() -> N
     dl = _dead_letter(msg)
     assert (dl.reason, dl.offset) == ("timestamp", 101)
     # The rejected record did not move the watermark: the next good one is on time.
-    assert [(env.txn.event_id, env.late) for env in out.txns] == [("tx-0", False), ("tx-2", False)]
+    assert list(zip(out.txns.event_id, out.txns.late, strict=True)) == [
+        ("tx-0", False),
+        ("tx-2", False),
+    ]
     assert decoder.snapshot() == (EXAMPLE_MS, EXAMPLE_MS - 1_000)
 
 
@@ -298,14 +301,14 @@ def test_first_record_far_ahead_of_its_kafka_timestamp_is_rejected() -> None:
     reasons: list[DeadLetterReason] = []
     out = _times(_decoder(_Clock(NOW_MS), reasons), [EXAMPLE_MS + 3_600_001])
     assert reasons == ["timestamp"]
-    assert out.txns == []
+    assert not out.txns
 
 
 def test_lateness_is_judged_against_watermark_minus_allowed_lateness() -> None:
     # Defaults: out-of-orderness 5 s, allowed lateness 60 s; two records agree on the time.
     edge = EXAMPLE_MS - 5_000 - 60_000
     out = _times(_decoder(_Clock(NOW_MS)), [EXAMPLE_MS, EXAMPLE_MS, edge, edge - 1])
-    assert [env.late for env in out.txns] == [False, False, False, True]
+    assert out.txns.late == [False, False, False, True]
     assert out.dead == []
 
 
@@ -321,7 +324,7 @@ def test_resumed_decoder_remembers_its_watermark() -> None:
         wall_clock=lambda: NOW_MS,
     )
     out = _times(resumed, [EXAMPLE_MS - 66_000])
-    assert [env.late for env in out.txns] == [True]
+    assert out.txns.late == [True]
 
 
 @pytest.mark.parametrize("payload_byte", [b"\x01", b"\xff", b"a"])
@@ -424,7 +427,7 @@ def test_record_far_ahead_of_the_wall_clock_is_rejected_even_when_its_kafka_time
     assert [_dead_letter(m).reason for m in out.dead] == ["timestamp"]
     # The following live records are neither dead letters nor late.
     live = _times(decoder, [NOW_MS - 1_000, NOW_MS - 500, NOW_MS])
-    assert live.dead == [] and [env.late for env in live.txns] == [False, False, False]
+    assert live.dead == [] and live.txns.late == [False, False, False]
 
 
 def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
@@ -438,7 +441,7 @@ def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
         quarantined={101: "crashed step 'c0 cards' 2 times (ValueError: x); skipped"},
     )
     out = decoder.decode(_records([(b"c", _txn(f"tx-{i}")) for i in range(3)]))
-    assert [env.raw.offset for env in out.txns] == [100, 102]
+    assert [r.offset for r in out.txns.raw] == [100, 102]
     (dl,) = [_dead_letter(m) for m in out.dead]
     assert (dl.reason, dl.offset) == ("quarantined", 101) and "crashed step" in dl.error
 

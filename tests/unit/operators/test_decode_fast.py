@@ -1,8 +1,11 @@
 """The msgspec fast path against pydantic alone: the same verdict for every input.
 
-The verdict of a value is the record pydantic builds (its type, every field
-value with its Python type, its fields set, no extras) or the dead letter's
-reason and error text, or the exception decoding raises. The decoder's verdict
+The verdict of a value is what the decoder keeps of the record pydantic
+builds, or the dead letter's reason and error text, or the exception decoding
+raises. A transaction is kept as the values of its row in the batch's columns
+(each with its Python type: :func:`operators.messages.txn_row` of pydantic's
+instance on the slow path); a chargeback as its instance (its type, every
+field value with its Python type, its fields set, no extras). The decoder's verdict
 (fast path first, pydantic when it declines) must equal :func:`validate`'s,
 which asks pydantic alone, for hand-picked edge cases, for generated records
 (hypothesis), and for a seeded corpus of valid, mutated and random records.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import fields
 from typing import Any
 
 import msgspec.inspect as mi
@@ -25,7 +29,7 @@ from pydantic.fields import FieldInfo
 from models.simulator import SimConfig, simulate
 from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder
 from operators.decode_fast import _Cb, _Txn, fast_chargeback, fast_transaction
-from operators.messages import RawRecord
+from operators.messages import RawRecord, TxnColumns, TxnRow, txn_row
 from schemas.records import Chargeback, DeadLetter, Transaction
 from schemas.timefmt import MAX_MS, parse_event_time
 
@@ -59,7 +63,10 @@ def _verdict(kind: Kind, value: bytes, *, fast: bool) -> tuple[Any, ...]:
         (msg,) = out.dead
         letter = DeadLetter.model_validate_json(msg.value)
         return ("dead", letter.reason, letter.error)
-    (record,) = [env.txn for env in out.txns] + [env.cb for env in out.chargebacks]
+    if out.txns:
+        assert len(out.txns) == 1 and not out.chargebacks
+        return ("record", "Transaction", _row_values(out.txns))
+    (record,) = [env.cb for env in out.chargebacks]
     assert type(record.__pydantic_fields_set__) is set
     return (
         "record",
@@ -71,6 +78,14 @@ def _verdict(kind: Kind, value: bytes, *, fast: bool) -> tuple[Any, ...]:
     )
 
 
+def _row_values(txns: TxnColumns) -> tuple[tuple[str, str, str], ...]:
+    """Each column's value in the only row of ``txns``, with its type (the raw record aside)."""
+    names = [f.name for f in fields(TxnColumns) if f.name != "raw"]
+    values = [(name, getattr(txns, name)) for name in names]
+    assert all(len(column) == 1 for _, column in values)
+    return tuple((name, type(column[0]).__name__, repr(column[0])) for name, column in values)
+
+
 def assert_same_verdict(kind: Kind, value: bytes) -> tuple[Any, ...]:
     """The decoder's verdict on ``value`` equals pydantic's alone; returns it."""
     got = _verdict(kind, value, fast=True)
@@ -78,7 +93,7 @@ def assert_same_verdict(kind: Kind, value: bytes) -> tuple[Any, ...]:
     return got
 
 
-def _fast(kind: Kind, value: bytes) -> Transaction | Chargeback | None:
+def _fast(kind: Kind, value: bytes) -> TxnRow | Chargeback | None:
     return fast_transaction(value) if kind == "transaction" else fast_chargeback(value)
 
 
@@ -180,6 +195,8 @@ def test_simulated_records_take_the_fast_path_and_equal_pydantics() -> None:
         ("transaction", json.dumps(_txn()).encode()),  # ", " and ": " separators
         ("transaction", json.dumps({k: v for k, v in _txn().items() if k != "country"}).encode()),
         ("transaction", json.dumps(_txn(country=None, channel=None)).encode()),
+        ("transaction", json.dumps(_txn(channel="ecom", device_id=None)).encode()),
+        ("transaction", json.dumps(_txn(channel="Ecom")).encode()),
         ("transaction", json.dumps(_txn(event_time=0)).encode()),
         ("transaction", json.dumps(_txn(event_time=MAX_MS)).encode()),
         ("transaction", json.dumps(_txn(event_time="2026-11-23T11:00:00+01:00")).encode()),
@@ -201,8 +218,11 @@ def test_the_fast_path_takes_plain_records(kind: Kind, value: bytes) -> None:
     assert fast is not None
     verdict = assert_same_verdict(kind, value)
     assert verdict[0] == "record"
-    # Key order of the input does not matter: the instance lists fields in model order.
-    assert list(fast.__dict__) == list(MODELS[kind].model_fields)
+    if isinstance(fast, tuple):  # a transaction: the values its row keeps, typed as pydantic's
+        assert fast == txn_row(Transaction.model_validate_json(value))
+        assert [type(v) for v in fast] == [str, str, str, int, float, bool, bool]
+    else:  # key order of the input does not matter: the instance lists fields in model order
+        assert list(fast.__dict__) == list(MODELS[kind].model_fields)
 
 
 # -- hand-picked inputs where msgspec and pydantic could disagree -----------------------

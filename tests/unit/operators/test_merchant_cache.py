@@ -11,11 +11,12 @@ from flows.testing import MERCHANT_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
 from operators.columns import BLOCK_COLUMNS
 from operators.merchant_windows import WINDOW_MS, MerchantConfig, MerchantWindowEngine
-from operators.messages import CbEnvelope, FeatureBlock, OutMessage, RawRecord, TxnEnvelope
+from operators.messages import CbEnvelope, FeatureBlock, OutMessage, RawRecord
 from operators.watermarks import MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
 from state.memory import MemoryStore
+from tests.unit.operators.blocks import TxnRecord, columns_of
 
 T0 = 1_795_392_000_000
 MERCHANT_KEYS = (keys.WINDOW, keys.CLOSE_TIMER, keys.PURGE_TIMER)
@@ -72,7 +73,7 @@ def _featured(i: int, merchant: str, t: int, amount: float) -> FeatureBlock:
     )
     raw = RawRecord("transactions", 0, i, None, b"{}", t)
     features = np.zeros((1, len(BLOCK_COLUMNS)))
-    return FeatureBlock([TxnEnvelope(txn, raw, False, t)], features, np.array([t]), [])
+    return FeatureBlock(columns_of([TxnRecord(txn, raw, False, t)]), features, np.array([t]), [])
 
 
 def _count(engine: MerchantWindowEngine, block: FeatureBlock, wm: MinWatermark) -> float:

@@ -1,23 +1,25 @@
-"""Envelopes crossing processes: a shard's batch pickles to columns and comes back exact."""
+"""Batches crossing processes: a shard's batch pickles to columns and comes back exact."""
 
 from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
 from operators.columns import BLOCK_COLUMNS
-from operators.messages import CbEnvelope, FeatureBlock, RawRecord, ShardInput, TxnEnvelope
+from operators.messages import CbEnvelope, FeatureBlock, RawRecord, ShardInput, TxnColumns
 from schemas.records import Chargeback, Transaction
+from tests.unit.operators.blocks import TxnRecord, columns_of
 
 T0 = 1_795_392_000_000
 
 
-def _envelope(i: int, body: bytes, *, late: bool = False) -> TxnEnvelope:
+def _record(i: int, body: bytes, *, late: bool = False) -> TxnRecord:
     raw = RawRecord("transactions", i % 3, 100 + i, f"c-{i}".encode(), body, T0 + i)
-    return TxnEnvelope(Transaction.model_validate_json(body), raw, late, T0 - 5000 + i)
+    return TxnRecord(Transaction.model_validate_json(body), raw, late, T0 - 5000 + i)
 
 
 FULL = (
@@ -31,29 +33,33 @@ SPARSE = (
 )
 
 
-def _assert_same_envelope(got: TxnEnvelope, want: TxnEnvelope) -> None:
+def _typed(txns: TxnColumns) -> dict[str, list[tuple[str, object]]]:
+    """Every column of ``txns``, each value with its type's name."""
+    return {
+        f.name: [(type(v).__name__, v) for v in getattr(txns, f.name)] for f in fields(TxnColumns)
+    }
+
+
+def _assert_same_columns(got: TxnColumns, want: TxnColumns) -> None:
+    assert type(got) is TxnColumns
     assert got == want
-    assert got.raw.source == want.raw.source == f"transactions#{want.raw.partition}"
-    assert type(got.txn) is Transaction
-    assert got.txn.model_fields_set == want.txn.model_fields_set
-    assert got.txn.model_dump() == want.txn.model_dump()
+    assert _typed(got) == _typed(want)
+    assert [r.source for r in got.raw] == [f"transactions#{r.partition}" for r in want.raw]
 
 
-def _block(envs: list[TxnEnvelope], ticks: list[tuple[int, int]]) -> FeatureBlock:
-    width = len(BLOCK_COLUMNS)
-    features = np.arange(len(envs) * width, dtype=np.float64).reshape(len(envs), width) / 7
-    if len(envs):
+def _block(txns: TxnColumns, ticks: list[tuple[int, int]]) -> FeatureBlock:
+    width, n = len(BLOCK_COLUMNS), len(txns)
+    features = np.arange(n * width, dtype=np.float64).reshape(n, width) / 7
+    if n:
         # Values whose bits a conversion could lose: NaN, a negative zero, the extremes.
         features[0, :4] = [math.nan, -0.0, 5e-324, 1.7976931348623157e308]
-    marks = np.array([T0 + i for i in range(len(envs))], dtype=np.int64)
-    return FeatureBlock(envs, features, marks, ticks)
+    marks = np.array([T0 + i for i in range(n)], dtype=np.int64)
+    return FeatureBlock(txns, features, marks, ticks)
 
 
 def _assert_same_block(got: FeatureBlock | None, want: FeatureBlock | None) -> None:
     assert got is not None and want is not None
-    assert len(got.envs) == len(want.envs)
-    for g, w in zip(got.envs, want.envs, strict=True):
-        _assert_same_envelope(g, w)
+    _assert_same_columns(got.txns, want.txns)
     assert got.features.dtype == np.float64 and got.watermarks.dtype == np.int64
     assert got.features.shape == want.features.shape
     assert got.features.tobytes() == want.features.tobytes()  # bit for bit
@@ -70,36 +76,51 @@ def test_raw_record_round_trip_keeps_its_source() -> None:
 
 
 def test_shard_input_round_trip_is_exact() -> None:
-    full, sparse = _envelope(1, FULL), _envelope(2, SPARSE, late=True)
+    full, sparse = _record(1, FULL), _record(2, SPARSE, late=True)
     cb = CbEnvelope(
         Chargeback(event_id="cb-1", txn_event_id="tx-1", merchant_id="m-7", event_time=T0 + 60_000),
         RawRecord("chargebacks", 0, 7, None, b"{}", T0 + 60_000),
         T0,
     )
     # A duplicate's tick before the first row, two between rows, one after the last.
-    block = _block([full, sparse, full], [(0, T0 - 1), (1, T0 + 1), (1, T0 + 2), (3, T0 + 9)])
-    batch = ShardInput("c3", T0 + 9, True, [full, sparse], block, [cb], "m5")
+    ticks = [(0, T0 - 1), (1, T0 + 1), (1, T0 + 2), (3, T0 + 9)]
+    block = _block(columns_of([full, sparse, full]), ticks)
+    batch = ShardInput("c3", T0 + 9, True, columns_of([full, sparse]), block, [cb], "m5")
 
     got = pickle.loads(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
 
     assert (got.origin, got.watermark, got.idle, got.target) == ("c3", T0 + 9, True, "m5")
-    for g, w in zip(got.txns, batch.txns, strict=True):
-        _assert_same_envelope(g, w)
+    _assert_same_columns(got.txns, batch.txns)
+    assert got.txns.ecom == [True, False] and got.txns.has_device == [True, False]
+    assert got.txns.amount == [12.5, 0.0] and type(got.txns.amount[1]) is float
     _assert_same_block(got.featured, batch.featured)
     assert got.chargebacks == [cb]
 
-    plain = ShardInput("transactions#0", T0, False, [full], None, [], "c1")
+    plain = ShardInput("transactions#0", T0, False, columns_of([full]), None, [], "c1")
     again = pickle.loads(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL))
     assert again.featured is None and again.chargebacks == []
-    _assert_same_envelope(again.txns[0], full)
+    _assert_same_columns(again.txns, plain.txns)
+    empty = pickle.loads(pickle.dumps(TxnColumns(), pickle.HIGHEST_PROTOCOL))
+    assert empty == TxnColumns() and not empty
+
+
+def test_take_rows_and_concat_keep_every_column_in_step() -> None:
+    txns = columns_of([_record(i, FULL if i % 2 else SPARSE, late=i == 3) for i in range(5)])
+    taken = txns.take([4, 1, 3])
+    assert [r.offset for r in taken.raw] == [104, 101, 103]
+    assert taken.late == [False, False, True] and taken.ecom == [False, True, True]
+    assert taken.watermark == [T0 - 5000 + i for i in (4, 1, 3)]
+    assert txns.take([2]).event_time == [txns.event_time[2]]
+    _assert_same_columns(txns.take([]), TxnColumns())
+    _assert_same_columns(TxnColumns.concat([txns.rows(0, 2), txns.rows(2, 5)]), txns)
 
 
 def test_a_block_pickles_its_features_as_one_array() -> None:
-    env = _envelope(1, FULL)
-    one, many = _block([env], []), _block([env] * 200, [])
+    rec = _record(1, FULL)
+    one, many = _block(columns_of([rec]), []), _block(columns_of([rec] * 200), [])
     small = len(pickle.dumps(one, pickle.HIGHEST_PROTOCOL))
     large = len(pickle.dumps(many, pickle.HIGHEST_PROTOCOL))
-    # Each further row: its envelope's row (shared objects are memoised) and the raw
+    # Each further row: its columns' values (shared objects are memoised) and the raw
     # float64 and int64 bytes of its features and watermark, no float object per value.
     per_row = (large - small) / 199
     assert per_row < 8 * (len(BLOCK_COLUMNS) + 1) + 80
@@ -116,10 +137,9 @@ def test_a_block_pickles_its_features_as_one_array() -> None:
 def test_take_keeps_each_tick_at_its_place_among_the_rows(
     rows: list[int], ticks: list[tuple[int, int]]
 ) -> None:
-    envs = [_envelope(i, FULL) for i in range(4)]
-    block = _block(envs, ticks)
+    block = _block(columns_of([_record(i, FULL) for i in range(4)]), ticks)
     part = block.take(rows)
-    assert [e.raw.offset for e in part.envs] == [100 + r for r in rows]
+    assert [r.offset for r in part.txns.raw] == [100 + r for r in rows]
     assert part.features.tobytes() == block.features[rows].tobytes()
     assert part.watermarks.tolist() == [T0 + r for r in rows]
     # A tick at original place p follows exactly the taken rows before p.

@@ -24,12 +24,12 @@ from operators.columns import BLOCK_COLUMNS, TXN_FEATURES
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import txn_features
 from operators.internals import observe_many
-from operators.messages import RawRecord, TxnEnvelope
+from operators.messages import RawRecord
 from operators.metrics import LATENCY_BUCKETS, ServiceMetrics
 from operators.quality import Decisions
 from operators.scoring import Scorer, ScoringConfig
 from schemas.records import Transaction
-from tests.unit.operators.blocks import Featured, block_of
+from tests.unit.operators.blocks import Featured, TxnRecord, block_of
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
 T0 = 1_795_392_000_000
@@ -64,7 +64,7 @@ def _featured(n: int) -> list[Featured]:
     for row in run_log(records, flush=False).rows:
         r = by_id[row.event_id]
         raw = RawRecord("transactions", r.partition, r.offset, r.key, r.value, r.timestamp_ms)
-        env = TxnEnvelope(Transaction.model_validate_json(r.value), raw, row.late, 0)
+        env = TxnRecord(Transaction.model_validate_json(r.value), raw, row.late, 0)
         features = {k: v for k, v in row.features.items() if k not in TXN_FEATURES}
         out.append(Featured(env, features))
     return out
@@ -111,7 +111,7 @@ def test_scores_decisions_and_features_per_transaction() -> None:
     expected = model.predict(np.array([[f[n] for n in names] for f in feats], dtype=np.float32))
     assert [o.score for o in outcomes] == expected.tolist()
     for item, f, o in zip(batch, feats, outcomes, strict=True):
-        assert f == {**item.features, **txn_features(item.env.txn)}
+        assert f == {**item.features, **txn_features(item.rec.txn)}
         assert list(f) == list(BLOCK_COLUMNS)  # a score record's order
         assert o.decision == model.manifest.thresholds.decide(o.score)
         assert (o.model_version, o.fallback, o.shadow) == ("fraud-gbt-1", False, None)
@@ -227,7 +227,7 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     )
     scorer, metrics = _scorer(registry, clock)
     featured = _featured(10)
-    featured[3].env.late = True  # scored, but never a decision for quality
+    featured[3].rec.late = True  # scored, but never a decision for quality
     shards = [
         ("m0", block_of(featured[:3])),
         ("m1", block_of(featured[3:7])),
@@ -249,7 +249,7 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     assert len(messages) + len(samples) + len(decisions) == len(out)
     assert model.calls[0] == 2  # 10 rows of three shards, in calls of at most 8
     got = [json.loads(m.value)["event_id"] for _key, msgs in messages for m in msgs]
-    assert got == [f.env.txn.event_id for f in featured]
+    assert got == [f.rec.txn.event_id for f in featured]
     assert len(samples) == 2
     by_shard = {shard: payload for shard, payload in decisions}
     assert sorted(by_shard) == ["m0", "m1", "m2"]

@@ -32,13 +32,13 @@ from operators.breaker import BreakerConfig
 from operators.columns import BLOCK_COLUMNS
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.features import txn_features
-from operators.messages import OutMessage, RawRecord, TxnEnvelope
+from operators.messages import OutMessage, RawRecord
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
 from operators.scoring import Scorer, ScoreStep, ScoringConfig
 from schemas.records import Transaction
 from schemas.timefmt import MAX_MS, format_ms
-from tests.unit.operators.blocks import UPSTREAM, Featured, block_of
+from tests.unit.operators.blocks import UPSTREAM, Featured, TxnRecord, block_of
 
 COMMITTED = Path(__file__).resolve().parents[3] / "models" / "artifacts" / "fraud-gbt-1"
 NOW = 1_795_392_999_123
@@ -121,7 +121,7 @@ def _featured(rng: random.Random, i: int, plain: bool) -> Featured:
         b"{}",
         rng.choice([NOW - rng.randrange(10**7), NOW + 5, -1]),
     )
-    return Featured(TxnEnvelope(txn, raw, rng.random() < 0.2, 0), features)
+    return Featured(TxnRecord(txn, raw, rng.random() < 0.2, 0), features)
 
 
 def _shards(rng: random.Random, plain: bool) -> list[tuple[str, list[Featured]]]:
@@ -141,12 +141,12 @@ def _oracle(
     registry: ModelRegistry, broken: set[str], chunk: list[Featured], topic: str
 ) -> tuple[list[OutMessage], list[str], list[str]]:
     """Messages, decisions and deciding versions of one model call, record by record."""
-    feats = [{**item.features, **txn_features(item.env.txn)} for item in chunk]
+    feats = [{**item.features, **txn_features(item.rec.txn)} for item in chunk]
     active = registry.active
     groups: dict[str, list[int]] = {}
     models: dict[str, OnnxModel] = {}
     for i, item in enumerate(chunk):
-        role, model = registry.for_card(item.env.txn.card_id)
+        role, model = registry.for_card(item.rec.txn.card_id)
         groups.setdefault(role, []).append(i)
         models[role] = model
     outcome: dict[int, tuple[float, str, str, bool]] = {}
@@ -167,7 +167,7 @@ def _oracle(
         shadow = [{"model_version": version, "score": p} for p in _predict(registry.shadow, feats)]
     messages = []
     for i, (item, f) in enumerate(zip(chunk, feats, strict=True)):
-        txn, (score, decision, version, fallback) = item.env.txn, outcome[i]
+        txn, (score, decision, version, fallback) = item.rec.txn, outcome[i]
         body = {
             "event_id": txn.event_id,
             "card_id": txn.card_id,
@@ -177,12 +177,12 @@ def _oracle(
             "decision": decision,
             "model_version": version,
             "fallback": fallback,
-            "late": item.env.late,
+            "late": item.rec.late,
             "features": f,
             "shadow": shadow[i],
             "processed_at": format_ms(NOW),
         }
-        raw = item.env.raw
+        raw = item.rec.raw
         messages.append(
             OutMessage(topic, txn.card_id.encode(), orjson.dumps(body), raw.source, raw.offset)
         )
@@ -250,9 +250,9 @@ def test_step_equals_the_per_record_oracle(
         first = 0
         for shard, featured in shards:
             mine = [
-                (item.env.txn.event_id, item.env.txn.event_time, d)
+                (item.rec.txn.event_id, item.rec.txn.event_time, d)
                 for item, d in zip(featured, decided[first : first + len(featured)], strict=True)
-                if not item.env.late
+                if not item.rec.late
             ]
             first += len(featured)
             if mine:
@@ -277,12 +277,12 @@ def _check_sample(
     """The drift sample holds the active model's rows: features, scores and event times."""
     assert sample.model_version == active
     assert sample.names == BLOCK_COLUMNS
-    feats = [{**chunk[i].features, **txn_features(chunk[i].env.txn)} for i in rows]
+    feats = [{**chunk[i].features, **txn_features(chunk[i].rec.txn)} for i in rows]
     expected = np.array([[f[n] for n in BLOCK_COLUMNS] for f in feats], dtype=np.float64)
     assert sample.values.tobytes() == expected.tobytes()
     scores = [json.loads(messages[i].value)["score"] for i in rows]
     assert sample.scores.tolist() == scores
-    assert sample.event_times.tolist() == [chunk[i].env.txn.event_time for i in rows]
+    assert sample.event_times.tolist() == [chunk[i].rec.txn.event_time for i in rows]
 
 
 def test_an_empty_step_and_empty_shards() -> None:

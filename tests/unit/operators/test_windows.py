@@ -24,7 +24,7 @@ from operators.messages import (
     RawRecord,
     ShardInput,
     Tick,
-    TxnEnvelope,
+    TxnColumns,
 )
 from operators.placement import shard_keys
 from operators.windows import (
@@ -36,6 +36,7 @@ from operators.windows import (
     shard_of,
 )
 from schemas.records import Chargeback, Transaction
+from tests.unit.operators.blocks import TxnRecord, columns_of
 
 EXAMPLE_MS = 1_795_428_000_123
 ROOT = Path(__file__).resolve().parents[3]
@@ -135,19 +136,21 @@ def test_routing_keeps_every_transaction_once_in_order(
     batch = _txn_batch(card_ids)
     assert len(batch.txns) == len(card_ids)
     inputs = _shard_inputs(route_partition_batch(batch, shards, workers))
-    routed: list[TxnEnvelope] = []
+    routed: list[int] = []
     for key, shard_input in inputs.items():
-        assert all(card_shard(env.txn.card_id, shards, workers) == key for env in shard_input.txns)
+        txns = shard_input.txns
+        assert all(card_shard(card_id, shards, workers) == key for card_id in txns.card_id)
         # The worker count only names a shard: the same cards share it as with one worker.
-        assert {card_shard(env.txn.card_id, shards) for env in shard_input.txns} <= {
-            key.split(".")[0]
-        }
-        offsets = [env.raw.offset for env in shard_input.txns]
+        assert {card_shard(card_id, shards) for card_id in txns.card_id} <= {key.split(".")[0]}
+        offsets = [raw.offset for raw in txns.raw]
         assert offsets == sorted(offsets)
+        # Every column moved with its row.
+        assert txns.card_id == [card_ids[offset] for offset in offsets]
+        assert txns.event_id == [batch.txns.event_id[offset] for offset in offsets]
         assert shard_input.origin == batch.source
         assert shard_input.watermark == batch.watermark
-        routed.extend(shard_input.txns)
-    assert sorted(env.raw.offset for env in routed) == list(range(len(card_ids)))
+        routed.extend(offsets)
+    assert sorted(routed) == list(range(len(card_ids)))
     # The first batch of a partition tells every card shard its watermark.
     assert batch.broadcast
     assert set(inputs) == set(shard_keys("c", shards, workers))
@@ -182,7 +185,7 @@ def test_without_broadcast_only_shards_with_records_get_a_batch() -> None:
     assert not batch.broadcast
     inputs = _shard_inputs(route_partition_batch(batch, 16))
     assert list(inputs) == [card_shard("c-42", 16)]
-    assert [env.txn.event_id for env in inputs["c5"].txns] == ["tx-2"]
+    assert inputs["c5"].txns.event_id == ["tx-2"]
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_dead_letters_are_not_routed_to_any_shard(kind: Kind, topic: str) -> Non
     assert all(not si.txns and si.featured is None and not si.chargebacks for si in inputs.values())
     good = _batch("transaction", [_txn_payload(1, "c-42"), b"not json"], "transactions")
     inputs = _shard_inputs(route_partition_batch(good, 16))
-    assert [env.txn.event_id for si in inputs.values() for env in si.txns] == ["tx-1"]
+    assert [event_id for si in inputs.values() for event_id in si.txns.event_id] == ["tx-1"]
 
 
 def test_chargebacks_go_to_their_merchant_shard() -> None:
@@ -216,7 +219,7 @@ def test_chargebacks_go_to_their_merchant_shard() -> None:
     seen: list[CbEnvelope] = []
     for key, shard_input in inputs.items():
         assert key.startswith("m")
-        assert shard_input.txns == []
+        assert not shard_input.txns
         assert shard_input.featured is None
         for item in shard_input.chargebacks:
             assert merchant_shard(item.cb.merchant_id, 8) == key
@@ -233,24 +236,24 @@ def test_empty_first_batch_still_reaches_every_shard(shards: int) -> None:
     batch = _txn_batch([])
     inputs = _shard_inputs(route_partition_batch(batch, shards))
     assert set(inputs) == {f"c{i}" for i in range(shards)}
-    assert all(shard_input.txns == [] for shard_input in inputs.values())
+    assert all(not shard_input.txns for shard_input in inputs.values())
 
 
 def _interleaved(block: FeatureBlock) -> list[tuple[str, object]]:
     """A block's rows (event id, watermark, features) and ticks, in the order they came."""
     out: list[tuple[str, object]] = []
     ticks = list(block.ticks)
-    for r, env in enumerate(block.envs):
+    for r, event_id in enumerate(block.txns.event_id):
         while ticks and ticks[0][0] <= r:
             out.append(("tick", ticks.pop(0)[1]))
-        out.append(("row", (env.txn.event_id, int(block.watermarks[r]), *block.features[r])))
+        out.append(("row", (event_id, int(block.watermarks[r]), *block.features[r])))
     out.extend(("tick", wm) for _, wm in ticks)
     return out
 
 
 def _random_block(rng: random.Random, origin: int, n: int) -> FeatureBlock:
     """A card shard's block: rows in ingest order over few timestamps, ticks anywhere."""
-    envs = []
+    recs = []
     for i in range(n):
         payload = _txn_payload(i, f"c-{origin}")
         payload["event_id"] = f"tx-{origin}-{i}"
@@ -258,14 +261,13 @@ def _random_block(rng: random.Random, origin: int, n: int) -> FeatureBlock:
         raw = RawRecord(
             "transactions", rng.randrange(2), rng.randrange(50), None, b"{}", rng.randrange(4)
         )
-        txn = TxnEnvelope(Transaction.model_validate(payload), raw, False, 0)
-        envs.append(txn)
-    envs.sort(key=lambda e: (e.raw.timestamp_ms, e.raw.source, e.raw.offset))
+        recs.append(TxnRecord(Transaction.model_validate(payload), raw, False, 0))
+    recs.sort(key=lambda e: (e.raw.timestamp_ms, e.raw.source, e.raw.offset))
     features = np.array([[rng.random() for _ in BLOCK_COLUMNS] for _ in range(n)])
     features = features.reshape(n, len(BLOCK_COLUMNS))
     marks = np.array(sorted(rng.randrange(100) for _ in range(n)), dtype=np.int64)
     ticks = sorted((rng.randrange(n + 1), rng.randrange(100)) for _ in range(rng.randrange(4)))
-    return FeatureBlock(envs, features, marks, ticks)
+    return FeatureBlock(columns_of(recs), features, marks, ticks)
 
 
 def _chargebacks(rng: random.Random, partition: int) -> list[CbEnvelope]:
@@ -282,20 +284,25 @@ def _chargebacks(rng: random.Random, partition: int) -> list[CbEnvelope]:
     return out
 
 
+@pytest.mark.parametrize("single", [False, True])
 @pytest.mark.parametrize("seed", range(60))
-def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(seed: int) -> None:
+def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(
+    seed: int, single: bool
+) -> None:
     """Rows, chargebacks and ticks of several inputs: the order of a stable sort of the records.
 
     The reference sorts one item per record or tick, each keyed by its ingest order
-    (a tick by the record before it in its sender's order), stably.
+    (a tick by the record before it in its sender's order), stably. ``single``:
+    one card shard's block and no chargebacks, which the stage merges without a sort.
     """
     rng = random.Random(seed)
     values = []
-    for k in range(rng.randrange(1, 4)):
+    for k in range(1 if single else rng.randrange(1, 4)):
         block = _random_block(rng, k, rng.randrange(0, 8))
-        values.append(ShardInput(f"c{k}", 0, False, [], block, [], "m0"))
-    for p in range(rng.randrange(0, 3)):
-        values.append(ShardInput(f"chargebacks#{p}", 0, False, [], None, _chargebacks(rng, p), ""))
+        values.append(ShardInput(f"c{k}", 0, False, TxnColumns(), block, [], "m0"))
+    for p in range(0 if single else rng.randrange(0, 3)):
+        cbs = _chargebacks(rng, p)
+        values.append(ShardInput(f"chargebacks#{p}", 0, False, TxnColumns(), None, cbs, ""))
     rng.shuffle(values)
     keyed: list[tuple[tuple[int, str, int], str, tuple[str, object]]] = []
     for si in values:
@@ -306,10 +313,10 @@ def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(seed: in
             )
         if si.featured is None:
             continue
-        rows = iter(si.featured.envs)
+        rows = iter(si.featured.txns.raw)
         for item in _interleaved(si.featured):
             if item[0] == "row":
-                raw = next(rows).raw
+                raw = next(rows)
                 last = (raw.timestamp_ms, raw.source, raw.offset)
             keyed.append((last, si.origin, item))
     keyed.sort(key=lambda k: k[0])
@@ -322,8 +329,7 @@ def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(seed: in
         if isinstance(step, int):
             assert step == next_row  # rows come in block order
             next_row += 1
-            env = block.envs[step]
-            row = (env.txn.event_id, int(block.watermarks[step]), *block.features[step])
+            row = (block.txns.event_id[step], int(block.watermarks[step]), *block.features[step])
             got.append((origin, ("row", row)))
         elif isinstance(step, Tick):
             got.append((origin, ("tick", step.watermark)))
@@ -354,9 +360,7 @@ def test_a_split_block_keeps_every_tick_in_place_for_every_merchant_shard(seed: 
 def _owners(block: FeatureBlock, merchant_keys: tuple[str, ...]) -> list[str | None]:
     """The merchant shard of each item of ``_interleaved(block)``; None for a tick (all)."""
     owners: list[str | None] = []
-    rows = iter(block.envs)
+    rows = iter(block.txns.merchant_id)
     for kind, _ in _interleaved(block):
-        owners.append(
-            shard_of(merchant_keys, next(rows).txn.merchant_id) if kind == "row" else None
-        )
+        owners.append(shard_of(merchant_keys, next(rows)) if kind == "row" else None)
     return owners
