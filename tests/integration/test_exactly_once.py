@@ -240,11 +240,16 @@ def test_a_crash_right_after_the_kafka_commit_replays_nothing_twice(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    # Paced, once the child reads, so that output comes in several epochs and the crash
-    # lands mid-stream (on a loaded machine start-up can outlast unpaced input).
-    wait_until_reading(log)
-    sent = publish_log(settings, simulated_log(54, 3_000), rate_per_s=500)
-    assert child.wait(timeout=120) == 137, log.read_text()[-3000:]
+    try:
+        # Paced, once the child reads, so that output comes in several epochs and the
+        # crash lands mid-stream (on a loaded machine start-up can outlast unpaced input).
+        wait_until_reading(log)
+        sent = publish_log(settings, simulated_log(54, 3_000), rate_per_s=500)
+        assert child.wait(timeout=120) == 137, log.read_text()[-3000:]
+    finally:
+        if child.poll() is None:  # failed: leave no process behind for the next tests
+            child.kill()
+            child.wait()
     final = start_flow(env, recovery, log, *EPOCH, "--until-eof")
     assert final.wait(timeout=120) == 0, log.read_text()[-3000:]
     assert "re-emitted message(s) committed before this start" in log.read_text()
