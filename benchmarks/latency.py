@@ -264,18 +264,10 @@ def measure_latency(
             sender, receiver, plan.rate, plan.seconds, "measured", say, check_alive
         )
         cpu_spent, host_spent = cpu_s() - cpu_before, host_busy_s() - host_before
-        end = sender.next
-        sender.close()
-        deadline = time.monotonic() + plan.drain_s
-        while receiver.received < end and time.monotonic() < deadline:
-            check_alive()
-            time.sleep(0.05)
-        if receiver.error is not None:
-            raise BenchError(f"latency run: score consumer failed: {receiver.error}")
+        end = _drain(sender, receiver, plan.drain_s, check_alive, "latency run: score consumer")
     finally:
         receiver.stop()
-    got, sent_at = receiver.received_at, sender.sent_at
-    samples = [got[i] - sent_at[i] for i in range(first, end) if got[i]]
+    samples = _samples(sender, receiver, first, end)
     return LatencySamples(samples, end - first, sent_seconds, cpu_spent, host_spent)
 
 
@@ -299,18 +291,35 @@ def broker_round_trip(
     receiver.start()
     try:
         sent_seconds = _paced(sender, receiver, rate, seconds, "broker", say, lambda: None)
-        end = sender.next
-        sender.close()
-        deadline = time.monotonic() + 15.0
-        while receiver.received < end and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if receiver.error is not None:
-            raise BenchError(f"broker round trip: consumer failed: {receiver.error}")
+        end = _drain(sender, receiver, 15.0, lambda: None, "broker round trip: consumer")
     finally:
         receiver.stop()
+    return LatencySamples(_samples(sender, receiver, 0, end), end, sent_seconds)
+
+
+def _drain(
+    sender: _Sender,
+    receiver: ScoreReceiver,
+    drain_s: float,
+    check_alive: Callable[[], None],
+    reader: str,
+) -> int:
+    """Stop sending and wait up to ``drain_s`` for what was sent; return how many were sent."""
+    end = sender.next
+    sender.close()
+    deadline = time.monotonic() + drain_s
+    while receiver.received < end and time.monotonic() < deadline:
+        check_alive()
+        time.sleep(0.05)
+    if receiver.error is not None:
+        raise BenchError(f"{reader} failed: {receiver.error}")
+    return end
+
+
+def _samples(sender: _Sender, receiver: ScoreReceiver, first: int, end: int) -> list[float]:
+    """Seconds from send to receipt of items ``first`` to ``end`` that came back."""
     got, sent_at = receiver.received_at, sender.sent_at
-    samples = [got[i] - sent_at[i] for i in range(end) if got[i]]
-    return LatencySamples(samples, end, sent_seconds)
+    return [got[i] - sent_at[i] for i in range(first, end) if got[i]]
 
 
 def _paced(
