@@ -397,7 +397,7 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
     for shard_input in values:
         origin = shard_input.origin
         for cb in shard_input.chargebacks:
-            keyed.append((_ingest_order(cb), cb, origin))
+            keyed.append((_ingest_order(cb.raw), cb, origin))
         block = shard_input.featured
         if block is None:
             continue
@@ -410,7 +410,7 @@ def _in_ingest_order(values: list[ShardInput]) -> tuple[FeatureBlock, list[Merch
             while tick is not None and tick[0] <= r:
                 keyed.append((last, Tick(tick[1]), origin))
                 tick = next(ticks, None)
-            last = (raw.timestamp_ms, raw.source, raw.offset)
+            last = _ingest_order(raw)
             keyed.append((last, (at, r), origin))
         while tick is not None:
             keyed.append((last, Tick(tick[1]), origin))
@@ -454,9 +454,8 @@ def _in_block_order(origin: str, block: FeatureBlock) -> tuple[FeatureBlock, lis
     return FeatureBlock(block.txns, block.features, block.watermarks, []), steps
 
 
-def _ingest_order(item: CbEnvelope) -> tuple[int, str, int]:
+def _ingest_order(raw: RawRecord) -> tuple[int, str, int]:
     """Records from several inputs are applied in ingest order: Kafka timestamp, then position."""
-    raw = item.raw
     return raw.timestamp_ms, raw.source, raw.offset
 
 
@@ -466,7 +465,7 @@ def _txns_in_ingest_order(parts: list[TxnColumns]) -> TxnColumns:
     if not parts:
         return TxnColumns()
     whole = TxnColumns.concat(parts)
-    order_keys = [(raw.timestamp_ms, raw.source, raw.offset) for raw in whole.raw]
+    order_keys = list(map(_ingest_order, whole.raw))
     order = sorted(range(len(order_keys)), key=order_keys.__getitem__)
     return whole if order == list(range(len(order))) else whole.take(order)
 
