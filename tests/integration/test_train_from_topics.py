@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from models.history import from_simulation, from_topics
+from models.history import Recorded, from_simulation, from_topics
 from models.manifest import read_manifest
 from models.realistic import RealisticConfig, simulate_realistic
 from models.simulator import SimEvent
@@ -48,19 +48,24 @@ def _publish(settings: Settings, events: list[SimEvent]) -> None:
         producer.close()
 
 
-def test_topics_give_the_rows_and_labels_of_the_recorded_traffic(
-    settings: Settings, tmp_path: Path
-) -> None:
-    events = list(simulate_realistic(SIM))
-    _publish(settings, events)
-    until = SIM.start_ms + 7 * DAY
-    recorded = from_topics(
+def _recorded(settings: Settings, until: int) -> Recorded:
+    """The topics' history from the simulation's start to ``until``, as training reads it."""
+    return from_topics(
         settings.bootstrap_servers,
         settings.topics,
         since_ms=SIM.start_ms,
         until_ms=until,
         label_horizon_ms=HORIZON,
     )
+
+
+def test_topics_give_the_rows_and_labels_of_the_recorded_traffic(
+    settings: Settings, tmp_path: Path
+) -> None:
+    events = list(simulate_realistic(SIM))
+    _publish(settings, events)
+    until = SIM.start_ms + 7 * DAY
+    recorded = _recorded(settings, until)
     # Inside the range: every transaction and chargeback; labels: chargebacks to until + 2 d.
     in_range = [e for e in events if e.event_time_ms < until]
     assert sorted(r.value for r in recorded.records) == sorted(
@@ -129,13 +134,7 @@ def test_records_out_of_timestamp_order_at_the_end_of_the_range_are_read(
         producer.flush()
     finally:
         producer.close()
-    recorded = from_topics(
-        settings.bootstrap_servers,
-        settings.topics,
-        since_ms=SIM.start_ms,
-        until_ms=until,
-        label_horizon_ms=HORIZON,
-    )
+    recorded = _recorded(settings, until)
     # The last one comes after a record 70 s past the range: beyond the flow's bounds.
     assert [r.timestamp_ms for r in recorded.records] == [until - 3_000, until - 1_000]
 
