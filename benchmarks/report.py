@@ -136,6 +136,13 @@ DEFINITIONS = {
 }
 
 
+def _cores_beside(host_busy_s: float, cpu_s: float, seconds: float) -> float:
+    """Cores the host kept busy over ``seconds`` beside the measured ``cpu_s``."""
+    if not host_busy_s or seconds <= 0:
+        return 0.0
+    return round(max(0.0, host_busy_s - cpu_s) / seconds, 6)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Throughput:
     """One throughput phase: how many events, how long, from spawn and from first output."""
@@ -187,9 +194,7 @@ class Throughput:
         ...     host_busy_s=19.0).other_cores
         0.7
         """
-        if not self.host_busy_s:
-            return 0.0
-        return round(max(0.0, self.host_busy_s - sum(self.cpu_s)) / self.wall_s, 6)
+        return _cores_beside(self.host_busy_s, sum(self.cpu_s), self.wall_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,9 +241,7 @@ class Latency:
         ...     max_ms=1.0, mean_ms=1.0, cpu_s=6.0, host_busy_s=15.0).other_cores
         0.9
         """
-        if not self.host_busy_s or self.seconds <= 0:
-            return 0.0
-        return round(max(0.0, self.host_busy_s - self.cpu_s) / self.seconds, 6)
+        return _cores_beside(self.host_busy_s, self.cpu_s, self.seconds)
 
     @property
     def cpu_us_per_event(self) -> float:
