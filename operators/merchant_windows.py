@@ -106,77 +106,103 @@ class MerchantWindowEngine:
         (card shard or chargeback partition) that sent it.
         """
         txns, marks = block.txns, block.watermarks.tolist()
-        raws, merchant_ids, event_times = txns.raw, txns.merchant_id, txns.event_time
-        amounts, lates = txns.amount, txns.late
-        # Window keys of each row (previous, own) and chargeback (own), built once.
-        row_keys: list[tuple[bytes | None, bytes]] = []
-        cb_keys: list[bytes] = []
-        wanted: set[bytes] = set()
-        for raw, merchant, t in zip(raws, merchant_ids, event_times, strict=True):
-            self.at = raw
-            start = _window_start(t)
-            own = keys.window_key(merchant, start)
+        raws, merchant_ids, amounts, lates = txns.raw, txns.merchant_id, txns.amount, txns.late
+        starts = [t - t % WINDOW_MS for t in txns.event_time]
+        # Window keys of each row (previous, own) and chargeback (own), built once a
+        # (merchant, start): a batch holds many rows of a merchant's window.
+        built: dict[tuple[str, int], bytes] = {}
+        window_key = keys.window_key
+
+        def key_of(merchant: str, start: int) -> bytes:
+            key = built.get((merchant, start))
+            if key is None:
+                key = built[merchant, start] = window_key(merchant, start)
+            return key
+
+        try:
+            own_keys = list(map(key_of, merchant_ids, starts))
             # Event times start at the epoch: the first window has no previous one.
-            before = keys.window_key(merchant, start - WINDOW_MS) if start else None
-            wanted.add(own)
-            if before is not None:
-                wanted.add(before)
-            row_keys.append((before, own))
+            prev_keys = [
+                key_of(m, s - WINDOW_MS) if s else None
+                for m, s in zip(merchant_ids, starts, strict=True)
+            ]
+        except Exception:
+            # Again a row at a time, to blame the record whose key cannot be built.
+            for raw, merchant, start in zip(raws, merchant_ids, starts, strict=True):
+                self.at = raw
+                window_key(merchant, start)
+                window_key(merchant, max(start - WINDOW_MS, 0))
+            raise
+        cb_keys: list[bytes] = []
         for _, item in steps:
             if type(item) is CbEnvelope:
                 self.at = item.raw
-                key = keys.window_key(item.cb.merchant_id, _window_start(item.cb.event_time))
-                wanted.add(key)
-                cb_keys.append(key)
-        windows = self._windows(wanted)
+                cb_keys.append(key_of(item.cb.merchant_id, _window_start(item.cb.event_time)))
+        windows = self._windows(set(built.values()))
         changes: dict[bytes, bytes | None] = {}
         counts: list[float] = []
         rates: list[float] = []
         dead: list[OutMessage] = []
         dirty = self._dirty
+        close = self._close
 
-        def bump(key: bytes, merchant: str, start: int, txns: int, amount: float, cbs: int) -> None:
+        def bump(key: bytes, merchant: str, start: int, txns: int, units: int, cbs: int) -> None:
             old = windows.get(key)
             if old is None:
                 old = (0, 0, 0)
-                changes[keys.timer_key(self._close, start + WINDOW_MS, merchant)] = b""
-            # The sum is kept exact, so a window's aggregate does not depend on the order
-            # its transactions arrived in (partitions interleave differently on a replay).
-            units = exact_units(amount) if amount else 0
+                changes[keys.timer_key(close, start + WINDOW_MS, merchant)] = b""
             windows[key] = (old[0] + txns, old[1] + units, old[2] + cbs)
             dirty.add(key)
 
-        update = watermarks.update
+        update, current = watermarks.update, watermarks.current
         cbs_seen = 0
+        # The watermark an origin last reported: a row's update is skipped when it repeats
+        # (updates only raise), which is most rows of a block.
+        last: tuple[str, int] | None = None
         for origin, item in steps:
             if type(item) is int:
-                update(origin, marks[item])
                 self.at = raws[item]
-                start = _window_start(event_times[item])
-                prev_key, own_key = row_keys[item]
+                mark = marks[item]
+                if (origin, mark) != last:
+                    update(origin, mark)
+                    last = (origin, mark)
+                start = starts[item]
+                prev_key = prev_keys[item]
                 prev = windows.get(prev_key) if prev_key is not None else None
-                if prev is not None and self._purged(start, watermarks.current()):
-                    prev = None  # as of this record the previous window is gone
-                count, _, cbs = prev if prev is not None else (0, 0, 0)
-                counts.append(float(count))
-                rates.append(cbs / max(1, count))
+                if prev is None:
+                    counts.append(0.0)
+                    rates.append(0.0)
+                elif self._purged(start, current()):
+                    counts.append(0.0)  # as of this record the previous window is gone
+                    rates.append(0.0)
+                else:
+                    count, cbs = prev[0], prev[2]
+                    counts.append(float(count))
+                    rates.append(cbs / max(1, count))
                 if not lates[item]:
-                    bump(own_key, merchant_ids[item], start, 1, amounts[item], 0)
+                    # The sum is kept exact, so a window's aggregate does not depend on the
+                    # order its transactions arrived in (partitions interleave differently
+                    # on a replay).
+                    amount = amounts[item]
+                    units = exact_units(amount) if amount else 0
+                    bump(own_keys[item], merchant_ids[item], start, 1, units, 0)
             elif isinstance(item, Tick):
                 update(origin, item.watermark)
+                last = None
             else:
                 assert isinstance(item, CbEnvelope)
                 item_key = cb_keys[cbs_seen]
                 cbs_seen += 1
                 self.at = item.raw
                 update(item.raw.source, item.watermark)
-                wm = watermarks.current()
+                last = None
+                wm = current()
                 start = _window_start(item.cb.event_time)
                 if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
                     window = f"[{format_ms(start)}, {format_ms(start + WINDOW_MS)})"
                     dead.append(self._dead_letter(item, f"window {window} already closed"))
                 else:
-                    bump(item_key, item.cb.merchant_id, start, 0, 0.0, 1)
+                    bump(item_key, item.cb.merchant_id, start, 0, 0, 1)
         if counts:
             block.features[:, MERCHANT_COLUMN] = counts
             block.features[:, MERCHANT_COLUMN + 1] = rates
