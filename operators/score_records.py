@@ -107,7 +107,7 @@ class ScoredBatch:
             keys if _ESCAPED.search("".join(txns.card_id)) is None else _escaped(txns.card_id),
             _escaped(txns.merchant_id),
             list(map(str.encode, format_ms_many(txns.event_time))),
-            _dumped(self.scores.tolist()),
+            _dumped_floats(self.scores),
             list(_DECISION_BYTES[self.codes]),
             list(np.array([orjson.dumps(v) for v, _ in versions], dtype=object)[self.version_of]),
             list(np.array([orjson.dumps(f) for _, f in versions], dtype=object)[self.version_of]),
@@ -119,7 +119,7 @@ class ScoredBatch:
         )
         # The features, one piece a value (row-major): column i is every width-th piece.
         width = len(BLOCK_COLUMNS)
-        values = _dumped(self.table.ravel().tolist())
+        values = _dumped_floats(self.table)
         template += b",".join(b'"' + name.encode() + b'":%b' for name in BLOCK_COLUMNS)
         columns.extend(values[i::width] for i in range(width))
         if self.shadow is None:
@@ -128,7 +128,7 @@ class ScoredBatch:
             version, scores = self.shadow
             shade = b'{"model_version":' + _literal(orjson.dumps(version)) + b',"score":%b}'
             template += b'},"shadow":%b'
-            columns.append(list(map(shade.__mod__, _dumped(scores.tolist()))))
+            columns.append(list(map(shade.__mod__, _dumped_floats(scores))))
         template += b',"processed_at":' + _literal(orjson.dumps(processed_at)) + b"}"
         records = list(map(template.__mod__, zip(*columns, strict=True)))
         sources, offsets = map(_SOURCE, txns.raw), map(_OFFSET, txns.raw)
@@ -145,6 +145,22 @@ def _escaped(strings: Sequence[str]) -> list[bytes]:
     if _ESCAPED.search("".join(strings)) is None:
         return list(map(str.encode, strings))
     return [orjson.dumps(s)[1:-1] for s in strings]
+
+
+def _dumped_floats(values: npt.NDArray[np.floating]) -> list[bytes]:
+    """Each value, in row-major order, as orjson writes it as a Python float.
+
+    orjson formats a float64 array's values straight from the array, with the
+    writer it uses for Python floats, so no float object is made per value.
+    Other dtypes go through Python floats (a float32's shortest form differs).
+    """
+    if values.dtype != np.float64:
+        return _dumped(values.ravel().tolist())
+    flat = np.ascontiguousarray(values).ravel()
+    pieces = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    if len(pieces) != len(flat):  # an empty array
+        return _dumped(flat.tolist())
+    return pieces
 
 
 def _dumped(values: Sequence[object]) -> list[bytes]:

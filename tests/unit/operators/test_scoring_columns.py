@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from models.onnx_scorer import OnnxModel, load_model
 from models.registry import DeploymentConfig, ModelRegistry
 from models.rules import RULES_VERSION, rules_score
-from operators import scoring
+from operators import score_records, scoring
 from operators.breaker import BreakerConfig
 from operators.columns import BLOCK_COLUMNS
 from operators.drift import DRIFT_KEY, DriftSample
@@ -294,3 +294,16 @@ def test_an_empty_step_and_empty_shards() -> None:
     assert step([]) == []
     assert step([("m0", block_of([])), ("m1", block_of([]))]) == []
     assert scorer.score(block_of([])) == ([], [])
+
+
+def test_float_columns_are_written_as_orjson_writes_each_python_float() -> None:
+    """Any float64 bit pattern (subnormals, both zeros, NaN, infinities) reads as orjson's float."""
+    rng = np.random.default_rng(11)
+    values = rng.integers(0, 2**64, 50_000, dtype=np.uint64).view(np.float64)
+    edges = [0.0, -0.0, 5e-324, 1e16, 1e-7, 0.1 + 0.2, float("nan"), float("inf"), -float("inf")]
+    table = np.concatenate([values, edges]).reshape(-1, 1)
+    want = [orjson.dumps(v) for v in table.ravel().tolist()]
+    assert score_records._dumped_floats(table) == want
+    small = np.array([[0.1, 1.5], [3.3e-3, 0.7]], dtype=np.float32)  # read as Python floats
+    assert score_records._dumped_floats(small) == [orjson.dumps(v) for v in small.ravel().tolist()]
+    assert score_records._dumped_floats(np.zeros((0, 17))) == []
