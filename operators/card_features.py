@@ -31,7 +31,7 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import islice
+from itertools import compress, islice
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,7 @@ class _Card:
     buf: np.ndarray[Any, np.dtype[np.int64]]
     ids: list[str]  # the events' ids, in the buffer's order
     expiry: int | None  # the expiry-index time currently written for this card
+    addr: int  # where ``buf``'s data starts (operators.card_kernel.card_run reads it there)
 
 
 class _Merchants:
@@ -137,62 +138,100 @@ class CardFeatureEngine:
         """
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
+        n = len(batch)
         cards, created = self._cards(Counter(batch.card_id))
-        dirty = self._dirty
-        dead: list[OutMessage] = []
-        kept: list[int] = []
-        marks: list[int] = []
-        ticks: list[tuple[int, int]] = []
-        # One row of features per scored transaction; the kernel fills its card columns.
-        matrix = np.empty((len(batch), len(BLOCK_COLUMNS)))
-        row = 0
-        update, current = watermarks.update, watermarks.current
-        lateness, gap, step = self._lateness, self._gap, kernel.card_step
-        merchants = self._merchants
-        codes = merchants.codes
-        columns = zip(
-            batch.raw,
-            batch.watermark,
-            batch.card_id,
-            batch.event_id,
-            batch.event_time,
-            batch.amount,
-            batch.merchant_id,
-            batch.late,
-            strict=True,
+        index = {card_id: k for k, card_id in enumerate(cards)}
+        batch_cards = list(cards.values())
+        row_cards = [cards[card_id] for card_id in batch.card_id]
+        rows = np.empty((n, 5), np.int64)
+        rows[:, kernel.CARD] = [index[card_id] for card_id in batch.card_id]
+        rows[:, kernel.TIME] = batch.event_time
+        code, codes = self._merchants.code, self._merchants.codes
+        rows[:, kernel.MERCHANT] = [codes[m] if m in codes else code(m) for m in batch.merchant_id]
+        wms = watermarks.advance([raw.source for raw in batch.raw], batch.watermark)
+        rows[:, kernel.HORIZON] = np.where(
+            wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - DAY
         )
-        for i, (raw, watermark, card_id, event_id, t, amount, merchant, late) in enumerate(columns):
-            self.at = raw
-            update(raw.source, watermark)
-            wm = current()
-            card = cards[card_id]
-            horizon = wm - lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            ids = card.ids
-            if event_id in ids and _is_duplicate(card, event_id, t, horizon):
-                dead.append(self._dead_letter(raw, "event_id already accepted for this card"))
-                ticks.append((row, wm))
-                continue
-            code = codes.get(merchant)
-            if code is None:
-                code = merchants.code(merchant)
-            accept = not late
-            if accept:
-                dirty.add(card_id)
-            prune = card_id in dirty
-            done = step(card.buf, matrix, row, t, amount, code, horizon, gap, accept, prune)
-            if done == SLOW:
-                done = self._accept(
-                    card, (t, amount, merchant, event_id), code, horizon, prune, matrix, row
+        # A transaction whose id its card holds, or one already in this batch, may be a
+        # duplicate: the kernel leaves those to :meth:`_one`.
+        maybe = [e in card.ids for card, e in zip(row_cards, batch.event_id, strict=True)]
+        if len(set(zip(batch.card_id, batch.event_id, strict=True))) < n:
+            seen: set[tuple[str, str]] = set()
+            for i, pair in enumerate(zip(batch.card_id, batch.event_id, strict=True)):
+                maybe[i] = maybe[i] or pair in seen
+                seen.add(pair)
+        rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT + np.multiply(
+            maybe, kernel.STOP
+        )
+        amounts = np.array(batch.amount, np.float64)
+        addresses = np.array([card.addr for card in batch_cards], np.int64)
+        dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
+        results = np.full(n, kernel.UNSET, np.int64)
+        # One row of features per scored transaction; the kernel fills its card columns.
+        matrix = np.empty((n, len(BLOCK_COLUMNS)))
+        dead: list[OutMessage] = []
+        duplicates: list[int] = []
+        ticks: list[tuple[int, int]] = []
+        i = row = done = 0
+        while True:
+            try:
+                stop = kernel.card_run(
+                    addresses, rows, amounts, dirty, matrix, row, results, self._gap, i
                 )
-            if accept:
-                ids.insert(done & POSITION_MASK, event_id)
-            if done >> POSITION_BITS:
-                del ids[: done >> POSITION_BITS]
-            kept.append(i)
-            marks.append(wm)
+            except Exception:
+                # Blame the row the kernel was at: the first it wrote no result for.
+                self.at = batch.raw[i + int(np.argmax(results[i:] == kernel.UNSET))]
+                raise
+            row += stop - i
+            if stop == n:
+                break
+            # The ids of the rows taken so far, so the row left over finds its card's.
+            _place_ids(row_cards, batch.event_id, results, done, stop)
+            done, i = stop, stop + 1
+            k = int(rows[stop, kernel.CARD])
+            card = batch_cards[k]
+            self.at = batch.raw[stop]
+            if rows[stop, kernel.FLAGS] & kernel.STOP:
+                result = self._one(card, batch, stop, rows[stop], dirty, matrix, row)
+                if result is None:
+                    dead.append(
+                        self._dead_letter(
+                            batch.raw[stop], "event_id already accepted for this card"
+                        )
+                    )
+                    duplicates.append(stop)
+                    ticks.append((row, int(wms[stop])))
+                    results[stop] = 0
+                    continue
+            else:  # the kernel wrote its features but left accepting it here
+                result = self._accept(
+                    card,
+                    (
+                        batch.event_time[stop],
+                        batch.amount[stop],
+                        batch.merchant_id[stop],
+                        batch.event_id[stop],
+                    ),
+                    int(rows[stop, kernel.MERCHANT]),
+                    int(rows[stop, kernel.HORIZON]),
+                    True,
+                    matrix,
+                    row,
+                )
+            addresses[k] = card.addr
+            results[stop] = result + 1 if rows[stop, kernel.FLAGS] & kernel.ACCEPT else result
             row += 1
-        txns = batch if row == len(batch) else batch.take(kept)
-        block = FeatureBlock(txns, matrix[:row], np.array(marks, dtype=np.int64), ticks)
+        _place_ids(row_cards, batch.event_id, results, done, n)
+        self.at = batch.raw[-1] if n else None
+        self._dirty.update(compress(cards, dirty.tolist()))
+        if duplicates:
+            kept = np.ones(n, np.bool_)
+            kept[duplicates] = False
+            txns = batch.take(np.flatnonzero(kept).tolist())
+            marks = wms[kept]
+        else:
+            txns, marks = batch, wms
+        block = FeatureBlock(txns, matrix[:row], marks, ticks)
         if self._cache_max <= 0:
             self.flush()
             return block, dead
@@ -200,6 +239,37 @@ class CardFeatureEngine:
         if len(self._cache) > self._cache_max:
             self._evict(len(self._cache) - self._cache_max * 9 // 10)
         return block, dead
+
+    def _one(
+        self,
+        card: _Card,
+        batch: TxnColumns,
+        i: int,
+        row_in: np.ndarray[Any, np.dtype[np.int64]],
+        dirty: np.ndarray[Any, np.dtype[np.bool_]],
+        out: np.ndarray[Any, np.dtype[np.float64]],
+        row: int,
+    ) -> int | None:
+        """Row ``i`` of ``batch`` as :func:`operators.card_kernel.card_run` takes one, or
+        None when it is a duplicate."""
+        t, event_id = batch.event_time[i], batch.event_id[i]
+        horizon = int(row_in[kernel.HORIZON])
+        if event_id in card.ids and _is_duplicate(card, event_id, t, horizon):
+            return None
+        k, code = int(row_in[kernel.CARD]), int(row_in[kernel.MERCHANT])
+        accept = bool(row_in[kernel.FLAGS] & kernel.ACCEPT)
+        if accept:
+            dirty[k] = True
+        prune = bool(dirty[k])
+        amount = batch.amount[i]
+        done: int = kernel.card_step(
+            card.buf, out, row, t, amount, code, horizon, self._gap, accept, prune
+        )
+        if done == SLOW:
+            done = self._accept(
+                card, (t, amount, batch.merchant_id[i], event_id), code, horizon, prune, out, row
+            )
+        return done
 
     def flush(self) -> None:
         """Write every changed card (and its expiry-index entry) to the store in one batch."""
@@ -304,6 +374,7 @@ class CardFeatureEngine:
             card.buf = _resized(
                 card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
             )
+            card.addr = kernel.address(card.buf)
             # With room, the kernel accepts it (and writes the same features again)
             # unless its time ties.
             done: int = kernel.card_step(
@@ -355,6 +426,24 @@ class CardFeatureEngine:
         self._store.write(changes)
 
 
+def _place_ids(
+    cards: list[_Card],
+    event_ids: list[str],
+    results: np.ndarray[Any, np.dtype[np.int64]],
+    lo: int,
+    hi: int,
+) -> None:
+    """Apply rows ``lo`` to ``hi``'s :func:`operators.card_kernel.card_run` results to
+    their cards' ids: the accepted event's id in its place, the pruned ones gone."""
+    for card, event_id, result in zip(
+        cards[lo:hi], event_ids[lo:hi], results[lo:hi].tolist(), strict=True
+    ):
+        if result & POSITION_MASK:
+            card.ids.insert((result & POSITION_MASK) - 1, event_id)
+        if result >> POSITION_BITS:
+            del card.ids[: result >> POSITION_BITS]
+
+
 def _is_duplicate(card: _Card, event_id: str, event_time: int, horizon: int) -> bool:
     times = card.buf[HEAD : HEAD + len(card.ids)].tolist()
     for i, e_id in enumerate(card.ids):
@@ -404,7 +493,8 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
     room = max(room, 4)
     if blob is None:
-        return _Card(kernel.empty_card(room), [], None)
+        buf = kernel.empty_card(room)
+        return _Card(buf, [], None, kernel.address(buf))
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -423,7 +513,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     buf[HEAD + 2 * cap : HEAD + 2 * cap + n] = [merchants.code(m) for m in names]
     if ns:
         buf[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = np.array(sessions, np.int64).ravel()
-    return _Card(buf, ids, expiry)
+    return _Card(buf, ids, expiry, kernel.address(buf))
 
 
 def _columns(

@@ -31,8 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
 from numba.core.errors import NumbaWarning
+from numba.extending import intrinsic
+from numba.np.numpy_support import carray
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -297,8 +300,8 @@ def _prune(buf: Any, amounts: Any, horizon: int) -> int:
     return cut
 
 
-@_jit
-def card_step(
+@_helper
+def _step(
     buf: Any,
     out: Any,
     row: int,
@@ -310,13 +313,6 @@ def card_step(
     accept: bool,
     prune: bool,
 ) -> int:
-    """Features of an event at ``t`` into ``out[row]``; then accept it and prune the card.
-
-    Returns the accepted event's index plus the count of pruned events shifted
-    left by :data:`POSITION_BITS`, or :data:`SLOW` when the event is to be accepted
-    but ties on its time or finds the buffer full: then nothing is accepted nor
-    pruned, and the caller does both.
-    """
     amounts = buf.view(np.float64)
     cap, n = buf[CAP], buf[N]
     at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
@@ -369,6 +365,117 @@ def card_step(
 
 
 @_jit
+def card_step(
+    buf: Any,
+    out: Any,
+    row: int,
+    t: int,
+    amount: float,
+    merchant: int,
+    horizon: int,
+    gap: int,
+    accept: bool,
+    prune: bool,
+) -> int:
+    """Features of an event at ``t`` into ``out[row]``; then accept it and prune the card.
+
+    Returns the accepted event's index plus the count of pruned events shifted
+    left by :data:`POSITION_BITS`, or :data:`SLOW` when the event is to be accepted
+    but ties on its time or finds the buffer full: then nothing is accepted nor
+    pruned, and the caller does both.
+    """
+    return _step(buf, out, row, t, amount, merchant, horizon, gap, accept, prune)  # type: ignore[no-any-return]
+
+
+def _pointer_typing(typingctx: Any, address: Any) -> Any:
+    """The ``int64`` ``address`` as a ``void*`` (for :func:`numba.carray`)."""
+    signature = types.voidptr(address)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+    return signature, codegen
+
+
+_pointer: Any = intrinsic(_pointer_typing)
+
+
+@_helper
+def _buffer(address: int) -> Any:
+    """The card buffer whose data starts at ``address``, its length read from its header."""
+    head = carray(_pointer(address), (HEAD,), np.int64)
+    return carray(_pointer(address), (HEAD + 3 * head[CAP] + 3 * head[CAP_S],), np.int64)
+
+
+@_jit
+def address(buf: Any) -> int:
+    """Where ``buf``'s data starts, for :func:`card_run`."""
+    return buf.ctypes.data  # type: ignore[no-any-return]
+
+
+# Columns of :func:`card_run`'s ``rows``, and the bits of its ``FLAGS`` column.
+CARD, TIME, MERCHANT, HORIZON, FLAGS = 0, 1, 2, 3, 4
+ACCEPT, STOP = 1, 2
+# A ``results`` entry no row has written yet.
+UNSET = -1
+
+
+@_jit
+def card_run(
+    cards: Any,
+    rows: Any,
+    amounts: Any,
+    dirty: Any,
+    out: Any,
+    row: int,
+    results: Any,
+    gap: int,
+    start: int,
+) -> int:
+    """:func:`card_step` for the rows from ``start`` on, until one it cannot take.
+
+    Row ``i`` is an event of the card whose buffer starts at address
+    ``cards[rows[i, CARD]]`` (the caller keeps those buffers alive and
+    unmoved), at ``rows[i, TIME]`` with ``amounts[i]``; it accepts the event if its
+    ``ACCEPT`` flag is set, and marks its card in ``dirty`` then; a dirty card is
+    pruned to ``rows[i, HORIZON]``. Features go to consecutive rows of ``out``
+    from ``row``. Row ``i``'s result goes to ``results[i]``: the accepted
+    event's index plus one (0: none accepted), plus the pruned count shifted
+    left by :data:`POSITION_BITS`.
+
+    Returns the index of the first row it left to the caller: one flagged
+    ``STOP``, untouched, or one :func:`card_step` returns :data:`SLOW` for,
+    whose features are in ``out`` and whose card ``dirty`` marks; or the row
+    count when it took them all.
+    """
+    for i in range(start, rows.shape[0]):
+        flags = rows[i, FLAGS]
+        if flags & STOP:
+            return i
+        k = rows[i, CARD]
+        accept = (flags & ACCEPT) != 0
+        if accept:
+            dirty[k] = True
+        done = _step(
+            _buffer(cards[k]),
+            out,
+            row,
+            rows[i, TIME],
+            amounts[i],
+            rows[i, MERCHANT],
+            rows[i, HORIZON],
+            gap,
+            accept,
+            dirty[k],
+        )
+        if done == SLOW:
+            return i
+        results[i] = done + 1 if accept else done
+        row += 1
+    return int(rows.shape[0])
+
+
+@_jit
 def card_place(
     buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
 ) -> int:
@@ -398,6 +505,21 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
         ),
     ),
     (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
+    (address, (_BUF,)),
+    (
+        card_run,
+        (
+            _BUF,
+            types.Array(types.int64, 2, "C"),
+            types.Array(types.float64, 1, "C"),
+            types.Array(types.boolean, 1, "C"),
+            types.Array(types.float64, 2, "C"),
+            _INT,
+            _BUF,
+            _INT,
+            _INT,
+        ),
+    ),
 )
 
 
