@@ -139,7 +139,8 @@ class CardFeatureEngine:
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
         n = len(batch)
-        cards, created = self._cards(Counter(batch.card_id))
+        counts = Counter(batch.card_id)
+        cards, created = self._cards(counts)
         index = {card_id: k for k, card_id in enumerate(cards)}
         batch_cards = list(cards.values())
         row_cards = [cards[card_id] for card_id in batch.card_id]
@@ -165,6 +166,7 @@ class CardFeatureEngine:
         )
         amounts = np.array(batch.amount, np.float64)
         addresses = np.array([card.addr for card in batch_cards], np.int64)
+        self._make_room(batch_cards, addresses, counts)
         dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
@@ -239,6 +241,28 @@ class CardFeatureEngine:
         if len(self._cache) > self._cache_max:
             self._evict(len(self._cache) - self._cache_max * 9 // 10)
         return block, dead
+
+    def _make_room(
+        self,
+        batch_cards: list[_Card],
+        addresses: np.ndarray[Any, np.dtype[np.int64]],
+        counts: dict[str, int],
+    ) -> None:
+        """Give each card room for all its transactions in the batch, so the kernel runs on.
+
+        A card short of room gets twice its room (or what the batch needs), at least.
+        """
+        need = np.fromiter(counts.values(), np.int64, len(counts))
+        for k in kernel.short_of_room(addresses, need).tolist():
+            card = batch_cards[k]
+            n, cap, ns, cap_s = card.buf[:HEAD].tolist()
+            more = int(need[k])
+            card.buf = _resized(
+                card.buf,
+                max(cap * 2, n + more) if cap - n < more else cap,
+                max(cap_s * 2, ns + more) if cap_s - ns < more else cap_s,
+            )
+            card.addr = addresses[k] = kernel.address(card.buf)
 
     def _one(
         self,
@@ -337,10 +361,15 @@ class CardFeatureEngine:
         time; :meth:`expire` moves an entry that falls due before the card does.
         """
         changes: dict[bytes, bytes | None] = {}
-        for card_id in created:
-            card = self._cache.get(card_id)
-            if card is not None and card.expiry is None:
-                self._move_index(changes, card_id, card, self._expiry_time(card))
+        cache = self._cache
+        new = [
+            (card_id, card)
+            for card_id in created
+            if (card := cache.get(card_id)) is not None and card.expiry is None
+        ]
+        expiries = self._expiry_times([card for _, card in new])
+        for (card_id, card), expiry in zip(new, expiries, strict=True):
+            self._move_index(changes, card_id, card, expiry)
         if changes:
             self._store.write(changes)
 
@@ -393,13 +422,18 @@ class CardFeatureEngine:
 
     def _expiry_time(self, card: _Card) -> int | None:
         """When the card leaves the state: its newest event or session end, plus retention."""
-        buf = card.buf
-        n, cap, ns = int(buf[N]), int(buf[CAP]), int(buf[NS])
-        newest = int(buf[HEAD + n - 1]) if n else NO_WATERMARK
-        if ns:  # session ends: every third slot from the second
-            ends = buf[HEAD + 3 * cap + 1 : HEAD + 3 * cap + 3 * ns : 3]
-            newest = max(newest, int(ends.max()))
-        return newest + self._lateness + DAY if newest != NO_WATERMARK else None
+        return self._expiry_times([card])[0]
+
+    def _expiry_times(self, cards: list[_Card]) -> list[int | None]:
+        """:meth:`_expiry_time` of each of ``cards``, in one kernel call."""
+        if not cards:
+            return []
+        addresses = np.array([card.addr for card in cards], np.int64)
+        retention = self._lateness + DAY
+        return [
+            None if t == NO_WATERMARK else t + retention
+            for t in kernel.newest(addresses, NO_WATERMARK).tolist()
+        ]
 
     def _move_index(
         self, changes: dict[bytes, bytes | None], card_id: str, card: _Card, expiry: int | None
@@ -414,15 +448,14 @@ class CardFeatureEngine:
     def _write(self, card_ids: Iterable[str]) -> None:
         changes: dict[bytes, bytes | None] = {}
         cache = self._cache
-        for card_id in card_ids:
-            card = cache[card_id]
-            expiry = self._expiry_time(card)
+        names = self._merchants.names
+        cards = [(card_id, cache[card_id]) for card_id in card_ids]
+        expiries = self._expiry_times([card for _, card in cards])
+        for (card_id, card), expiry in zip(cards, expiries, strict=True):
             if card.expiry != expiry:
                 self._move_index(changes, card_id, card, expiry)
-            if card.buf[N] or card.buf[NS]:
-                changes[keys.card_key(card_id)] = _dump(card, self._merchants.names)
-            else:
-                changes[keys.card_key(card_id)] = None
+            # No expiry time: no events nor sessions left.
+            changes[keys.card_key(card_id)] = None if expiry is None else _dump(card, names)
         self._store.write(changes)
 
 

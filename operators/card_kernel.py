@@ -476,6 +476,36 @@ def card_run(
 
 
 @_jit
+def short_of_room(cards: Any, counts: Any) -> Any:
+    """Which of the cards at addresses ``cards`` lack room for ``counts`` more events (and
+    as many more sessions, since each event can open one): their indexes."""
+    short = np.empty(len(cards), np.int64)
+    m = 0
+    for k in range(len(cards)):
+        head = carray(_pointer(cards[k]), (HEAD,), np.int64)
+        if head[CAP] - head[N] < counts[k] or head[CAP_S] - head[NS] < counts[k]:
+            short[m] = k
+            m += 1
+    return short[:m]
+
+
+@_jit
+def newest(cards: Any, none: int) -> Any:
+    """Each card's newest event time or session end (``none`` for an empty card), for the
+    cards at addresses ``cards``."""
+    out = np.empty(len(cards), np.int64)
+    for k in range(len(cards)):
+        buf = _buffer(cards[k])
+        cap, n = buf[CAP], buf[N]
+        t = buf[HEAD + n - 1] if n else none
+        s = HEAD + 3 * cap
+        for j in range(s + 1, s + 3 * buf[NS], 3):  # session ends
+            t = max(t, buf[j])
+        out[k] = t
+    return out
+
+
+@_jit
 def card_place(
     buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
 ) -> int:
@@ -506,6 +536,8 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
     ),
     (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
     (address, (_BUF,)),
+    (short_of_room, (_BUF, _BUF)),
+    (newest, (_BUF, _INT)),
     (
         card_run,
         (
