@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 
 from operators import card_kernel as kernel
-from operators.card_kernel import CAP, HEAD, NS, POSITION_BITS, POSITION_MASK, SLOW, N
+from operators.card_kernel import (
+    CAP,
+    COLUMNS,
+    HEAD,
+    NS,
+    POSITION_BITS,
+    POSITION_MASK,
+    SLOW,
+    N,
+)
 from operators.columns import BLOCK_COLUMNS
 from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnColumns
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
@@ -144,7 +153,7 @@ class CardFeatureEngine:
         index = {card_id: k for k, card_id in enumerate(cards)}
         batch_cards = list(cards.values())
         row_cards = [cards[card_id] for card_id in batch.card_id]
-        rows = np.empty((n, 5), np.int64)
+        rows = np.empty((n, 6), np.int64)
         rows[:, kernel.CARD] = [index[card_id] for card_id in batch.card_id]
         rows[:, kernel.TIME] = batch.event_time
         code, codes = self._merchants.code, self._merchants.codes
@@ -153,17 +162,10 @@ class CardFeatureEngine:
         rows[:, kernel.HORIZON] = np.where(
             wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - DAY
         )
-        # A transaction whose id its card holds, or one already in this batch, may be a
-        # duplicate: the kernel leaves those to :meth:`_one`.
-        maybe = [e in card.ids for card, e in zip(row_cards, batch.event_id, strict=True)]
-        if len(set(zip(batch.card_id, batch.event_id, strict=True))) < n:
-            seen: set[tuple[str, str]] = set()
-            for i, pair in enumerate(zip(batch.card_id, batch.event_id, strict=True)):
-                maybe[i] = maybe[i] or pair in seen
-                seen.add(pair)
-        rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT + np.multiply(
-            maybe, kernel.STOP
-        )
+        # A transaction whose id's hash its card holds may be a duplicate: the kernel
+        # leaves those to :meth:`_one`.
+        rows[:, kernel.KEY] = list(map(hash, batch.event_id))
+        rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
         amounts = np.array(batch.amount, np.float64)
         addresses = np.array([card.addr for card in batch_cards], np.int64)
         self._make_room(batch_cards, addresses, counts)
@@ -286,8 +288,9 @@ class CardFeatureEngine:
             dirty[k] = True
         prune = bool(dirty[k])
         amount = batch.amount[i]
+        key = int(row_in[kernel.KEY])
         done: int = kernel.card_step(
-            card.buf, out, row, t, amount, code, horizon, self._gap, accept, prune
+            card.buf, out, row, t, amount, code, key, horizon, self._gap, accept, prune
         )
         if done == SLOW:
             done = self._accept(
@@ -398,7 +401,7 @@ class CardFeatureEngine:
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
-        t, amount = txn[0], txn[1]
+        t, amount, key = txn[0], txn[1], hash(txn[3])
         if n == cap or ns == cap_s:
             card.buf = _resized(
                 card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
@@ -407,12 +410,14 @@ class CardFeatureEngine:
             # With room, the kernel accepts it (and writes the same features again)
             # unless its time ties.
             done: int = kernel.card_step(
-                card.buf, out, row, t, amount, code, horizon, self._gap, True, prune
+                card.buf, out, row, t, amount, code, key, horizon, self._gap, True, prune
             )
             if done != SLOW:
                 return done
         pos = _position(card, txn, self._merchants.names)
-        placed: int = kernel.card_place(card.buf, pos, t, amount, code, self._gap, horizon, prune)
+        placed: int = kernel.card_place(
+            card.buf, pos, t, amount, code, key, self._gap, horizon, prune
+        )
         return placed
 
     def _recode(self) -> None:
@@ -512,13 +517,12 @@ def _resized(
     n, old_cap, ns, _ = buf[:HEAD].tolist()
     new = kernel.empty_card(cap, cap_s)
     new[N], new[NS] = n, ns
-    for column in range(3):
+    for column in range(COLUMNS):
         new[HEAD + column * cap : HEAD + column * cap + n] = buf[
             HEAD + column * old_cap : HEAD + column * old_cap + n
         ]
-    new[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = buf[
-        HEAD + 3 * old_cap : HEAD + 3 * old_cap + 3 * ns
-    ]
+    s, old_s = HEAD + COLUMNS * cap, HEAD + COLUMNS * old_cap
+    new[s : s + 3 * ns] = buf[old_s : old_s + 3 * ns]
     return new
 
 
@@ -544,8 +548,10 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     buf[HEAD : HEAD + n] = times
     buf[HEAD + cap : HEAD + cap + n].view(np.float64)[:] = amounts
     buf[HEAD + 2 * cap : HEAD + 2 * cap + n] = [merchants.code(m) for m in names]
+    buf[HEAD + 3 * cap : HEAD + 3 * cap + n] = list(map(hash, ids))
     if ns:
-        buf[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = np.array(sessions, np.int64).ravel()
+        s = HEAD + COLUMNS * cap
+        buf[s : s + 3 * ns] = np.array(sessions, np.int64).ravel()
     return _Card(buf, ids, expiry, kernel.address(buf))
 
 
@@ -558,7 +564,7 @@ def _columns(
     n, cap, ns = ints[N], ints[CAP], ints[NS]
     amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64).tolist()
     merchants = [names[c] for c in ints[HEAD + 2 * cap : HEAD + 2 * cap + n]]
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     sessions = [ints[j : j + 3] for j in range(s, s + 3 * ns, 3)]
     return ints[HEAD : HEAD + n], amounts, merchants, sessions
 

@@ -4,10 +4,11 @@
 retention); this module computes them. A card's accepted events and session
 summaries live in one ``int64`` buffer, so a kernel call unboxes a single array:
 
-``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], sessions[3 * cap_s]]``
+``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], keys[cap], sessions[3 * cap_s]]``
 
 ``n`` events sorted by (time, amount, merchant, event id), amounts stored as the
-bits of their ``float64``, merchants as the engine's interned codes; ``ns``
+bits of their ``float64``, merchants as the engine's interned codes, keys as the
+``hash`` of their event ids (equal keys are where a duplicate may be); ``ns``
 session summaries ``(start, end, count)``, sorted and disjoint. The slots past
 ``n`` and ``ns`` are spare room for accepted events.
 
@@ -40,8 +41,9 @@ from numba.np.numpy_support import carray
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
-# Header slots of a card buffer.
+# Header slots of a card buffer, and its per-event columns (times, amounts, merchants, keys).
 N, CAP, NS, CAP_S, HEAD = 0, 1, 2, 3, 4
+COLUMNS = 4
 # Columns of a kernel's output row: the first columns of a feature block (operators.columns).
 OUTPUT: tuple[str, ...] = (
     "card_count_1m",
@@ -244,21 +246,23 @@ def _session_after(buf: Any, q: int, start: int, end: int, count: int) -> bool:
 
 @_helper
 def _insert(
-    buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, gap: int
+    buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, key: int, gap: int
 ) -> None:
     """Accept an event at index ``pos`` and merge it into the sessions; room must be there."""
     cap, n = buf[CAP], buf[N]
-    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    at, am, mc, ky = HEAD, HEAD + cap, HEAD + 2 * cap, HEAD + 3 * cap
     for k in range(n, pos, -1):
         buf[at + k] = buf[at + k - 1]
         amounts[am + k] = amounts[am + k - 1]
         buf[mc + k] = buf[mc + k - 1]
+        buf[ky + k] = buf[ky + k - 1]
     buf[at + pos] = t
     amounts[am + pos] = amount
     buf[mc + pos] = merchant
+    buf[ky + pos] = key
     buf[N] = n + 1
     # Every session within the gap of ``t`` merges with it; the others keep their order.
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     start, end, count = t, t, 1
     kept = s
     for j in range(s, s + 3 * buf[NS], 3):
@@ -281,7 +285,7 @@ def _insert(
 def _prune(buf: Any, amounts: Any, horizon: int) -> int:
     """Drop events and session summaries below ``horizon``; return how many events went."""
     cap, n = buf[CAP], buf[N]
-    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    at, am, mc, ky = HEAD, HEAD + cap, HEAD + 2 * cap, HEAD + 3 * cap
     cut = 0
     if n > 0 and buf[at] < horizon:
         cut = _bisect_left(buf, horizon, at, at + n) - at
@@ -289,8 +293,9 @@ def _prune(buf: Any, amounts: Any, horizon: int) -> int:
             buf[at + k - cut] = buf[at + k]
             amounts[am + k - cut] = amounts[am + k]
             buf[mc + k - cut] = buf[mc + k]
+            buf[ky + k - cut] = buf[ky + k]
         buf[N] = n - cut
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     kept = s
     for j in range(s, s + 3 * buf[NS], 3):
         if buf[j + 1] >= horizon:
@@ -308,6 +313,7 @@ def _step(
     t: int,
     amount: float,
     merchant: int,
+    key: int,
     horizon: int,
     gap: int,
     accept: bool,
@@ -343,7 +349,7 @@ def _step(
     out[row, 9] = _zscore(amount, amounts, lo_day + shift, hi + shift, total_day, p)
     out[row, 10] = (t - buf[hi - 1]) / 1000 if hi > lo_all else -1.0
     start, end, count = t, t, 1
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     for j in range(s, s + 3 * buf[NS], 3):
         a, b, c = buf[j], buf[j + 1], buf[j + 2]
         if b < horizon:
@@ -357,7 +363,7 @@ def _step(
         pos = hi - at
         if (pos > 0 and buf[hi - 1] == t) or n == cap or buf[NS] == buf[CAP_S]:
             return SLOW
-        _insert(buf, amounts, pos, t, amount, merchant, gap)
+        _insert(buf, amounts, pos, t, amount, merchant, key, gap)
         result = pos
     if prune:
         result |= _prune(buf, amounts, horizon) << POSITION_BITS
@@ -372,6 +378,7 @@ def card_step(
     t: int,
     amount: float,
     merchant: int,
+    key: int,
     horizon: int,
     gap: int,
     accept: bool,
@@ -384,7 +391,7 @@ def card_step(
     but ties on its time or finds the buffer full: then nothing is accepted nor
     pruned, and the caller does both.
     """
-    return _step(buf, out, row, t, amount, merchant, horizon, gap, accept, prune)  # type: ignore[no-any-return]
+    return _step(buf, out, row, t, amount, merchant, key, horizon, gap, accept, prune)  # type: ignore[no-any-return]
 
 
 def _pointer_typing(typingctx: Any, address: Any) -> Any:
@@ -404,7 +411,8 @@ _pointer: Any = intrinsic(_pointer_typing)
 def _buffer(address: int) -> Any:
     """The card buffer whose data starts at ``address``, its length read from its header."""
     head = carray(_pointer(address), (HEAD,), np.int64)
-    return carray(_pointer(address), (HEAD + 3 * head[CAP] + 3 * head[CAP_S],), np.int64)
+    size = HEAD + COLUMNS * head[CAP] + 3 * head[CAP_S]
+    return carray(_pointer(address), (size,), np.int64)
 
 
 @_jit
@@ -414,7 +422,7 @@ def address(buf: Any) -> int:
 
 
 # Columns of :func:`card_run`'s ``rows``, and the bits of its ``FLAGS`` column.
-CARD, TIME, MERCHANT, HORIZON, FLAGS = 0, 1, 2, 3, 4
+CARD, TIME, MERCHANT, KEY, HORIZON, FLAGS = 0, 1, 2, 3, 4, 5
 ACCEPT, STOP = 1, 2
 # A ``results`` entry no row has written yet.
 UNSET = -1
@@ -436,7 +444,9 @@ def card_run(
 
     Row ``i`` is an event of the card whose buffer starts at address
     ``cards[rows[i, CARD]]`` (the caller keeps those buffers alive and
-    unmoved), at ``rows[i, TIME]`` with ``amounts[i]``; it accepts the event if its
+    unmoved), at ``rows[i, TIME]`` with ``amounts[i]``, its id's hash
+    ``rows[i, KEY]``; a row whose key its card holds may be a duplicate: the
+    kernel flags it ``STOP`` and leaves it. It accepts the event if its
     ``ACCEPT`` flag is set, and marks its card in ``dirty`` then; a dirty card is
     pruned to ``rows[i, HORIZON]``. Features go to consecutive rows of ``out``
     from ``row``. Row ``i``'s result goes to ``results[i]``: the accepted
@@ -453,16 +463,24 @@ def card_run(
         if flags & STOP:
             return i
         k = rows[i, CARD]
+        buf = _buffer(cards[k])
+        key = rows[i, KEY]
+        ky = HEAD + 3 * buf[CAP]
+        for j in range(ky, ky + buf[N]):
+            if buf[j] == key:
+                rows[i, FLAGS] = flags | STOP
+                return i
         accept = (flags & ACCEPT) != 0
         if accept:
             dirty[k] = True
         done = _step(
-            _buffer(cards[k]),
+            buf,
             out,
             row,
             rows[i, TIME],
             amounts[i],
             rows[i, MERCHANT],
+            key,
             rows[i, HORIZON],
             gap,
             accept,
@@ -498,7 +516,7 @@ def newest(cards: Any, none: int) -> Any:
         buf = _buffer(cards[k])
         cap, n = buf[CAP], buf[N]
         t = buf[HEAD + n - 1] if n else none
-        s = HEAD + 3 * cap
+        s = HEAD + COLUMNS * cap
         for j in range(s + 1, s + 3 * buf[NS], 3):  # session ends
             t = max(t, buf[j])
         out[k] = t
@@ -507,12 +525,20 @@ def newest(cards: Any, none: int) -> Any:
 
 @_jit
 def card_place(
-    buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
+    buf: Any,
+    pos: int,
+    t: int,
+    amount: float,
+    merchant: int,
+    key: int,
+    gap: int,
+    horizon: int,
+    prune: bool,
 ) -> int:
     """Accept an event at index ``pos`` (the caller ordered its ties and made room), then
     prune the card if ``prune``; returns as :func:`card_step` does."""
     amounts = buf.view(np.float64)
-    _insert(buf, amounts, pos, t, amount, merchant, gap)
+    _insert(buf, amounts, pos, t, amount, merchant, key, gap)
     return pos | (_prune(buf, amounts, horizon) << POSITION_BITS if prune else 0)
 
 
@@ -530,11 +556,12 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
             _INT,
             _INT,
             _INT,
+            _INT,
             types.boolean,
             types.boolean,
         ),
     ),
-    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
+    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, _INT, types.boolean)),
     (address, (_BUF,)),
     (short_of_room, (_BUF, _BUF)),
     (newest, (_BUF, _INT)),
@@ -566,7 +593,7 @@ def compile_kernels() -> None:
 
 def empty_card(cap: int = 4, cap_s: int = 2) -> np.ndarray[Any, np.dtype[np.int64]]:
     """A card buffer with no events and room for ``cap`` events and ``cap_s`` sessions."""
-    buf = np.zeros(HEAD + 3 * cap + 3 * cap_s, np.int64)
+    buf = np.zeros(HEAD + COLUMNS * cap + 3 * cap_s, np.int64)
     buf[CAP] = cap
     buf[CAP_S] = cap_s
     return buf
