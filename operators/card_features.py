@@ -257,13 +257,7 @@ class CardFeatureEngine:
         need = np.fromiter(counts.values(), np.int64, len(counts))
         for k in kernel.short_of_room(addresses, need).tolist():
             card = batch_cards[k]
-            n, cap, ns, cap_s = card.buf[:HEAD].tolist()
-            more = int(need[k])
-            card.buf = _resized(
-                card.buf,
-                max(cap * 2, n + more) if cap - n < more else cap,
-                max(cap_s * 2, ns + more) if cap_s - ns < more else cap_s,
-            )
+            card.buf = kernel.grown(card.buf, int(need[k]))
             card.addr = addresses[k] = kernel.address(card.buf)
 
     def _one(
@@ -403,9 +397,7 @@ class CardFeatureEngine:
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
         t, amount, key = txn[0], txn[1], hash(txn[3])
         if n == cap or ns == cap_s:
-            card.buf = _resized(
-                card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
-            )
+            card.buf = kernel.grown(card.buf, 1)
             card.addr = kernel.address(card.buf)
             # With room, the kernel accepts it (and writes the same features again)
             # unless its time ties.
@@ -508,22 +500,6 @@ def _position(card: _Card, txn: _Event, names: list[str]) -> int:
         ):
             i += 1
     return i
-
-
-def _resized(
-    buf: np.ndarray[Any, np.dtype[np.int64]], cap: int, cap_s: int
-) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """``buf``'s events and sessions in a buffer with room for ``cap`` and ``cap_s``."""
-    n, old_cap, ns, _ = buf[:HEAD].tolist()
-    new = kernel.empty_card(cap, cap_s)
-    new[N], new[NS] = n, ns
-    for column in range(COLUMNS):
-        new[HEAD + column * cap : HEAD + column * cap + n] = buf[
-            HEAD + column * old_cap : HEAD + column * old_cap + n
-        ]
-    s, old_s = HEAD + COLUMNS * cap, HEAD + COLUMNS * old_cap
-    new[s : s + 3 * ns] = buf[old_s : old_s + 3 * ns]
-    return new
 
 
 def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:

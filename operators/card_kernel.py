@@ -508,6 +508,24 @@ def short_of_room(cards: Any, counts: Any) -> Any:
 
 
 @_jit
+def grown(buf: Any, more: int) -> Any:
+    """``buf``'s events and sessions in a new buffer with room for ``more`` of each: twice
+    the old room, or what ``more`` needs, where the old falls short."""
+    n, cap, ns, cap_s = buf[N], buf[CAP], buf[NS], buf[CAP_S]
+    new_cap = max(2 * cap, n + more) if cap - n < more else cap
+    new_cap_s = max(2 * cap_s, ns + more) if cap_s - ns < more else cap_s
+    new = np.zeros(HEAD + COLUMNS * new_cap + 3 * new_cap_s, np.int64)
+    new[N], new[CAP], new[NS], new[CAP_S] = n, new_cap, ns, new_cap_s
+    for column in range(COLUMNS):
+        new[HEAD + column * new_cap : HEAD + column * new_cap + n] = buf[
+            HEAD + column * cap : HEAD + column * cap + n
+        ]
+    s, old_s = HEAD + COLUMNS * new_cap, HEAD + COLUMNS * cap
+    new[s : s + 3 * ns] = buf[old_s : old_s + 3 * ns]
+    return new
+
+
+@_jit
 def newest(cards: Any, none: int) -> Any:
     """Each card's newest event time or session end (``none`` for an empty card), for the
     cards at addresses ``cards``."""
@@ -565,6 +583,7 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
     (address, (_BUF,)),
     (short_of_room, (_BUF, _BUF)),
     (newest, (_BUF, _INT)),
+    (grown, (_BUF, _INT)),
     (
         card_run,
         (
