@@ -20,9 +20,14 @@ recovery is on, and the end of the input), so a
 card seen again is neither read nor unpickled nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant
-codes, sessions) that :mod:`operators.card_kernel` reads and updates in one
-call per transaction, plus its event ids; the store keeps the list layout
-(times, amounts, merchants, ids, sessions, expiry) either way.
+codes, event id hashes, sessions), plus its event ids; the store keeps the list
+layout (times, amounts, merchants, ids, sessions, expiry) either way.
+
+A batch is columns the kernel reads in one call (:func:`operators.card_kernel.card_run`)
+for every row but the few it leaves here: a possible duplicate (its id's hash is
+among its card's) and a tie on event time, decided in Python as the
+contract words them. Cards get room for their rows before the call; the rows'
+results then place their event ids.
 """
 
 from __future__ import annotations

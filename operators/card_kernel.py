@@ -1,8 +1,8 @@
-"""Numba kernels of the card windows: one call per transaction over the card's packed state.
+"""Numba kernels of the card windows: one call per run of a batch's rows over its cards' state.
 
 :mod:`operators.card_features` owns the rules (windows, sessions, lateness,
 retention); this module computes them. A card's accepted events and session
-summaries live in one ``int64`` buffer, so a kernel call unboxes a single array:
+summaries live in one ``int64`` buffer:
 
 ``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], keys[cap], sessions[3 * cap_s]]``
 
@@ -11,6 +11,14 @@ bits of their ``float64``, merchants as the engine's interned codes, keys as the
 ``hash`` of their event ids (equal keys are where a duplicate may be); ``ns``
 session summaries ``(start, end, count)``, sorted and disjoint. The slots past
 ``n`` and ``ns`` are spare room for accepted events.
+
+:func:`card_run` takes a whole batch in one call: passing the batch's buffers as
+a list would unbox each array (a microsecond or more apiece), so it takes their
+data addresses (:func:`address`, read once per buffer) and views each buffer
+there. The engine keeps every buffer it passes alive and never moves one during
+a call; the kernels never grow a buffer, they stop and leave the row to the
+engine, which gives cards room before the call (:func:`short_of_room`,
+:func:`grown`).
 
 Sums are exactly rounded: :func:`_fsum_add` and :func:`_fsum_total` are
 CPython's ``math.fsum`` (Shewchuk's partials and its half-even fix-up) step for
