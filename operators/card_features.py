@@ -173,7 +173,7 @@ class CardFeatureEngine:
         rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
         amounts = np.array(batch.amount, np.float64)
         addresses = np.array([card.addr for card in batch_cards], np.int64)
-        self._make_room(batch_cards, addresses, counts)
+        self._make_room(cards, addresses, counts)
         dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
@@ -251,15 +251,17 @@ class CardFeatureEngine:
 
     def _make_room(
         self,
-        batch_cards: list[_Card],
+        cards: dict[str, _Card],
         addresses: np.ndarray[Any, np.dtype[np.int64]],
         counts: dict[str, int],
     ) -> None:
-        """Give each card room for all its transactions in the batch, so the kernel runs on.
+        """Give each of ``cards`` (at ``addresses``, in order) room for its ``counts``
+        transactions in the batch, so the kernel runs on.
 
         A card short of room gets twice its room (or what the batch needs), at least.
         """
-        need = np.fromiter(counts.values(), np.int64, len(counts))
+        need = np.array([counts[card_id] for card_id in cards], np.int64)
+        batch_cards = list(cards.values())
         for k in kernel.short_of_room(addresses, need).tolist():
             card = batch_cards[k]
             card.buf = kernel.grown(card.buf, int(need[k]))
