@@ -288,7 +288,7 @@ class CardFeatureEngine:
         if accept:
             dirty[k] = True
         prune = bool(dirty[k])
-        amount = batch.amount[i]
+        amount = float(batch.amount[i])  # the kernels are compiled for float64 only
         key = int(row_in[kernel.KEY])
         done: int = kernel.card_step(
             card.buf, out, row, t, amount, code, key, horizon, self._gap, accept, prune
@@ -402,7 +402,7 @@ class CardFeatureEngine:
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
-        t, amount, key = txn[0], txn[1], hash(txn[3])
+        t, amount, key = txn[0], float(txn[1]), hash(txn[3])
         if n == cap or ns == cap_s:
             card.buf = kernel.grown(card.buf, 1)
             card.addr = kernel.address(card.buf)
