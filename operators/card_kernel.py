@@ -524,12 +524,13 @@ def grown(buf: Any, more: int) -> Any:
     new_cap_s = max(2 * cap_s, ns + more) if cap_s - ns < more else cap_s
     new = np.zeros(HEAD + COLUMNS * new_cap + 3 * new_cap_s, np.int64)
     new[N], new[CAP], new[NS], new[CAP_S] = n, new_cap, ns, new_cap_s
+    # Loops, not slice assignments: those take seconds longer to compile.
     for column in range(COLUMNS):
-        new[HEAD + column * new_cap : HEAD + column * new_cap + n] = buf[
-            HEAD + column * cap : HEAD + column * cap + n
-        ]
+        for i in range(n):
+            new[HEAD + column * new_cap + i] = buf[HEAD + column * cap + i]
     s, old_s = HEAD + COLUMNS * new_cap, HEAD + COLUMNS * cap
-    new[s : s + 3 * ns] = buf[old_s : old_s + 3 * ns]
+    for j in range(3 * ns):
+        new[s + j] = buf[old_s + j]
     return new
 
 
