@@ -20,9 +20,14 @@ recovery is on, and the end of the input), so a
 card seen again is neither read nor unpickled nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant
-codes, sessions) that :mod:`operators.card_kernel` reads and updates in one
-call per transaction, plus its event ids; the store keeps the list layout
-(times, amounts, merchants, ids, sessions, expiry) either way.
+codes, event id hashes, sessions), plus its event ids; the store keeps the list
+layout (times, amounts, merchants, ids, sessions, expiry) either way.
+
+A batch is columns the kernel reads in one call (:func:`operators.card_kernel.card_run`)
+for every row but the few it leaves here: a possible duplicate (its id's hash is
+among its card's) and a tie on event time, decided in Python as the
+contract words them. Cards get room for their rows before the call; the rows'
+results then place their event ids.
 """
 
 from __future__ import annotations
@@ -31,13 +36,22 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import islice
+from itertools import compress, islice
 from typing import Any
 
 import numpy as np
 
 from operators import card_kernel as kernel
-from operators.card_kernel import CAP, HEAD, NS, POSITION_BITS, POSITION_MASK, SLOW, N
+from operators.card_kernel import (
+    CAP,
+    COLUMNS,
+    HEAD,
+    NS,
+    POSITION_BITS,
+    POSITION_MASK,
+    SLOW,
+    N,
+)
 from operators.columns import BLOCK_COLUMNS
 from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnColumns
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
@@ -83,6 +97,7 @@ class _Card:
     buf: np.ndarray[Any, np.dtype[np.int64]]
     ids: list[str]  # the events' ids, in the buffer's order
     expiry: int | None  # the expiry-index time currently written for this card
+    addr: int  # where ``buf``'s data starts (operators.card_kernel.card_run reads it there)
 
 
 class _Merchants:
@@ -137,62 +152,95 @@ class CardFeatureEngine:
         """
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
-        cards, created = self._cards(Counter(batch.card_id))
-        dirty = self._dirty
-        dead: list[OutMessage] = []
-        kept: list[int] = []
-        marks: list[int] = []
-        ticks: list[tuple[int, int]] = []
-        # One row of features per scored transaction; the kernel fills its card columns.
-        matrix = np.empty((len(batch), len(BLOCK_COLUMNS)))
-        row = 0
-        update, current = watermarks.update, watermarks.current
-        lateness, gap, step = self._lateness, self._gap, kernel.card_step
-        merchants = self._merchants
-        codes = merchants.codes
-        columns = zip(
-            batch.raw,
-            batch.watermark,
-            batch.card_id,
-            batch.event_id,
-            batch.event_time,
-            batch.amount,
-            batch.merchant_id,
-            batch.late,
-            strict=True,
+        n = len(batch)
+        counts = Counter(batch.card_id)
+        cards, created = self._cards(counts)
+        index = {card_id: k for k, card_id in enumerate(cards)}
+        batch_cards = list(cards.values())
+        row_cards = [cards[card_id] for card_id in batch.card_id]
+        rows = np.empty((n, 6), np.int64)
+        rows[:, kernel.CARD] = [index[card_id] for card_id in batch.card_id]
+        rows[:, kernel.TIME] = batch.event_time
+        code, codes = self._merchants.code, self._merchants.codes
+        rows[:, kernel.MERCHANT] = [codes[m] if m in codes else code(m) for m in batch.merchant_id]
+        wms = watermarks.advance([raw.source for raw in batch.raw], batch.watermark)
+        rows[:, kernel.HORIZON] = np.where(
+            wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - DAY
         )
-        for i, (raw, watermark, card_id, event_id, t, amount, merchant, late) in enumerate(columns):
-            self.at = raw
-            update(raw.source, watermark)
-            wm = current()
-            card = cards[card_id]
-            horizon = wm - lateness - DAY if wm != NO_WATERMARK else NO_WATERMARK
-            ids = card.ids
-            if event_id in ids and _is_duplicate(card, event_id, t, horizon):
-                dead.append(self._dead_letter(raw, "event_id already accepted for this card"))
-                ticks.append((row, wm))
-                continue
-            code = codes.get(merchant)
-            if code is None:
-                code = merchants.code(merchant)
-            accept = not late
-            if accept:
-                dirty.add(card_id)
-            prune = card_id in dirty
-            done = step(card.buf, matrix, row, t, amount, code, horizon, gap, accept, prune)
-            if done == SLOW:
-                done = self._accept(
-                    card, (t, amount, merchant, event_id), code, horizon, prune, matrix, row
+        # A transaction whose id's hash its card holds may be a duplicate: the kernel
+        # leaves those to :meth:`_one`.
+        rows[:, kernel.KEY] = list(map(hash, batch.event_id))
+        rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
+        amounts = np.array(batch.amount, np.float64)
+        addresses = np.array([card.addr for card in batch_cards], np.int64)
+        self._make_room(cards, addresses, counts)
+        dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
+        results = np.full(n, kernel.UNSET, np.int64)
+        # One row of features per scored transaction; the kernel fills its card columns.
+        matrix = np.empty((n, len(BLOCK_COLUMNS)))
+        dead: list[OutMessage] = []
+        duplicates: list[int] = []
+        ticks: list[tuple[int, int]] = []
+        i = row = done = 0
+        while True:
+            try:
+                stop = kernel.card_run(
+                    addresses, rows, amounts, dirty, matrix, row, results, self._gap, i
                 )
-            if accept:
-                ids.insert(done & POSITION_MASK, event_id)
-            if done >> POSITION_BITS:
-                del ids[: done >> POSITION_BITS]
-            kept.append(i)
-            marks.append(wm)
+            except Exception:
+                # Blame the row the kernel was at: the first it wrote no result for.
+                self.at = batch.raw[i + int(np.argmax(results[i:] == kernel.UNSET))]
+                raise
+            row += stop - i
+            if stop == n:
+                break
+            # The ids of the rows taken so far, so the row left over finds its card's.
+            _place_ids(row_cards, batch.event_id, results, done, stop)
+            done, i = stop, stop + 1
+            k = int(rows[stop, kernel.CARD])
+            card = batch_cards[k]
+            self.at = batch.raw[stop]
+            if rows[stop, kernel.FLAGS] & kernel.STOP:
+                result = self._one(card, batch, stop, rows[stop], dirty, matrix, row)
+                if result is None:
+                    dead.append(
+                        self._dead_letter(
+                            batch.raw[stop], "event_id already accepted for this card"
+                        )
+                    )
+                    duplicates.append(stop)
+                    ticks.append((row, int(wms[stop])))
+                    results[stop] = 0
+                    continue
+            else:  # the kernel wrote its features but left accepting it here
+                result = self._accept(
+                    card,
+                    (
+                        batch.event_time[stop],
+                        batch.amount[stop],
+                        batch.merchant_id[stop],
+                        batch.event_id[stop],
+                    ),
+                    int(rows[stop, kernel.MERCHANT]),
+                    int(rows[stop, kernel.HORIZON]),
+                    True,
+                    matrix,
+                    row,
+                )
+            addresses[k] = card.addr
+            results[stop] = result + 1 if rows[stop, kernel.FLAGS] & kernel.ACCEPT else result
             row += 1
-        txns = batch if row == len(batch) else batch.take(kept)
-        block = FeatureBlock(txns, matrix[:row], np.array(marks, dtype=np.int64), ticks)
+        _place_ids(row_cards, batch.event_id, results, done, n)
+        self.at = batch.raw[-1] if n else None
+        self._dirty.update(compress(cards, dirty.tolist()))
+        if duplicates:
+            kept = np.ones(n, np.bool_)
+            kept[duplicates] = False
+            txns = batch.take(np.flatnonzero(kept).tolist())
+            marks = wms[kept]
+        else:
+            txns, marks = batch, wms
+        block = FeatureBlock(txns, matrix[:row], marks, ticks)
         if self._cache_max <= 0:
             self.flush()
             return block, dead
@@ -200,6 +248,56 @@ class CardFeatureEngine:
         if len(self._cache) > self._cache_max:
             self._evict(len(self._cache) - self._cache_max * 9 // 10)
         return block, dead
+
+    def _make_room(
+        self,
+        cards: dict[str, _Card],
+        addresses: np.ndarray[Any, np.dtype[np.int64]],
+        counts: dict[str, int],
+    ) -> None:
+        """Give each of ``cards`` (at ``addresses``, in order) room for its ``counts``
+        transactions in the batch, so the kernel runs on.
+
+        A card short of room gets twice its room (or what the batch needs), at least.
+        """
+        need = np.array([counts[card_id] for card_id in cards], np.int64)
+        batch_cards = list(cards.values())
+        for k in kernel.short_of_room(addresses, need).tolist():
+            card = batch_cards[k]
+            card.buf = kernel.grown(card.buf, int(need[k]))
+            card.addr = addresses[k] = kernel.address(card.buf)
+
+    def _one(
+        self,
+        card: _Card,
+        batch: TxnColumns,
+        i: int,
+        row_in: np.ndarray[Any, np.dtype[np.int64]],
+        dirty: np.ndarray[Any, np.dtype[np.bool_]],
+        out: np.ndarray[Any, np.dtype[np.float64]],
+        row: int,
+    ) -> int | None:
+        """Row ``i`` of ``batch`` as :func:`operators.card_kernel.card_run` takes one, or
+        None when it is a duplicate."""
+        t, event_id = batch.event_time[i], batch.event_id[i]
+        horizon = int(row_in[kernel.HORIZON])
+        if event_id in card.ids and _is_duplicate(card, event_id, t, horizon):
+            return None
+        k, code = int(row_in[kernel.CARD]), int(row_in[kernel.MERCHANT])
+        accept = bool(row_in[kernel.FLAGS] & kernel.ACCEPT)
+        if accept:
+            dirty[k] = True
+        prune = bool(dirty[k])
+        amount = float(batch.amount[i])  # the kernels are compiled for float64 only
+        key = int(row_in[kernel.KEY])
+        done: int = kernel.card_step(
+            card.buf, out, row, t, amount, code, key, horizon, self._gap, accept, prune
+        )
+        if done == SLOW:
+            done = self._accept(
+                card, (t, amount, batch.merchant_id[i], event_id), code, horizon, prune, out, row
+            )
+        return done
 
     def flush(self) -> None:
         """Write every changed card (and its expiry-index entry) to the store in one batch."""
@@ -267,10 +365,15 @@ class CardFeatureEngine:
         time; :meth:`expire` moves an entry that falls due before the card does.
         """
         changes: dict[bytes, bytes | None] = {}
-        for card_id in created:
-            card = self._cache.get(card_id)
-            if card is not None and card.expiry is None:
-                self._move_index(changes, card_id, card, self._expiry_time(card))
+        cache = self._cache
+        new = [
+            (card_id, card)
+            for card_id in created
+            if (card := cache.get(card_id)) is not None and card.expiry is None
+        ]
+        expiries = self._expiry_times([card for _, card in new])
+        for (card_id, card), expiry in zip(new, expiries, strict=True):
+            self._move_index(changes, card_id, card, expiry)
         if changes:
             self._store.write(changes)
 
@@ -299,20 +402,21 @@ class CardFeatureEngine:
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
         n, cap, ns, cap_s = card.buf[:HEAD].tolist()
-        t, amount = txn[0], txn[1]
+        t, amount, key = txn[0], float(txn[1]), hash(txn[3])
         if n == cap or ns == cap_s:
-            card.buf = _resized(
-                card.buf, cap * 2 if n == cap else cap, cap_s * 2 if ns == cap_s else cap_s
-            )
+            card.buf = kernel.grown(card.buf, 1)
+            card.addr = kernel.address(card.buf)
             # With room, the kernel accepts it (and writes the same features again)
             # unless its time ties.
             done: int = kernel.card_step(
-                card.buf, out, row, t, amount, code, horizon, self._gap, True, prune
+                card.buf, out, row, t, amount, code, key, horizon, self._gap, True, prune
             )
             if done != SLOW:
                 return done
         pos = _position(card, txn, self._merchants.names)
-        placed: int = kernel.card_place(card.buf, pos, t, amount, code, self._gap, horizon, prune)
+        placed: int = kernel.card_place(
+            card.buf, pos, t, amount, code, key, self._gap, horizon, prune
+        )
         return placed
 
     def _recode(self) -> None:
@@ -322,13 +426,18 @@ class CardFeatureEngine:
 
     def _expiry_time(self, card: _Card) -> int | None:
         """When the card leaves the state: its newest event or session end, plus retention."""
-        buf = card.buf
-        n, cap, ns = int(buf[N]), int(buf[CAP]), int(buf[NS])
-        newest = int(buf[HEAD + n - 1]) if n else NO_WATERMARK
-        if ns:  # session ends: every third slot from the second
-            ends = buf[HEAD + 3 * cap + 1 : HEAD + 3 * cap + 3 * ns : 3]
-            newest = max(newest, int(ends.max()))
-        return newest + self._lateness + DAY if newest != NO_WATERMARK else None
+        return self._expiry_times([card])[0]
+
+    def _expiry_times(self, cards: list[_Card]) -> list[int | None]:
+        """:meth:`_expiry_time` of each of ``cards``, in one kernel call."""
+        if not cards:
+            return []
+        addresses = np.array([card.addr for card in cards], np.int64)
+        retention = self._lateness + DAY
+        return [
+            None if t == NO_WATERMARK else t + retention
+            for t in kernel.newest(addresses, NO_WATERMARK).tolist()
+        ]
 
     def _move_index(
         self, changes: dict[bytes, bytes | None], card_id: str, card: _Card, expiry: int | None
@@ -343,16 +452,33 @@ class CardFeatureEngine:
     def _write(self, card_ids: Iterable[str]) -> None:
         changes: dict[bytes, bytes | None] = {}
         cache = self._cache
-        for card_id in card_ids:
-            card = cache[card_id]
-            expiry = self._expiry_time(card)
+        names = self._merchants.names
+        cards = [(card_id, cache[card_id]) for card_id in card_ids]
+        expiries = self._expiry_times([card for _, card in cards])
+        for (card_id, card), expiry in zip(cards, expiries, strict=True):
             if card.expiry != expiry:
                 self._move_index(changes, card_id, card, expiry)
-            if card.buf[N] or card.buf[NS]:
-                changes[keys.card_key(card_id)] = _dump(card, self._merchants.names)
-            else:
-                changes[keys.card_key(card_id)] = None
+            # No expiry time: no events nor sessions left.
+            changes[keys.card_key(card_id)] = None if expiry is None else _dump(card, names)
         self._store.write(changes)
+
+
+def _place_ids(
+    cards: list[_Card],
+    event_ids: list[str],
+    results: np.ndarray[Any, np.dtype[np.int64]],
+    lo: int,
+    hi: int,
+) -> None:
+    """Apply rows ``lo`` to ``hi``'s :func:`operators.card_kernel.card_run` results to
+    their cards' ids: the accepted event's id in its place, the pruned ones gone."""
+    for card, event_id, result in zip(
+        cards[lo:hi], event_ids[lo:hi], results[lo:hi].tolist(), strict=True
+    ):
+        if result & POSITION_MASK:
+            card.ids.insert((result & POSITION_MASK) - 1, event_id)
+        if result >> POSITION_BITS:
+            del card.ids[: result >> POSITION_BITS]
 
 
 def _is_duplicate(card: _Card, event_id: str, event_time: int, horizon: int) -> bool:
@@ -383,28 +509,12 @@ def _position(card: _Card, txn: _Event, names: list[str]) -> int:
     return i
 
 
-def _resized(
-    buf: np.ndarray[Any, np.dtype[np.int64]], cap: int, cap_s: int
-) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """``buf``'s events and sessions in a buffer with room for ``cap`` and ``cap_s``."""
-    n, old_cap, ns, _ = buf[:HEAD].tolist()
-    new = kernel.empty_card(cap, cap_s)
-    new[N], new[NS] = n, ns
-    for column in range(3):
-        new[HEAD + column * cap : HEAD + column * cap + n] = buf[
-            HEAD + column * old_cap : HEAD + column * old_cap + n
-        ]
-    new[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = buf[
-        HEAD + 3 * old_cap : HEAD + 3 * old_cap + 3 * ns
-    ]
-    return new
-
-
 def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
     room = max(room, 4)
     if blob is None:
-        return _Card(kernel.empty_card(room), [], None)
+        buf = kernel.empty_card(room)
+        return _Card(buf, [], None, kernel.address(buf))
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -421,9 +531,11 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     buf[HEAD : HEAD + n] = times
     buf[HEAD + cap : HEAD + cap + n].view(np.float64)[:] = amounts
     buf[HEAD + 2 * cap : HEAD + 2 * cap + n] = [merchants.code(m) for m in names]
+    buf[HEAD + 3 * cap : HEAD + 3 * cap + n] = list(map(hash, ids))
     if ns:
-        buf[HEAD + 3 * cap : HEAD + 3 * cap + 3 * ns] = np.array(sessions, np.int64).ravel()
-    return _Card(buf, ids, expiry)
+        s = HEAD + COLUMNS * cap
+        buf[s : s + 3 * ns] = np.array(sessions, np.int64).ravel()
+    return _Card(buf, ids, expiry, kernel.address(buf))
 
 
 def _columns(
@@ -435,7 +547,7 @@ def _columns(
     n, cap, ns = ints[N], ints[CAP], ints[NS]
     amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64).tolist()
     merchants = [names[c] for c in ints[HEAD + 2 * cap : HEAD + 2 * cap + n]]
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     sessions = [ints[j : j + 3] for j in range(s, s + 3 * ns, 3)]
     return ints[HEAD : HEAD + n], amounts, merchants, sessions
 

@@ -1,15 +1,24 @@
-"""Numba kernels of the card windows: one call per transaction over the card's packed state.
+"""Numba kernels of the card windows: one call per run of a batch's rows over its cards' state.
 
 :mod:`operators.card_features` owns the rules (windows, sessions, lateness,
 retention); this module computes them. A card's accepted events and session
-summaries live in one ``int64`` buffer, so a kernel call unboxes a single array:
+summaries live in one ``int64`` buffer:
 
-``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], sessions[3 * cap_s]]``
+``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], keys[cap], sessions[3 * cap_s]]``
 
 ``n`` events sorted by (time, amount, merchant, event id), amounts stored as the
-bits of their ``float64``, merchants as the engine's interned codes; ``ns``
+bits of their ``float64``, merchants as the engine's interned codes, keys as the
+``hash`` of their event ids (equal keys are where a duplicate may be); ``ns``
 session summaries ``(start, end, count)``, sorted and disjoint. The slots past
 ``n`` and ``ns`` are spare room for accepted events.
+
+:func:`card_run` takes a whole batch in one call: passing the batch's buffers as
+a list would unbox each array (a microsecond or more apiece), so it takes their
+data addresses (:func:`address`, read once per buffer) and views each buffer
+there. The engine keeps every buffer it passes alive and never moves one during
+a call; the kernels never grow a buffer, they stop and leave the row to the
+engine, which gives cards room before the call (:func:`short_of_room`,
+:func:`grown`).
 
 Sums are exactly rounded: :func:`_fsum_add` and :func:`_fsum_total` are
 CPython's ``math.fsum`` (Shewchuk's partials and its half-even fix-up) step for
@@ -31,14 +40,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
 from numba.core.errors import NumbaWarning
+from numba.extending import intrinsic
+from numba.np.numpy_support import carray
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
-# Header slots of a card buffer.
+# Header slots of a card buffer, and its per-event columns (times, amounts, merchants, keys).
 N, CAP, NS, CAP_S, HEAD = 0, 1, 2, 3, 4
+COLUMNS = 4
 # Columns of a kernel's output row: the first columns of a feature block (operators.columns).
 OUTPUT: tuple[str, ...] = (
     "card_count_1m",
@@ -241,21 +254,23 @@ def _session_after(buf: Any, q: int, start: int, end: int, count: int) -> bool:
 
 @_helper
 def _insert(
-    buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, gap: int
+    buf: Any, amounts: Any, pos: int, t: int, amount: float, merchant: int, key: int, gap: int
 ) -> None:
     """Accept an event at index ``pos`` and merge it into the sessions; room must be there."""
     cap, n = buf[CAP], buf[N]
-    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    at, am, mc, ky = HEAD, HEAD + cap, HEAD + 2 * cap, HEAD + 3 * cap
     for k in range(n, pos, -1):
         buf[at + k] = buf[at + k - 1]
         amounts[am + k] = amounts[am + k - 1]
         buf[mc + k] = buf[mc + k - 1]
+        buf[ky + k] = buf[ky + k - 1]
     buf[at + pos] = t
     amounts[am + pos] = amount
     buf[mc + pos] = merchant
+    buf[ky + pos] = key
     buf[N] = n + 1
     # Every session within the gap of ``t`` merges with it; the others keep their order.
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     start, end, count = t, t, 1
     kept = s
     for j in range(s, s + 3 * buf[NS], 3):
@@ -278,7 +293,7 @@ def _insert(
 def _prune(buf: Any, amounts: Any, horizon: int) -> int:
     """Drop events and session summaries below ``horizon``; return how many events went."""
     cap, n = buf[CAP], buf[N]
-    at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
+    at, am, mc, ky = HEAD, HEAD + cap, HEAD + 2 * cap, HEAD + 3 * cap
     cut = 0
     if n > 0 and buf[at] < horizon:
         cut = _bisect_left(buf, horizon, at, at + n) - at
@@ -286,8 +301,9 @@ def _prune(buf: Any, amounts: Any, horizon: int) -> int:
             buf[at + k - cut] = buf[at + k]
             amounts[am + k - cut] = amounts[am + k]
             buf[mc + k - cut] = buf[mc + k]
+            buf[ky + k - cut] = buf[ky + k]
         buf[N] = n - cut
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     kept = s
     for j in range(s, s + 3 * buf[NS], 3):
         if buf[j + 1] >= horizon:
@@ -297,26 +313,20 @@ def _prune(buf: Any, amounts: Any, horizon: int) -> int:
     return cut
 
 
-@_jit
-def card_step(
+@_helper
+def _step(
     buf: Any,
     out: Any,
     row: int,
     t: int,
     amount: float,
     merchant: int,
+    key: int,
     horizon: int,
     gap: int,
     accept: bool,
     prune: bool,
 ) -> int:
-    """Features of an event at ``t`` into ``out[row]``; then accept it and prune the card.
-
-    Returns the accepted event's index plus the count of pruned events shifted
-    left by :data:`POSITION_BITS`, or :data:`SLOW` when the event is to be accepted
-    but ties on its time or finds the buffer full: then nothing is accepted nor
-    pruned, and the caller does both.
-    """
     amounts = buf.view(np.float64)
     cap, n = buf[CAP], buf[N]
     at, am, mc = HEAD, HEAD + cap, HEAD + 2 * cap
@@ -347,7 +357,7 @@ def card_step(
     out[row, 9] = _zscore(amount, amounts, lo_day + shift, hi + shift, total_day, p)
     out[row, 10] = (t - buf[hi - 1]) / 1000 if hi > lo_all else -1.0
     start, end, count = t, t, 1
-    s = HEAD + 3 * cap
+    s = HEAD + COLUMNS * cap
     for j in range(s, s + 3 * buf[NS], 3):
         a, b, c = buf[j], buf[j + 1], buf[j + 2]
         if b < horizon:
@@ -361,7 +371,7 @@ def card_step(
         pos = hi - at
         if (pos > 0 and buf[hi - 1] == t) or n == cap or buf[NS] == buf[CAP_S]:
             return SLOW
-        _insert(buf, amounts, pos, t, amount, merchant, gap)
+        _insert(buf, amounts, pos, t, amount, merchant, key, gap)
         result = pos
     if prune:
         result |= _prune(buf, amounts, horizon) << POSITION_BITS
@@ -369,13 +379,193 @@ def card_step(
 
 
 @_jit
+def card_step(
+    buf: Any,
+    out: Any,
+    row: int,
+    t: int,
+    amount: float,
+    merchant: int,
+    key: int,
+    horizon: int,
+    gap: int,
+    accept: bool,
+    prune: bool,
+) -> int:
+    """Features of an event at ``t`` into ``out[row]``; then accept it and prune the card.
+
+    Returns the accepted event's index plus the count of pruned events shifted
+    left by :data:`POSITION_BITS`, or :data:`SLOW` when the event is to be accepted
+    but ties on its time or finds the buffer full: then nothing is accepted nor
+    pruned, and the caller does both.
+    """
+    return _step(buf, out, row, t, amount, merchant, key, horizon, gap, accept, prune)  # type: ignore[no-any-return]
+
+
+def _pointer_typing(typingctx: Any, address: Any) -> Any:
+    """The ``int64`` ``address`` as a ``void*`` (for :func:`numba.carray`)."""
+    signature = types.voidptr(address)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+    return signature, codegen
+
+
+_pointer: Any = intrinsic(_pointer_typing)
+
+
+@_helper
+def _buffer(address: int) -> Any:
+    """The card buffer whose data starts at ``address``, its length read from its header."""
+    head = carray(_pointer(address), (HEAD,), np.int64)
+    size = HEAD + COLUMNS * head[CAP] + 3 * head[CAP_S]
+    return carray(_pointer(address), (size,), np.int64)
+
+
+@_jit
+def address(buf: Any) -> int:
+    """Where ``buf``'s data starts, for :func:`card_run`."""
+    return buf.ctypes.data  # type: ignore[no-any-return]
+
+
+# Columns of :func:`card_run`'s ``rows``, and the bits of its ``FLAGS`` column.
+CARD, TIME, MERCHANT, KEY, HORIZON, FLAGS = 0, 1, 2, 3, 4, 5
+ACCEPT, STOP = 1, 2
+# A ``results`` entry no row has written yet.
+UNSET = -1
+
+
+@_jit
+def card_run(
+    cards: Any,
+    rows: Any,
+    amounts: Any,
+    dirty: Any,
+    out: Any,
+    row: int,
+    results: Any,
+    gap: int,
+    start: int,
+) -> int:
+    """:func:`card_step` for the rows from ``start`` on, until one it cannot take.
+
+    Row ``i`` is an event of the card whose buffer starts at address
+    ``cards[rows[i, CARD]]`` (the caller keeps those buffers alive and
+    unmoved), at ``rows[i, TIME]`` with ``amounts[i]``, its id's hash
+    ``rows[i, KEY]``; a row whose key its card holds may be a duplicate: the
+    kernel flags it ``STOP`` and leaves it. It accepts the event if its
+    ``ACCEPT`` flag is set, and marks its card in ``dirty`` then; a dirty card is
+    pruned to ``rows[i, HORIZON]``. Features go to consecutive rows of ``out``
+    from ``row``. Row ``i``'s result goes to ``results[i]``: the accepted
+    event's index plus one (0: none accepted), plus the pruned count shifted
+    left by :data:`POSITION_BITS`.
+
+    Returns the index of the first row it left to the caller: one flagged
+    ``STOP``, untouched, or one :func:`card_step` returns :data:`SLOW` for,
+    whose features are in ``out`` and whose card ``dirty`` marks; or the row
+    count when it took them all.
+    """
+    for i in range(start, rows.shape[0]):
+        flags = rows[i, FLAGS]
+        if flags & STOP:
+            return i
+        k = rows[i, CARD]
+        buf = _buffer(cards[k])
+        key = rows[i, KEY]
+        ky = HEAD + 3 * buf[CAP]
+        for j in range(ky, ky + buf[N]):
+            if buf[j] == key:
+                rows[i, FLAGS] = flags | STOP
+                return i
+        accept = (flags & ACCEPT) != 0
+        if accept:
+            dirty[k] = True
+        done = _step(
+            buf,
+            out,
+            row,
+            rows[i, TIME],
+            amounts[i],
+            rows[i, MERCHANT],
+            key,
+            rows[i, HORIZON],
+            gap,
+            accept,
+            dirty[k],
+        )
+        if done == SLOW:
+            return i
+        results[i] = done + 1 if accept else done
+        row += 1
+    return int(rows.shape[0])
+
+
+@_jit
+def short_of_room(cards: Any, counts: Any) -> Any:
+    """Which of the cards at addresses ``cards`` lack room for ``counts`` more events (and
+    as many more sessions, since each event can open one): their indexes."""
+    short = np.empty(len(cards), np.int64)
+    m = 0
+    for k in range(len(cards)):
+        head = carray(_pointer(cards[k]), (HEAD,), np.int64)
+        if head[CAP] - head[N] < counts[k] or head[CAP_S] - head[NS] < counts[k]:
+            short[m] = k
+            m += 1
+    return short[:m]
+
+
+@_jit
+def grown(buf: Any, more: int) -> Any:
+    """``buf``'s events and sessions in a new buffer with room for ``more`` of each: twice
+    the old room, or what ``more`` needs, where the old falls short."""
+    n, cap, ns, cap_s = buf[N], buf[CAP], buf[NS], buf[CAP_S]
+    new_cap = max(2 * cap, n + more) if cap - n < more else cap
+    new_cap_s = max(2 * cap_s, ns + more) if cap_s - ns < more else cap_s
+    new = np.zeros(HEAD + COLUMNS * new_cap + 3 * new_cap_s, np.int64)
+    new[N], new[CAP], new[NS], new[CAP_S] = n, new_cap, ns, new_cap_s
+    # Loops, not slice assignments: those take seconds longer to compile.
+    for column in range(COLUMNS):
+        for i in range(n):
+            new[HEAD + column * new_cap + i] = buf[HEAD + column * cap + i]
+    s, old_s = HEAD + COLUMNS * new_cap, HEAD + COLUMNS * cap
+    for j in range(3 * ns):
+        new[s + j] = buf[old_s + j]
+    return new
+
+
+@_jit
+def newest(cards: Any, none: int) -> Any:
+    """Each card's newest event time or session end (``none`` for an empty card), for the
+    cards at addresses ``cards``."""
+    out = np.empty(len(cards), np.int64)
+    for k in range(len(cards)):
+        buf = _buffer(cards[k])
+        cap, n = buf[CAP], buf[N]
+        t = buf[HEAD + n - 1] if n else none
+        s = HEAD + COLUMNS * cap
+        for j in range(s + 1, s + 3 * buf[NS], 3):  # session ends
+            t = max(t, buf[j])
+        out[k] = t
+    return out
+
+
+@_jit
 def card_place(
-    buf: Any, pos: int, t: int, amount: float, merchant: int, gap: int, horizon: int, prune: bool
+    buf: Any,
+    pos: int,
+    t: int,
+    amount: float,
+    merchant: int,
+    key: int,
+    gap: int,
+    horizon: int,
+    prune: bool,
 ) -> int:
     """Accept an event at index ``pos`` (the caller ordered its ties and made room), then
     prune the card if ``prune``; returns as :func:`card_step` does."""
     amounts = buf.view(np.float64)
-    _insert(buf, amounts, pos, t, amount, merchant, gap)
+    _insert(buf, amounts, pos, t, amount, merchant, key, gap)
     return pos | (_prune(buf, amounts, horizon) << POSITION_BITS if prune else 0)
 
 
@@ -393,11 +583,30 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
             _INT,
             _INT,
             _INT,
+            _INT,
             types.boolean,
             types.boolean,
         ),
     ),
-    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, types.boolean)),
+    (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, _INT, types.boolean)),
+    (address, (_BUF,)),
+    (short_of_room, (_BUF, _BUF)),
+    (newest, (_BUF, _INT)),
+    (grown, (_BUF, _INT)),
+    (
+        card_run,
+        (
+            _BUF,
+            types.Array(types.int64, 2, "C"),
+            types.Array(types.float64, 1, "C"),
+            types.Array(types.boolean, 1, "C"),
+            types.Array(types.float64, 2, "C"),
+            _INT,
+            _BUF,
+            _INT,
+            _INT,
+        ),
+    ),
 )
 
 
@@ -412,7 +621,7 @@ def compile_kernels() -> None:
 
 def empty_card(cap: int = 4, cap_s: int = 2) -> np.ndarray[Any, np.dtype[np.int64]]:
     """A card buffer with no events and room for ``cap`` events and ``cap_s`` sessions."""
-    buf = np.zeros(HEAD + 3 * cap + 3 * cap_s, np.int64)
+    buf = np.zeros(HEAD + COLUMNS * cap + 3 * cap_s, np.int64)
     buf[CAP] = cap
     buf[CAP_S] = cap_s
     return buf

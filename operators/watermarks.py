@@ -17,8 +17,11 @@ partition's offset, so a replay decides exactly as the first run did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 NO_WATERMARK = -(2**62)
 
@@ -198,6 +201,48 @@ class MinWatermark:
         self._reached = max(self._reached, lowest)
         self._min = self._reached
         return self._min
+
+    def advance(
+        self, origins: Sequence[str], watermarks: Sequence[int]
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """:meth:`update` with each active input's watermark in turn; :meth:`current`
+        after each.
+
+        Computed per input over the whole sequence, not per update: a running
+        maximum of each input's watermarks, their minimum over the inputs active
+        by then, and its running maximum from where :meth:`current` stood.
+
+        >>> m = MinWatermark(("a", "b"))
+        >>> m.advance(["a", "b", "a", "b"], [10, 5, 20, 30]).tolist()[1:]
+        [5, 5, 20]
+        """
+        if not origins:
+            return np.empty(0, np.int64)
+        reached = self.current()  # what every input reached before these
+        codes: dict[str, int] = {}
+        rows = np.array([codes.setdefault(o, len(codes)) for o in origins], np.int64)
+        values = np.array(watermarks, np.int64)
+        high = np.iinfo(np.int64).max
+        lowest = np.full(len(rows), high, np.int64)
+        wms, idle = self._wms, self._idle
+        for origin, code in codes.items():
+            mine = rows == code
+            own = np.where(mine, values, NO_WATERMARK)
+            # Its watermark after each row; before its first row it does not count
+            # unless it is a known active input.
+            own[0] = max(own[0], wms.get(origin, NO_WATERMARK))
+            own = np.maximum.accumulate(own)
+            if origin not in wms or origin in idle:
+                own[: int(np.argmax(mine))] = high
+            np.minimum(lowest, own, out=lowest)
+            wms[origin] = max(int(own[-1]), NO_WATERMARK)
+            idle.discard(origin)
+        for origin, wm in wms.items():
+            if origin not in codes and origin not in idle:
+                np.minimum(lowest, wm, out=lowest)
+        out = np.maximum.accumulate(np.maximum(lowest, reached))
+        self._reached = self._min = int(out[-1])
+        return out
 
     def all_idle(self) -> bool:
         """Whether every known input is idle."""

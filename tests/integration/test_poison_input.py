@@ -326,6 +326,18 @@ def buggy(buf, out, row, t, amount, *args):
         raise RuntimeError("injected bug")
     return step(buf, out, row, t, amount, *args)
 kernel.card_step = buggy
+run = kernel.card_run
+def buggy_run(cards, rows, amounts, *args):
+    # The real kernel up to the poison row, which then raises as a bug would.
+    start = args[-1]
+    poison = [i for i in range(start, len(amounts)) if amounts[i] == 666.0]
+    if not poison:
+        return run(cards, rows, amounts, *args)
+    done = run(cards, rows[: poison[0]], amounts[: poison[0]], *args)
+    if done < poison[0]:
+        return done
+    raise RuntimeError("injected bug")
+kernel.card_run = buggy_run
 from flows.cli import main
 sys.exit(main(["run", "--until-eof"]))
 """

@@ -269,6 +269,48 @@ def test_a_full_buffer_grows() -> None:
     assert _stored(stores[0]) == _stored(stores[1])
 
 
+def test_repeated_ids_in_one_batch_match_the_reference() -> None:
+    # The kernel leaves a row whose id its card holds to Python: a duplicate within
+    # the batch, an id another card holds, an id back after more than a day (no
+    # duplicate), and a late repeat of an id that was never accepted.
+    stores = MemoryStore(), MemoryStore()
+    config = CardConfig(time=TimeConfig(), cache_cards=10)
+    engines = (
+        CardFeatureEngine(config, stores[0], _dead),
+        ReferenceCardEngine(config, stores[1], _dead),
+    )
+    plan = [
+        ("a", "x", 0, False),
+        ("a", "x", MINUTE, False),  # duplicate within the batch
+        ("b", "x", 2 * MINUTE, False),  # the same id on another card
+        ("c", "z", 2 * MINUTE, True),  # late: scored, not accepted
+        ("c", "z", 3 * MINUTE, False),  # so this is no duplicate
+        ("a", "y", 3 * MINUTE, False),
+        ("a", "x", DAY + 2 * MINUTE, False),  # more than a day after: accepted again
+        ("a", "x", DAY + 3 * MINUTE, False),  # now a duplicate of that one
+    ]
+    batch = []
+    for i, (card, event_id, dt, late) in enumerate(plan):
+        t = T0 + dt
+        txn = Transaction(
+            event_id=event_id,
+            card_id=card,
+            merchant_id=f"m{i}",
+            amount=float(i),
+            currency="EUR",
+            event_time=t,
+        )
+        raw = RawRecord("transactions", 0, i, b"k", None, t)
+        batch.append(TxnRecord(txn, raw, late, t))
+    block, got_dead = engines[0].process(columns_of(batch), MinWatermark())
+    want, want_dead = engines[1].process(batch, MinWatermark())
+    assert _outputs(_items(block)) == _outputs(want)
+    assert [d.position for d in got_dead] == [d.position for d in want_dead] == [1, 7]
+    for engine in engines:
+        engine.flush()
+    assert _stored(stores[0]) == _stored(stores[1])
+
+
 def test_features_keep_their_names_and_order() -> None:
     assert set(OUTPUT) == set(card_features.CARD_FEATURES)
     assert len(OUTPUT) == len(card_features.CARD_FEATURES)

@@ -50,3 +50,28 @@ def test_current_is_the_minimum_over_active_inputs(
     reached = max(reached, _reference(wms, idle))
     assert m.current() == reached
     assert m.snapshot() == (wms, idle, reached)
+
+
+@given(
+    st.sets(st.sampled_from(["a", "b", "c"])),
+    _OPS,
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(-5, 30)), max_size=30),
+)
+def test_advance_is_update_then_current_per_row(
+    expected: set[str], before: list[tuple[str, int, bool, bool]], rows: list[tuple[str, int]]
+) -> None:
+    # Any state first (idle inputs, newcomers, an asked or unasked current()), then rows.
+    one, many = MinWatermark(tuple(sorted(expected))), MinWatermark(tuple(sorted(expected)))
+    for origin, wm, is_idle, ask in before:
+        for m in (one, many):
+            m.update(origin, wm, idle=is_idle)
+            if ask:
+                m.current()
+    currents = []
+    for origin, wm in rows:
+        one.update(origin, wm)
+        currents.append(one.current())
+    got = many.advance([o for o, _ in rows], [w for _, w in rows])
+    assert got.tolist() == currents
+    assert many.current() == one.current()
+    assert many.snapshot() == one.snapshot()
