@@ -30,13 +30,13 @@ per shard: plain data, for bytewax snapshots.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import itemgetter
+from itertools import compress, repeat
 from typing import TypedDict
 
 import bytewax.operators as op
+import msgspec
 import numpy as np
 from bytewax.dataflow import Stream
 
@@ -55,7 +55,11 @@ _FINAL = struct.Struct(">q")  # the shard's final_through
 _CODES = {"approve": 0, "review": 1, "decline": 2}
 _DECLINE = _CODES["decline"]
 # Sub-namespaces after the shard prefix.
-_WINDOW, _DECIDED, _MEMBER, _FINAL_KEY = b"w", b"d", b"m", b"f"
+# ``m``: one index entry per member, the layout before ``b`` (a batch's members an entry).
+_WINDOW, _DECIDED, _MEMBER, _BATCH, _FINAL_KEY = b"w", b"d", b"m", b"b", b"f"
+_MAX_START = (1 << 64) - 1
+_IDS = msgspec.msgpack.Encoder()
+_IDS_DECODER = msgspec.msgpack.Decoder(list[str])
 
 Sums = tuple[int, int, int, int, int]  # window_end, scored, declined, labelled, true_positives
 AggregatorState = tuple[dict[int, Sums], dict[str, int | None]]
@@ -110,6 +114,10 @@ class QualityEngine:
         self._store = store
         raw = shard.encode()
         self._prefix = keys.QUALITY + _U16.pack(len(raw)) + raw
+        self._decided_prefix = self._prefix + _DECIDED
+        self._seen = _SeenIds()
+        for start, ids in self._stored_members(0, _MAX_START):
+            self._seen.add(start, _hashes(ids))
 
     def decisions(self, items: Sequence[tuple[str, int, str]]) -> None:
         """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
@@ -118,67 +126,59 @@ class QualityEngine:
         ids, times, names = zip(*items, strict=True)
         if not set(names) <= _CODES.keys() or min(times) < 0:
             _reject(items)
-        ids_sorted = sorted(set(ids))
+        n = len(ids)
         starts = np.asarray(times, dtype=np.int64)
         starts -= starts % self._window
+        hashes = _hashes(ids)
         windows = np.unique(starts).tolist()
+        # Only ids the filter cannot rule out are looked up (a replay, or ~0.1% by chance).
+        maybe = np.flatnonzero(self._seen.may_hold(hashes)).tolist()
+        asked = sorted({ids[i] for i in maybe})
         got = self._store.get_many(
             [
                 self._final_key(),
-                *map((self._prefix + _DECIDED).__add__, map(str.encode, ids_sorted)),
+                *map(self._decided_prefix.__add__, map(str.encode, asked)),
                 *map(self._window_key, windows),
             ]
         )
         final = _final(got[0])
-        looked_up = got[1 : 1 + len(ids_sorted)]
-        known = {i for i, v in zip(ids_sorted, looked_up, strict=True) if v is not None}
-        counts = _counts(windows, got[1 + len(ids_sorted) :])
-        if known or len(ids_sorted) != len(ids):  # replays: one record at a time
-            self._store.write(self._decide_each(items, starts.tolist(), known, final, counts))
+        looked_up = got[1 : 1 + len(asked)]
+        known = {i for i, v in zip(asked, looked_up, strict=True) if v is not None}
+        counts = _counts(windows, got[1 + len(asked) :])
+        # Take records whose window is not final yet, once each, unless already stored.
+        keep = np.ones(n, dtype=bool) if final is None else starts + self._window > final
+        if known or len(set(ids)) != n:  # replays: one record at a time
+            for i in np.flatnonzero(keep).tolist():
+                if ids[i] in known:
+                    keep[i] = False
+                else:
+                    known.add(ids[i])
+        rows = np.flatnonzero(keep)
+        if not len(rows):
             return
-        # Every record is new: take those whose window is not final yet, in columns.
-        keep = np.ones(len(ids), dtype=bool) if final is None else starts + self._window > final
-        rows = np.flatnonzero(keep).tolist()
-        taken = [ids[i] for i in rows] if len(rows) < len(ids) else list(ids)
-        codes = list(map(_CODES.__getitem__, [names[i] for i in rows]))
-        kept = starts[keep]
+        every = len(rows) == n
+        taken = list(ids) if every else [ids[i] for i in rows.tolist()]
+        codes = list(map(_CODES.__getitem__, names if every else [names[i] for i in rows.tolist()]))
+        kept = starts[rows]
+        kept_hashes = hashes[rows]
         kept_starts = kept.tolist()
         raw = list(map(str.encode, taken))
-        decided = map((self._prefix + _DECIDED).__add__, raw)
+        decided = map(self._decided_prefix.__add__, raw)
         changes: dict[bytes, bytes | None] = dict(
             zip(decided, map(_DECISION.pack, kept_starts, codes, repeat(0, len(raw))), strict=True)
         )
-        member = map((self._prefix + _MEMBER).__add__, map(_U64.pack, kept_starts))
-        changes.update(dict.fromkeys(map(bytes.__add__, member, raw), b""))
-        declined = kept[np.asarray(codes, dtype=np.int64) == _DECLINE] if codes else kept
-        for column, values in ((0, kept), (1, declined)):
-            for start, n in zip(*np.unique(values, return_counts=True), strict=True):
-                counts[int(start)][column] += int(n)
-        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in set(kept_starts)})
+        declined = kept[np.asarray(codes, dtype=np.int64) == _DECLINE]
+        for start in np.unique(kept).tolist():
+            mine = kept == start
+            members = taken if every and len(windows) == 1 else list(compress(taken, mine.tolist()))
+            # A window's members of this batch in one entry, numbered by the window's
+            # scored count before it (which only grows): advance deletes by them.
+            changes[self._batch_key(start, counts[start][0])] = _IDS.encode(members)
+            counts[start][0] += len(members)
+            counts[start][1] += int(np.count_nonzero(declined == start))
+            changes[self._window_key(start)] = _COUNTS.pack(*counts[start])
+            self._seen.add(start, kept_hashes[mine])
         self._store.write(changes)
-
-    def _decide_each(
-        self,
-        items: Sequence[tuple[str, int, str]],
-        starts: list[int],
-        known: set[str],
-        final: int | None,
-        counts: dict[int, list[int]],
-    ) -> dict[bytes, bytes | None]:
-        changes: dict[bytes, bytes | None] = {}
-        touched: set[int] = set()
-        for (event_id, _event_time, decision), start in zip(items, starts, strict=True):
-            if event_id in known or (final is not None and start + self._window <= final):
-                continue
-            known.add(event_id)
-            code = _CODES[decision]
-            changes[self._decided_key(event_id)] = _DECISION.pack(start, code, 0)
-            changes[self._member_key(start, event_id)] = b""
-            counts[start][0] += 1
-            counts[start][1] += int(code == _DECLINE)
-            touched.add(start)
-        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in touched})
-        return changes
 
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
         """Label the stored transactions these chargebacks name; others are ignored."""
@@ -224,24 +224,48 @@ class QualityEngine:
         partials: list[Partial] = []
         changes: dict[bytes, bytes | None] = {self._final_key(): _FINAL.pack(final)}
         if final - self._window >= 0:
-            lo, hi = self._window_key(0), self._window_key(final - self._window + 1)
+            last = final - self._window + 1  # above the newest final window's start
+            lo, hi = self._window_key(0), self._window_key(last)
             for key, value in self._store.scan(lo, hi):
                 start = _U64.unpack_from(key, len(self._prefix) + 1)[0]
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
-                first = self._member_key(start, "")
-                scan = self._store.scan(first, self._member_key(start + 1, ""))
-                members = [member for member, _ in scan]
-                # The window's index entries, then its transactions' entries (event id
-                # after the index prefix).
-                changes.update(dict.fromkeys(members, None))
-                ids = map(itemgetter(slice(len(first), None)), members)
-                changes.update(dict.fromkeys(map((self._prefix + _DECIDED).__add__, ids), None))
+            member_keys: list[bytes] = []
+            ids: list[str] = []
+            for _start, window_ids, entry_keys in self._member_entries(0, last):
+                ids.extend(window_ids)
+                member_keys.extend(entry_keys)
+            changes.update(dict.fromkeys(member_keys, None))
+            decided = map(self._decided_prefix.__add__, map(str.encode, ids))
+            changes.update(dict.fromkeys(decided, None))
+            self._seen.drop_before(last)
         self._store.write(changes)
         return partials, final
 
-    def _start(self, event_time: int) -> int:
-        return event_time - event_time % self._window
+    def _stored_members(self, lo: int, hi: int) -> Iterator[tuple[int, list[str]]]:
+        """Each window's stored event ids, for windows starting in ``[lo, hi)``."""
+        for start, ids, _keys in self._member_entries(lo, hi):
+            yield start, ids
+
+    def _member_entries(self, lo: int, hi: int) -> Iterator[tuple[int, list[str], list[bytes]]]:
+        """Per window starting in ``[lo, hi)``: its event ids and the entries that list them.
+
+        Members are stored a batch an entry; state written before that layout has one
+        index entry per member (the event id after the window's index prefix), still read.
+        """
+        at = len(self._prefix) + 1
+        windows: dict[int, tuple[list[str], list[bytes]]] = {}
+        for key, value in self._store.scan(self._batch_key(lo, 0), self._batch_key(hi, 0)):
+            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
+            ids.extend(_IDS_DECODER.decode(value))
+            entries.append(key)
+        cut = at + _U64.size
+        for key, _ in self._store.scan(self._member_key(lo, ""), self._member_key(hi, "")):
+            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
+            ids.append(key[cut:].decode())
+            entries.append(key)
+        for start in sorted(windows):
+            yield start, *windows[start]
 
     def _final_key(self) -> bytes:
         return self._prefix + _FINAL_KEY
@@ -250,13 +274,89 @@ class QualityEngine:
         return self._prefix + _WINDOW + _U64.pack(start)
 
     def _decided_key(self, event_id: str) -> bytes:
-        return self._decided_key_raw(event_id.encode())
+        return self._decided_prefix + event_id.encode()
 
-    def _decided_key_raw(self, event_id: bytes) -> bytes:
-        return self._prefix + _DECIDED + event_id
+    def _batch_key(self, start: int, number: int) -> bytes:
+        return self._prefix + _BATCH + _U64.pack(start) + _U64.pack(number)
 
     def _member_key(self, start: int, event_id: str) -> bytes:
         return self._prefix + _MEMBER + _U64.pack(start) + event_id.encode()
+
+
+class _SeenIds:
+    """A Bloom filter over the hashes of the event ids a shard holds, kept per window.
+
+    It answers "maybe stored" or "not stored" with no false negatives: every id
+    stored in a window not yet final was added. Each probe bit is set by one of
+    ``_PROBES`` hash-derived positions; at 16 bits an id or more the chance a new id
+    is taken for a stored one is under 0.2%, and such an id is looked up in the
+    store. The hashes are Python's ``hash`` (per process), kept per window so the
+    filter is rebuilt without final windows, or larger once it fills; a new
+    process rebuilds it from the stored members.
+    """
+
+    _PROBES = 5
+    _BITS_AN_ID = 16
+    _MIN_BITS = 1 << 14
+
+    def __init__(self) -> None:
+        self._windows: dict[int, list[np.ndarray]] = {}
+        self._count = 0
+        self._bits = np.zeros(self._MIN_BITS // 8, dtype=np.uint8)
+        self._mask = np.uint64(self._MIN_BITS - 1)
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        """Per hash: whether its id may be stored (False: it certainly is not)."""
+        if not self._count:
+            return np.zeros(len(hashes), dtype=bool)
+        probes = self._probes(hashes)
+        hits = (self._bits[probes >> np.uint64(3)] >> (probes & np.uint64(7)).astype(np.uint8)) & 1
+        return np.asarray(hits.all(axis=0))
+
+    def add(self, start: int, hashes: np.ndarray) -> None:
+        """Record the ids (by hash) stored in the window starting at ``start``."""
+        if not len(hashes):
+            return
+        self._windows.setdefault(start, []).append(hashes)
+        self._count += len(hashes)
+        if self._count * self._BITS_AN_ID > len(self._bits) * 8:
+            self._rebuild()
+        else:
+            self._set(hashes)
+
+    def drop_before(self, start: int) -> None:
+        """Forget the windows starting before ``start`` (final: their ids were deleted)."""
+        doomed = [s for s in self._windows if s < start]
+        if doomed:
+            for s in doomed:
+                self._count -= sum(map(len, self._windows.pop(s)))
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Half full after a rebuild, so it grows by doubling: amortised O(1) an id.
+        need = 2 * self._count * self._BITS_AN_ID
+        bits = max(self._MIN_BITS, 1 << max(need - 1, 0).bit_length())
+        self._bits = np.zeros(bits // 8, dtype=np.uint8)
+        self._mask = np.uint64(bits - 1)
+        for chunks in self._windows.values():
+            for hashes in chunks:
+                self._set(hashes)
+
+    def _set(self, hashes: np.ndarray) -> None:
+        probes = self._probes(hashes).ravel()
+        bit = np.left_shift(np.uint8(1), (probes & np.uint64(7)).astype(np.uint8))
+        np.bitwise_or.at(self._bits, probes >> np.uint64(3), bit)
+
+    def _probes(self, hashes: np.ndarray) -> np.ndarray:
+        """``_PROBES`` bit positions per hash (double hashing), shape (probes, len)."""
+        step = (hashes >> np.uint64(32)) | np.uint64(1)
+        rounds = np.arange(self._PROBES, dtype=np.uint64)[:, None]
+        return (hashes[None, :] + rounds * step[None, :]) & self._mask
+
+
+def _hashes(ids: Sequence[str]) -> np.ndarray:
+    """Python's hash of each id, as unsigned 64-bit (str caches its hash)."""
+    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64)
 
 
 class QualityAggregator:
