@@ -18,13 +18,17 @@ shard has reached its end: exactly once, never before every shard is final.
 
 State lifetime: per shard, in the store under ``keys.QUALITY`` + shard id (the
 process's store is shared by its shards): one entry per scored transaction
-(window, decision, labelled), one index entry per transaction under its window,
-one counter per window with decisions (ordered by window start, so the counters
-are their own timer index), and the shard's ``final_through``. A window's
-entries are deleted when it becomes final, so the store holds about
-``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. The
-aggregator holds the sums of windows not yet final everywhere and one integer
-per shard: plain data, for bytewax snapshots.
+(window, decision, labelled), one entry per window and batch listing the
+window's members of that batch (state written with one index entry per member
+is still read), one counter per window with decisions (ordered by window start,
+so the counters are their own timer index), and the shard's ``final_through``.
+A window's entries are deleted when it becomes final, so the store holds about
+``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. In memory,
+a shard keeps a Bloom filter of the event ids it stores (about 12 bytes an id
+with their hashes), rebuilt from the members at start: only ids it cannot rule
+out are looked up to tell a replay. The aggregator holds the sums of windows
+not yet final everywhere and one integer per shard: plain data, for bytewax
+snapshots.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
 from typing import TypedDict
 
 import bytewax.operators as op
@@ -53,7 +56,8 @@ _COUNTS = struct.Struct(">qqqq")  # scored, declined, labelled, true_positives
 _DECISION = struct.Struct(">QBB")  # window start, decision code, labelled
 _FINAL = struct.Struct(">q")  # the shard's final_through
 _CODES = {"approve": 0, "review": 1, "decline": 2}
-_DECLINE = _CODES["decline"]
+_DECLINE_NAME = "decline"
+_DECLINE = _CODES[_DECLINE_NAME]
 # Sub-namespaces after the shard prefix.
 # ``m``: one index entry per member, the layout before ``b`` (a batch's members an entry).
 _WINDOW, _DECIDED, _MEMBER, _BATCH, _FINAL_KEY = b"w", b"d", b"m", b"b", b"f"
@@ -130,7 +134,8 @@ class QualityEngine:
         starts = np.asarray(times, dtype=np.int64)
         starts -= starts % self._window
         hashes = _hashes(ids)
-        windows = np.unique(starts).tolist()
+        first, last = int(starts.min()), int(starts.max())
+        windows = [first] if first == last else np.unique(starts).tolist()
         # Only ids the filter cannot rule out are looked up (a replay, or ~0.1% by chance).
         maybe = np.flatnonzero(self._seen.may_hold(hashes)).tolist()
         asked = sorted({ids[i] for i in maybe})
@@ -153,31 +158,37 @@ class QualityEngine:
                     keep[i] = False
                 else:
                     known.add(ids[i])
-        rows = np.flatnonzero(keep)
-        if not len(rows):
+        if not keep.any():
             return
-        every = len(rows) == n
-        taken = list(ids) if every else [ids[i] for i in rows.tolist()]
-        codes = list(map(_CODES.__getitem__, names if every else [names[i] for i in rows.tolist()]))
-        kept = starts[rows]
-        kept_hashes = hashes[rows]
-        kept_starts = kept.tolist()
-        raw = list(map(str.encode, taken))
-        decided = map(self._decided_prefix.__add__, raw)
-        changes: dict[bytes, bytes | None] = dict(
-            zip(decided, map(_DECISION.pack, kept_starts, codes, repeat(0, len(raw))), strict=True)
-        )
-        declined = kept[np.asarray(codes, dtype=np.int64) == _DECLINE]
-        for start in np.unique(kept).tolist():
-            mine = kept == start
-            members = taken if every and len(windows) == 1 else list(compress(taken, mine.tolist()))
+        changes: dict[bytes, bytes | None] = {}
+        decided = self._decided_prefix.__add__
+        for start in windows:
+            if len(windows) == 1 and keep.all():
+                mine, members, decisions = hashes, list(ids), names
+            else:
+                rows = np.flatnonzero(keep & (starts == start))
+                if not len(rows):
+                    continue
+                mine = hashes[rows]
+                members = [ids[i] for i in rows.tolist()]
+                decisions = tuple(names[i] for i in rows.tolist())
+            # A decision's entry depends only on its window and decision.
+            entry = {name: _DECISION.pack(start, code, 0) for name, code in _CODES.items()}
+            changes.update(
+                zip(
+                    map(decided, map(str.encode, members)),
+                    map(entry.__getitem__, decisions),
+                    strict=True,
+                )
+            )
             # A window's members of this batch in one entry, numbered by the window's
             # scored count before it (which only grows): advance deletes by them.
-            changes[self._batch_key(start, counts[start][0])] = _IDS.encode(members)
-            counts[start][0] += len(members)
-            counts[start][1] += int(np.count_nonzero(declined == start))
-            changes[self._window_key(start)] = _COUNTS.pack(*counts[start])
-            self._seen.add(start, kept_hashes[mine])
+            count = counts[start]
+            changes[self._batch_key(start, count[0])] = _IDS.encode(members)
+            count[0] += len(members)
+            count[1] += decisions.count(_DECLINE_NAME)
+            changes[self._window_key(start)] = _COUNTS.pack(*count)
+            self._seen.add(start, mine)
         self._store.write(changes)
 
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
@@ -287,31 +298,32 @@ class _SeenIds:
     """A Bloom filter over the hashes of the event ids a shard holds, kept per window.
 
     It answers "maybe stored" or "not stored" with no false negatives: every id
-    stored in a window not yet final was added. Each probe bit is set by one of
-    ``_PROBES`` hash-derived positions; at 16 bits an id or more the chance a new id
-    is taken for a stored one is under 0.2%, and such an id is looked up in the
-    store. The hashes are Python's ``hash`` (per process), kept per window so the
-    filter is rebuilt without final windows, or larger once it fills; a new
+    stored in a window not yet final was added. It is blocked: an id sets
+    ``_PROBES`` bits of one 64-bit word, so a lookup reads one word. With 16 bits
+    an id or more, under 1% of new ids are taken for stored ones (and looked up in
+    the store). The hashes are Python's ``hash`` (per process), kept per window:
+    the filter is rebuilt from those of live windows once it has taken as many
+    ids as it was sized for (final windows' bits linger until then), and a new
     process rebuilds it from the stored members.
     """
 
-    _PROBES = 5
+    _PROBES = 4
     _BITS_AN_ID = 16
-    _MIN_BITS = 1 << 14
+    _MIN_WORDS = 1 << 8
 
     def __init__(self) -> None:
         self._windows: dict[int, list[np.ndarray]] = {}
-        self._count = 0
-        self._bits = np.zeros(self._MIN_BITS // 8, dtype=np.uint8)
-        self._mask = np.uint64(self._MIN_BITS - 1)
+        self._count = 0  # ids of live windows
+        self._room = 0  # ids the filter takes before a rebuild
+        self._words = np.zeros(0, dtype=np.uint64)
+        self._rebuild()
 
     def may_hold(self, hashes: np.ndarray) -> np.ndarray:
         """Per hash: whether its id may be stored (False: it certainly is not)."""
         if not self._count:
             return np.zeros(len(hashes), dtype=bool)
-        probes = self._probes(hashes)
-        hits = (self._bits[probes >> np.uint64(3)] >> (probes & np.uint64(7)).astype(np.uint8)) & 1
-        return np.asarray(hits.all(axis=0))
+        word, mask = self._probes(hashes)
+        return np.asarray((self._words[word] & mask) == mask)
 
     def add(self, start: int, hashes: np.ndarray) -> None:
         """Record the ids (by hash) stored in the window starting at ``start``."""
@@ -319,39 +331,40 @@ class _SeenIds:
             return
         self._windows.setdefault(start, []).append(hashes)
         self._count += len(hashes)
-        if self._count * self._BITS_AN_ID > len(self._bits) * 8:
+        self._room -= len(hashes)
+        if self._room < 0:
             self._rebuild()
         else:
             self._set(hashes)
 
     def drop_before(self, start: int) -> None:
         """Forget the windows starting before ``start`` (final: their ids were deleted)."""
-        doomed = [s for s in self._windows if s < start]
-        if doomed:
-            for s in doomed:
-                self._count -= sum(map(len, self._windows.pop(s)))
-            self._rebuild()
+        for s in [s for s in self._windows if s < start]:
+            self._count -= sum(map(len, self._windows.pop(s)))
 
     def _rebuild(self) -> None:
-        # Half full after a rebuild, so it grows by doubling: amortised O(1) an id.
-        need = 2 * self._count * self._BITS_AN_ID
-        bits = max(self._MIN_BITS, 1 << max(need - 1, 0).bit_length())
-        self._bits = np.zeros(bits // 8, dtype=np.uint8)
-        self._mask = np.uint64(bits - 1)
+        # Sized for twice the live ids: each id is set again about once over its life.
+        need = 2 * max(self._count, 1) * self._BITS_AN_ID // 64
+        words = max(self._MIN_WORDS, 1 << (need - 1).bit_length())
+        self._words = np.zeros(words, dtype=np.uint64)
+        self._room = words * 64 // self._BITS_AN_ID - self._count
         for chunks in self._windows.values():
             for hashes in chunks:
                 self._set(hashes)
 
     def _set(self, hashes: np.ndarray) -> None:
-        probes = self._probes(hashes).ravel()
-        bit = np.left_shift(np.uint8(1), (probes & np.uint64(7)).astype(np.uint8))
-        np.bitwise_or.at(self._bits, probes >> np.uint64(3), bit)
+        word, mask = self._probes(hashes)
+        np.bitwise_or.at(self._words, word, mask)
 
-    def _probes(self, hashes: np.ndarray) -> np.ndarray:
-        """``_PROBES`` bit positions per hash (double hashing), shape (probes, len)."""
-        step = (hashes >> np.uint64(32)) | np.uint64(1)
-        rounds = np.arange(self._PROBES, dtype=np.uint64)[:, None]
-        return (hashes[None, :] + rounds * step[None, :]) & self._mask
+    def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each hash's word (low bits) and the bits it sets there (6 high bits a probe)."""
+        word = hashes & np.uint64(len(self._words) - 1)
+        bits = (hashes >> _PROBE_SHIFTS) & np.uint64(63)
+        return word, np.bitwise_or.reduce(np.left_shift(np.uint64(1), bits), axis=0)
+
+
+# Where each probe's 6 bits lie in a hash (above the bits that pick the word).
+_PROBE_SHIFTS = np.arange(58, 58 - 6 * _SeenIds._PROBES, -6, dtype=np.uint64)[:, None]
 
 
 def _hashes(ids: Sequence[str]) -> np.ndarray:

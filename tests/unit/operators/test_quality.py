@@ -9,16 +9,20 @@ import random
 from collections.abc import Sequence
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.quality import (
+    _DECISION,
     Partial,
     QualityAggregator,
     QualityConfig,
     QualityEngine,
     QualityRecord,
+    _hashes,
+    _SeenIds,
 )
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms
@@ -161,6 +165,67 @@ def test_state_of_final_windows_is_deleted() -> None:
     assert partials == [Partial(T0 + HOUR, T0 + 2 * HOUR, 20, 0, 1, 0)]
     assert len(_quality_keys(store)) == 1
     assert store.approximate_keys() == 1
+
+
+def test_a_new_engine_over_the_store_ignores_replays_of_what_it_holds() -> None:
+    store = MemoryStore()
+    first = QualityEngine(CONFIG, store, shard="m0")
+    first.decisions([(f"tx-{i}", T0 + i, "decline") for i in range(100)])
+    # A new process: the filter of stored ids is rebuilt from the store.
+    again = QualityEngine(CONFIG, store, shard="m0")
+    again.decisions([(f"tx-{i}", T0 + HOUR + i, "approve") for i in range(0, 120, 3)])
+    again.chargebacks(["tx-0", "tx-99", "tx-102"])
+    assert again.advance(T0 + 3 * HOUR) == (
+        [
+            Partial(T0, T0 + HOUR, 100, 100, 2, 2),
+            Partial(T0 + HOUR, T0 + 2 * HOUR, 6, 0, 1, 0),  # tx-102 .. tx-117 only
+        ],
+        T0 + 2 * HOUR,
+    )
+    assert len(_quality_keys(store)) == 1
+
+
+def test_state_with_an_index_entry_per_member_is_still_read() -> None:
+    """State written when each window member had its own index entry (``m``)."""
+    store = MemoryStore()
+    prefix = keys.QUALITY + b"\x00\x02m0"
+    old = {f"old-{i}": i % 3 for i in range(10)}
+    store.write(
+        {
+            **{prefix + b"d" + e.encode(): _DECISION.pack(T0, c, 0) for e, c in old.items()},
+            **{prefix + b"m" + T0.to_bytes(8, "big") + e.encode(): b"" for e in old},
+            prefix + b"w" + T0.to_bytes(8, "big"): (10).to_bytes(8, "big")
+            + (3).to_bytes(8, "big")
+            + bytes(16),
+        }
+    )
+    engine = QualityEngine(CONFIG, store, shard="m0")
+    engine.decisions([("old-2", T0 + 5, "approve"), ("new", T0 + 6, "decline")])
+    engine.chargebacks(["old-2", "new"])
+    assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 11, 4, 2, 2)], T0 + HOUR)
+    assert len(_quality_keys(store)) == 1
+
+
+def test_the_filter_never_rules_out_a_stored_id() -> None:
+    rng = np.random.default_rng(7)
+    seen = _SeenIds()
+    windows = {start: rng.integers(0, 2**64, 3_000, dtype=np.uint64) for start in range(0, 50, 10)}
+    for start, hashes in windows.items():  # grows from its smallest size on the way
+        for chunk in np.array_split(hashes, 7):
+            seen.add(start, chunk)
+    assert all(seen.may_hold(h).all() for h in windows.values())
+    seen.drop_before(20)
+    assert all(seen.may_hold(windows[s]).all() for s in (20, 30, 40))
+    others = rng.integers(0, 2**64, 100_000, dtype=np.uint64)
+    assert seen.may_hold(others).mean() < 0.01  # at 16 bits or more an id
+    assert not _SeenIds().may_hold(_hashes(["a", "b"])).any()
+
+
+class _Unsure(_SeenIds):
+    """A filter that rules nothing out: every id is looked up in the store."""
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        return np.ones(len(hashes), dtype=bool)
 
 
 def test_shards_sharing_a_store_keep_apart() -> None:
@@ -374,10 +439,11 @@ def test_any_split_over_shards_matches_brute_force(
 def test_a_batch_of_decisions_stores_what_one_at_a_time_does(
     batches: list[list[tuple[int, int, str]]], watermarks: list[int]
 ) -> None:
-    """Batches (new records in columns, replays one by one) against single records."""
+    """Batches (ids ruled out by the filter) against single records (every id looked up)."""
     whole, single = MemoryStore(), MemoryStore()
     by_batch = QualityEngine(PROPERTY_CONFIG, whole, shard="m0")
     by_record = QualityEngine(PROPERTY_CONFIG, single, shard="m0")
+    by_record._seen = _Unsure()  # every id is looked up in the store
     for batch, watermark in zip(batches, watermarks, strict=False):
         items = [(f"tx-{i}", t, d) for i, t, d in batch]
         by_batch.decisions(items)
