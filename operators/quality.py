@@ -24,7 +24,7 @@ is still read), one counter per window with decisions (ordered by window start,
 so the counters are their own timer index), and the shard's ``final_through``.
 A window's entries are deleted when it becomes final, so the store holds about
 ``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. In memory,
-a shard keeps a Bloom filter of the event ids it stores (about 12 bytes an id
+a shard keeps a Bloom filter of the event ids it stores (12-16 bytes an id
 with their hashes), rebuilt from the members at start: only ids it cannot rule
 out are looked up to tell a replay. The aggregator holds the sums of windows
 not yet final everywhere and one integer per shard: plain data, for bytewax
@@ -136,7 +136,7 @@ class QualityEngine:
         hashes = _hashes(ids)
         first, last = int(starts.min()), int(starts.max())
         windows = [first] if first == last else np.unique(starts).tolist()
-        # Only ids the filter cannot rule out are looked up (a replay, or ~0.1% by chance).
+        # Only ids the filter cannot rule out are looked up (a replay, or under 1% by chance).
         maybe = np.flatnonzero(self._seen.may_hold(hashes)).tolist()
         asked = sorted({ids[i] for i in maybe})
         got = self._store.get_many(
@@ -164,20 +164,20 @@ class QualityEngine:
         decided = self._decided_prefix.__add__
         for start in windows:
             if len(windows) == 1 and keep.all():
-                mine, members, decisions = hashes, list(ids), names
+                mine, members, verdicts = hashes, list(ids), names
             else:
                 rows = np.flatnonzero(keep & (starts == start))
                 if not len(rows):
                     continue
                 mine = hashes[rows]
                 members = [ids[i] for i in rows.tolist()]
-                decisions = tuple(names[i] for i in rows.tolist())
+                verdicts = tuple(names[i] for i in rows.tolist())
             # A decision's entry depends only on its window and decision.
             entry = {name: _DECISION.pack(start, code, 0) for name, code in _CODES.items()}
             changes.update(
                 zip(
                     map(decided, map(str.encode, members)),
-                    map(entry.__getitem__, decisions),
+                    map(entry.__getitem__, verdicts),
                     strict=True,
                 )
             )
@@ -186,7 +186,7 @@ class QualityEngine:
             count = counts[start]
             changes[self._batch_key(start, count[0])] = _IDS.encode(members)
             count[0] += len(members)
-            count[1] += decisions.count(_DECLINE_NAME)
+            count[1] += verdicts.count(_DECLINE_NAME)
             changes[self._window_key(start)] = _COUNTS.pack(*count)
             self._seen.add(start, mine)
         self._store.write(changes)
