@@ -120,6 +120,8 @@ class QualityEngine:
         self._prefix = keys.QUALITY + _U16.pack(len(raw)) + raw
         self._decided_prefix = self._prefix + _DECIDED
         self._seen = _SeenIds()
+        # An epoch store learns a created key's undo (a delete) without a read.
+        self._epochs = store if isinstance(store, EpochStore) else None
         for start, ids in self._stored_members(0, _MAX_START):
             self._seen.add(start, _hashes(ids))
 
@@ -189,7 +191,14 @@ class QualityEngine:
             count[1] += verdicts.count(_DECLINE_NAME)
             changes[self._window_key(start)] = _COUNTS.pack(*count)
             self._seen.add(start, mine)
-        self._store.write(changes)
+        if self._epochs is None:
+            self._store.write(changes)
+            return
+        # Every entry but the counters is new: decisions of ids the store lacks, and
+        # members entries numbered past the window's count.
+        window = len(self._prefix)
+        created = (k for k in changes if k[window] != _WINDOW[0])
+        self._epochs.write(changes, absent=created)
 
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
         """Label the stored transactions these chargebacks name; others are ignored."""

@@ -27,6 +27,7 @@ from operators.quality import (
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms
 from state import keys
+from state.epochs import EpochStore
 from state.memory import MemoryStore
 
 HOUR = 3_600_000
@@ -466,3 +467,36 @@ def _by_window(store: MemoryStore) -> tuple[list[tuple[bytes, bytes]], dict[byte
     for key, value in store.scan(members, members + b"\xff"):
         windows.setdefault(key[: len(members) + 8], []).extend(msgspec.msgpack.decode(value))
     return other, {w: sorted(ids) for w, ids in windows.items()}
+
+
+def test_rolling_back_an_epoch_restores_its_state_exactly() -> None:
+    """Entries the engine creates roll back to absent, the rest to their values."""
+
+    def epoch_store(base: MemoryStore, version: int | None) -> EpochStore:
+        store = EpochStore(base, "quality-m0")
+        store.attach(version)
+        return store
+
+    def first_epoch(store: EpochStore) -> QualityEngine:
+        engine = QualityEngine(CONFIG, store, shard="m0")
+        engine.decisions([(f"a-{i}", T0 + i, DECISIONS[i % 3]) for i in range(30)])
+        engine.chargebacks(["a-1", "a-2"])
+        assert store.commit() == 1
+        return engine
+
+    crashed, clean = MemoryStore(), MemoryStore()
+    store = epoch_store(crashed, None)
+    engine = first_epoch(store)
+    engine.decisions([(f"b-{i}", T0 + HOUR + i, "decline") for i in range(30)])
+    engine.decisions([("a-3", T0 + HOUR, "approve")])  # a replay
+    engine.chargebacks(["a-4", "b-0"])
+    engine.advance(T0 + 2 * HOUR)  # the first window is final and deleted
+    engine.decisions([("a-5", T0 + 2 * HOUR, "review")])  # its id decided again, later
+    assert store.commit() == 2
+    first_epoch(epoch_store(clean, None))
+    resumed = epoch_store(crashed, 1)
+    assert list(crashed.scan(b"S", b"T")) == list(clean.scan(b"S", b"T"))
+    # The resumed shard goes on as the clean one does.
+    again = QualityEngine(CONFIG, resumed, shard="m0")
+    again.decisions([("a-6", T0 + 7, "decline"), ("c", T0 + 8, "decline")])
+    assert again.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 31, 11, 2, 1)], T0 + HOUR)
