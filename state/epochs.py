@@ -22,7 +22,9 @@ Undo records older than ``keep`` versions are dropped in the same batch that
 writes a new one, so the log stays bounded.
 
 Cost: a commit writes every key the shard changed in the epoch twice (the
-value and its undo), all at the epoch's end. Without
+value and its undo), all at the epoch's end, and reads the previous value of
+each it had not read; a writer names the keys it creates (``absent``), whose
+undo is a delete with no read. Without
 recovery there is nothing to resume, so ``versioned=False`` writes through
 at once (no overlay, no versions, no undo) and spreads that cost over the
 batches instead.
