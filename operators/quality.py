@@ -18,25 +18,28 @@ shard has reached its end: exactly once, never before every shard is final.
 
 State lifetime: per shard, in the store under ``keys.QUALITY`` + shard id (the
 process's store is shared by its shards): one entry per scored transaction
-(window, decision, labelled), one index entry per transaction under its window,
-one counter per window with decisions (ordered by window start, so the counters
-are their own timer index), and the shard's ``final_through``. A window's
-entries are deleted when it becomes final, so the store holds about
-``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. The
-aggregator holds the sums of windows not yet final everywhere and one integer
-per shard: plain data, for bytewax snapshots.
+(window, decision, labelled), one entry per window and batch listing the
+window's members of that batch (state written with one index entry per member
+is still read), one counter per window with decisions (ordered by window start,
+so the counters are their own timer index), and the shard's ``final_through``.
+A window's entries are deleted when it becomes final, so the store holds about
+``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. In memory,
+a shard keeps a Bloom filter of the event ids it stores (12-16 bytes an id
+with their hashes), rebuilt from the members at start: only ids it cannot rule
+out are looked up to tell a replay. The aggregator holds the sums of windows
+not yet final everywhere and one integer per shard: plain data, for bytewax
+snapshots.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import itemgetter
 from typing import TypedDict
 
 import bytewax.operators as op
+import msgspec
 import numpy as np
 from bytewax.dataflow import Stream
 
@@ -53,9 +56,14 @@ _COUNTS = struct.Struct(">qqqq")  # scored, declined, labelled, true_positives
 _DECISION = struct.Struct(">QBB")  # window start, decision code, labelled
 _FINAL = struct.Struct(">q")  # the shard's final_through
 _CODES = {"approve": 0, "review": 1, "decline": 2}
-_DECLINE = _CODES["decline"]
+_DECLINE_NAME = "decline"
+_DECLINE = _CODES[_DECLINE_NAME]
 # Sub-namespaces after the shard prefix.
-_WINDOW, _DECIDED, _MEMBER, _FINAL_KEY = b"w", b"d", b"m", b"f"
+# ``m``: one index entry per member, the layout before ``b`` (a batch's members an entry).
+_WINDOW, _DECIDED, _MEMBER, _BATCH, _FINAL_KEY = b"w", b"d", b"m", b"b", b"f"
+_MAX_START = (1 << 64) - 1
+_IDS = msgspec.msgpack.Encoder()
+_IDS_DECODER = msgspec.msgpack.Decoder(list[str])
 
 Sums = tuple[int, int, int, int, int]  # window_end, scored, declined, labelled, true_positives
 AggregatorState = tuple[dict[int, Sums], dict[str, int | None]]
@@ -110,6 +118,12 @@ class QualityEngine:
         self._store = store
         raw = shard.encode()
         self._prefix = keys.QUALITY + _U16.pack(len(raw)) + raw
+        self._decided_prefix = self._prefix + _DECIDED
+        self._seen = _SeenIds()
+        # An epoch store learns a created key's undo (a delete) without a read.
+        self._epochs = store if isinstance(store, EpochStore) else None
+        for start, ids in self._stored_members(0, _MAX_START):
+            self._seen.add(start, _hashes(ids))
 
     def decisions(self, items: Sequence[tuple[str, int, str]]) -> None:
         """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
@@ -118,67 +132,73 @@ class QualityEngine:
         ids, times, names = zip(*items, strict=True)
         if not set(names) <= _CODES.keys() or min(times) < 0:
             _reject(items)
-        ids_sorted = sorted(set(ids))
+        n = len(ids)
         starts = np.asarray(times, dtype=np.int64)
         starts -= starts % self._window
-        windows = np.unique(starts).tolist()
+        hashes = _hashes(ids)
+        first, last = int(starts.min()), int(starts.max())
+        windows = [first] if first == last else np.unique(starts).tolist()
+        # Only ids the filter cannot rule out are looked up (a replay, or under 1% by chance).
+        maybe = np.flatnonzero(self._seen.may_hold(hashes)).tolist()
+        asked = sorted({ids[i] for i in maybe})
         got = self._store.get_many(
             [
                 self._final_key(),
-                *map((self._prefix + _DECIDED).__add__, map(str.encode, ids_sorted)),
+                *map(self._decided_prefix.__add__, map(str.encode, asked)),
                 *map(self._window_key, windows),
             ]
         )
         final = _final(got[0])
-        looked_up = got[1 : 1 + len(ids_sorted)]
-        known = {i for i, v in zip(ids_sorted, looked_up, strict=True) if v is not None}
-        counts = _counts(windows, got[1 + len(ids_sorted) :])
-        if known or len(ids_sorted) != len(ids):  # replays: one record at a time
-            self._store.write(self._decide_each(items, starts.tolist(), known, final, counts))
+        looked_up = got[1 : 1 + len(asked)]
+        known = {i for i, v in zip(asked, looked_up, strict=True) if v is not None}
+        counts = _counts(windows, got[1 + len(asked) :])
+        # Take records whose window is not final yet, once each, unless already stored.
+        keep = np.ones(n, dtype=bool) if final is None else starts + self._window > final
+        if known or len(set(ids)) != n:  # replays: one record at a time
+            for i in np.flatnonzero(keep).tolist():
+                if ids[i] in known:
+                    keep[i] = False
+                else:
+                    known.add(ids[i])
+        if not keep.any():
             return
-        # Every record is new: take those whose window is not final yet, in columns.
-        keep = np.ones(len(ids), dtype=bool) if final is None else starts + self._window > final
-        rows = np.flatnonzero(keep).tolist()
-        taken = [ids[i] for i in rows] if len(rows) < len(ids) else list(ids)
-        codes = list(map(_CODES.__getitem__, [names[i] for i in rows]))
-        kept = starts[keep]
-        kept_starts = kept.tolist()
-        raw = list(map(str.encode, taken))
-        decided = map((self._prefix + _DECIDED).__add__, raw)
-        changes: dict[bytes, bytes | None] = dict(
-            zip(decided, map(_DECISION.pack, kept_starts, codes, repeat(0, len(raw))), strict=True)
-        )
-        member = map((self._prefix + _MEMBER).__add__, map(_U64.pack, kept_starts))
-        changes.update(dict.fromkeys(map(bytes.__add__, member, raw), b""))
-        declined = kept[np.asarray(codes, dtype=np.int64) == _DECLINE] if codes else kept
-        for column, values in ((0, kept), (1, declined)):
-            for start, n in zip(*np.unique(values, return_counts=True), strict=True):
-                counts[int(start)][column] += int(n)
-        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in set(kept_starts)})
-        self._store.write(changes)
-
-    def _decide_each(
-        self,
-        items: Sequence[tuple[str, int, str]],
-        starts: list[int],
-        known: set[str],
-        final: int | None,
-        counts: dict[int, list[int]],
-    ) -> dict[bytes, bytes | None]:
         changes: dict[bytes, bytes | None] = {}
-        touched: set[int] = set()
-        for (event_id, _event_time, decision), start in zip(items, starts, strict=True):
-            if event_id in known or (final is not None and start + self._window <= final):
-                continue
-            known.add(event_id)
-            code = _CODES[decision]
-            changes[self._decided_key(event_id)] = _DECISION.pack(start, code, 0)
-            changes[self._member_key(start, event_id)] = b""
-            counts[start][0] += 1
-            counts[start][1] += int(code == _DECLINE)
-            touched.add(start)
-        changes.update({self._window_key(s): _COUNTS.pack(*counts[s]) for s in touched})
-        return changes
+        decided = self._decided_prefix.__add__
+        for start in windows:
+            if len(windows) == 1 and keep.all():
+                mine, members, verdicts = hashes, list(ids), names
+            else:
+                rows = np.flatnonzero(keep & (starts == start))
+                if not len(rows):
+                    continue
+                mine = hashes[rows]
+                members = [ids[i] for i in rows.tolist()]
+                verdicts = tuple(names[i] for i in rows.tolist())
+            # A decision's entry depends only on its window and decision.
+            entry = {name: _DECISION.pack(start, code, 0) for name, code in _CODES.items()}
+            changes.update(
+                zip(
+                    map(decided, map(str.encode, members)),
+                    map(entry.__getitem__, verdicts),
+                    strict=True,
+                )
+            )
+            # A window's members of this batch in one entry, numbered by the window's
+            # scored count before it (which only grows): advance deletes by them.
+            count = counts[start]
+            changes[self._batch_key(start, count[0])] = _IDS.encode(members)
+            count[0] += len(members)
+            count[1] += verdicts.count(_DECLINE_NAME)
+            changes[self._window_key(start)] = _COUNTS.pack(*count)
+            self._seen.add(start, mine)
+        if self._epochs is None:
+            self._store.write(changes)
+            return
+        # Every entry but the counters is new: decisions of ids the store lacks, and
+        # members entries numbered past the window's count.
+        window = len(self._prefix)
+        created = (k for k in changes if k[window] != _WINDOW[0])
+        self._epochs.write(changes, absent=created)
 
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
         """Label the stored transactions these chargebacks name; others are ignored."""
@@ -224,24 +244,48 @@ class QualityEngine:
         partials: list[Partial] = []
         changes: dict[bytes, bytes | None] = {self._final_key(): _FINAL.pack(final)}
         if final - self._window >= 0:
-            lo, hi = self._window_key(0), self._window_key(final - self._window + 1)
+            last = final - self._window + 1  # above the newest final window's start
+            lo, hi = self._window_key(0), self._window_key(last)
             for key, value in self._store.scan(lo, hi):
                 start = _U64.unpack_from(key, len(self._prefix) + 1)[0]
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
-                first = self._member_key(start, "")
-                scan = self._store.scan(first, self._member_key(start + 1, ""))
-                members = [member for member, _ in scan]
-                # The window's index entries, then its transactions' entries (event id
-                # after the index prefix).
-                changes.update(dict.fromkeys(members, None))
-                ids = map(itemgetter(slice(len(first), None)), members)
-                changes.update(dict.fromkeys(map((self._prefix + _DECIDED).__add__, ids), None))
+            member_keys: list[bytes] = []
+            ids: list[str] = []
+            for _start, window_ids, entry_keys in self._member_entries(0, last):
+                ids.extend(window_ids)
+                member_keys.extend(entry_keys)
+            changes.update(dict.fromkeys(member_keys, None))
+            decided = map(self._decided_prefix.__add__, map(str.encode, ids))
+            changes.update(dict.fromkeys(decided, None))
+            self._seen.drop_before(last)
         self._store.write(changes)
         return partials, final
 
-    def _start(self, event_time: int) -> int:
-        return event_time - event_time % self._window
+    def _stored_members(self, lo: int, hi: int) -> Iterator[tuple[int, list[str]]]:
+        """Each window's stored event ids, for windows starting in ``[lo, hi)``."""
+        for start, ids, _keys in self._member_entries(lo, hi):
+            yield start, ids
+
+    def _member_entries(self, lo: int, hi: int) -> Iterator[tuple[int, list[str], list[bytes]]]:
+        """Per window starting in ``[lo, hi)``: its event ids and the entries that list them.
+
+        Members are stored a batch an entry; state written before that layout has one
+        index entry per member (the event id after the window's index prefix), still read.
+        """
+        at = len(self._prefix) + 1
+        windows: dict[int, tuple[list[str], list[bytes]]] = {}
+        for key, value in self._store.scan(self._batch_key(lo, 0), self._batch_key(hi, 0)):
+            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
+            ids.extend(_IDS_DECODER.decode(value))
+            entries.append(key)
+        cut = at + _U64.size
+        for key, _ in self._store.scan(self._member_key(lo, ""), self._member_key(hi, "")):
+            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
+            ids.append(key[cut:].decode())
+            entries.append(key)
+        for start in sorted(windows):
+            yield start, *windows[start]
 
     def _final_key(self) -> bytes:
         return self._prefix + _FINAL_KEY
@@ -250,13 +294,91 @@ class QualityEngine:
         return self._prefix + _WINDOW + _U64.pack(start)
 
     def _decided_key(self, event_id: str) -> bytes:
-        return self._decided_key_raw(event_id.encode())
+        return self._decided_prefix + event_id.encode()
 
-    def _decided_key_raw(self, event_id: bytes) -> bytes:
-        return self._prefix + _DECIDED + event_id
+    def _batch_key(self, start: int, number: int) -> bytes:
+        return self._prefix + _BATCH + _U64.pack(start) + _U64.pack(number)
 
     def _member_key(self, start: int, event_id: str) -> bytes:
         return self._prefix + _MEMBER + _U64.pack(start) + event_id.encode()
+
+
+class _SeenIds:
+    """A Bloom filter over the hashes of the event ids a shard holds, kept per window.
+
+    It answers "maybe stored" or "not stored" with no false negatives: every id
+    stored in a window not yet final was added. It is blocked: an id sets
+    ``_PROBES`` bits of one 64-bit word, so a lookup reads one word. With 16 bits
+    an id or more, under 1% of new ids are taken for stored ones (and looked up in
+    the store). The hashes are Python's ``hash`` (per process), kept per window:
+    the filter is rebuilt from those of live windows once it has taken as many
+    ids as it was sized for (final windows' bits linger until then), and a new
+    process rebuilds it from the stored members.
+    """
+
+    _PROBES = 4
+    _BITS_AN_ID = 16
+    _MIN_WORDS = 1 << 8
+
+    def __init__(self) -> None:
+        self._windows: dict[int, list[np.ndarray]] = {}
+        self._count = 0  # ids of live windows
+        self._room = 0  # ids the filter takes before a rebuild
+        self._words = np.zeros(0, dtype=np.uint64)
+        self._rebuild()
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        """Per hash: whether its id may be stored (False: it certainly is not)."""
+        if not self._count:
+            return np.zeros(len(hashes), dtype=bool)
+        word, mask = self._probes(hashes)
+        return np.asarray((self._words[word] & mask) == mask)
+
+    def add(self, start: int, hashes: np.ndarray) -> None:
+        """Record the ids (by hash) stored in the window starting at ``start``."""
+        if not len(hashes):
+            return
+        self._windows.setdefault(start, []).append(hashes)
+        self._count += len(hashes)
+        self._room -= len(hashes)
+        if self._room < 0:
+            self._rebuild()
+        else:
+            self._set(hashes)
+
+    def drop_before(self, start: int) -> None:
+        """Forget the windows starting before ``start`` (final: their ids were deleted)."""
+        for s in [s for s in self._windows if s < start]:
+            self._count -= sum(map(len, self._windows.pop(s)))
+
+    def _rebuild(self) -> None:
+        # Sized for twice the live ids: each id is set again about once over its life.
+        need = 2 * max(self._count, 1) * self._BITS_AN_ID // 64
+        words = max(self._MIN_WORDS, 1 << (need - 1).bit_length())
+        self._words = np.zeros(words, dtype=np.uint64)
+        self._room = words * 64 // self._BITS_AN_ID - self._count
+        for chunks in self._windows.values():
+            for hashes in chunks:
+                self._set(hashes)
+
+    def _set(self, hashes: np.ndarray) -> None:
+        word, mask = self._probes(hashes)
+        np.bitwise_or.at(self._words, word, mask)
+
+    def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each hash's word (low bits) and the bits it sets there (6 high bits a probe)."""
+        word = hashes & np.uint64(len(self._words) - 1)
+        bits = (hashes >> _PROBE_SHIFTS) & np.uint64(63)
+        return word, np.bitwise_or.reduce(np.left_shift(np.uint64(1), bits), axis=0)
+
+
+# Where each probe's 6 bits lie in a hash (above the bits that pick the word).
+_PROBE_SHIFTS = np.arange(58, 58 - 6 * _SeenIds._PROBES, -6, dtype=np.uint64)[:, None]
+
+
+def _hashes(ids: Sequence[str]) -> np.ndarray:
+    """Python's hash of each id, as unsigned 64-bit (str caches its hash)."""
+    return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64)
 
 
 class QualityAggregator:

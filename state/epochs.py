@@ -22,7 +22,9 @@ Undo records older than ``keep`` versions are dropped in the same batch that
 writes a new one, so the log stays bounded.
 
 Cost: a commit writes every key the shard changed in the epoch twice (the
-value and its undo), all at the epoch's end. Without
+value and its undo), all at the epoch's end, and reads the previous value of
+each it had not read; a writer names the keys it creates (``absent``), whose
+undo is a delete with no read. Without
 recovery there is nothing to resume, so ``versioned=False`` writes through
 at once (no overlay, no versions, no undo) and spreads that cost over the
 batches instead.
@@ -40,7 +42,7 @@ import heapq
 import logging
 import pickle
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from schemas.errors import REBUILD_HINT, StateError
 from state.store import StateStore
@@ -193,14 +195,23 @@ class EpochStore:
                 self._before.update((keys[i], got[n]) for n, i in enumerate(missing))
         return out  # type: ignore[return-value]
 
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
-        """See StateStore: buffered until :meth:`commit` (unversioned: written at once)."""
+    def write(self, changes: Mapping[bytes, bytes | None], *, absent: Iterable[bytes] = ()) -> None:
+        """See StateStore: buffered until :meth:`commit` (unversioned: written at once).
+
+        ``absent`` names keys of ``changes`` the caller knows this view lacks (keys it
+        creates): their undo record is a delete, known without reading RocksDB.
+        """
         self.version  # noqa: B018  (refuses use before attach)
         if not self._versioned:
             data = self._data
             self._base.write({data + k: v for k, v in changes.items()})
             return
         overlay = self._overlay
+        before = self._before
+        for key in absent:
+            # Outside the overlay the view is RocksDB: a key the view lacks is not there.
+            if key not in overlay:
+                before.setdefault(key, None)
         index = self._index
         for key in changes:
             if key not in overlay:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,10 @@ def _epoch_store(base: StateStore, *, commit_every_write: bool) -> EpochStore:
     if commit_every_write:
         write = store.write
 
-        def write_and_commit(changes: Mapping[bytes, bytes | None]) -> None:
-            write(changes)
+        def write_and_commit(
+            changes: Mapping[bytes, bytes | None], *, absent: Iterable[bytes] = ()
+        ) -> None:
+            write(changes, absent=absent)
             store.commit()
 
         store.write = write_and_commit  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -85,17 +86,25 @@ def _without_processing_time(score: dict[str, Any]) -> dict[str, Any]:
 def _state_entries(path: Path) -> dict[bytes, object]:
     """The shards' data in a process store (versions and undo records left out), decoded.
 
-    Card blobs are compared unpickled (pickle's bytes depend on string sharing).
+    Card blobs are compared unpickled (pickle's bytes depend on string sharing);
+    a quality window's members as one sorted list (each entry holds one batch's).
     """
     store = RocksStore(path)
     out: dict[bytes, object] = {}
     try:
         for key, value in store.scan(b"S", b"T"):
-            namespace = key[2 + key[1] : 3 + key[1]]
+            at = 2 + key[1]
+            namespace = key[at : at + 1]
             if namespace == keys.CARD:
                 out[key] = pickle.loads(value)
             elif namespace == keys.WINDOW:
                 out[key] = unpack_window(value)
+            elif namespace == keys.QUALITY and key[at + 3 + key[at + 2] :][:1] == b"b":
+                window = key[: at + 4 + key[at + 2] + 8]  # up to the window's start
+                members = out.setdefault(window, [])
+                assert isinstance(members, list)
+                members.extend(msgspec.msgpack.decode(value))
+                members.sort()
             else:
                 out[key] = value
         return out

@@ -8,20 +8,26 @@ import pickle
 import random
 from collections.abc import Sequence
 
+import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.quality import (
+    _DECISION,
     Partial,
     QualityAggregator,
     QualityConfig,
     QualityEngine,
     QualityRecord,
+    _hashes,
+    _SeenIds,
 )
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms
 from state import keys
+from state.epochs import EpochStore
 from state.memory import MemoryStore
 
 HOUR = 3_600_000
@@ -147,11 +153,12 @@ def test_state_of_final_windows_is_deleted() -> None:
     engine.decisions([(f"old-{i}", T0 + i, "decline") for i in range(50)])
     engine.decisions([(f"new-{i}", T0 + HOUR + i, "approve") for i in range(20)])
     engine.chargebacks([f"old-{i}" for i in range(0, 50, 2)] + ["new-1"])
-    assert len(_quality_keys(store)) == 2 * 70 + 2
+    # A decision each, a members entry and a counter per window and batch.
+    assert len(_quality_keys(store)) == 70 + 2 + 2
     partials, _ = engine.advance(T0 + 2 * HOUR)
     assert partials == [Partial(T0, T0 + HOUR, 50, 50, 25, 25)]
     left = _quality_keys(store)
-    assert len(left) == 2 * 20 + 2  # decisions and index entries of the newer window, its counter,
+    assert len(left) == 20 + 1 + 2  # the newer window's decisions, members, counter,
     assert not any(b"old-" in k for k in left)  # and final_through
     engine.chargebacks(["old-0"])  # expired: ignored
     assert _quality_keys(store) == left
@@ -159,6 +166,67 @@ def test_state_of_final_windows_is_deleted() -> None:
     assert partials == [Partial(T0 + HOUR, T0 + 2 * HOUR, 20, 0, 1, 0)]
     assert len(_quality_keys(store)) == 1
     assert store.approximate_keys() == 1
+
+
+def test_a_new_engine_over_the_store_ignores_replays_of_what_it_holds() -> None:
+    store = MemoryStore()
+    first = QualityEngine(CONFIG, store, shard="m0")
+    first.decisions([(f"tx-{i}", T0 + i, "decline") for i in range(100)])
+    # A new process: the filter of stored ids is rebuilt from the store.
+    again = QualityEngine(CONFIG, store, shard="m0")
+    again.decisions([(f"tx-{i}", T0 + HOUR + i, "approve") for i in range(0, 120, 3)])
+    again.chargebacks(["tx-0", "tx-99", "tx-102"])
+    assert again.advance(T0 + 3 * HOUR) == (
+        [
+            Partial(T0, T0 + HOUR, 100, 100, 2, 2),
+            Partial(T0 + HOUR, T0 + 2 * HOUR, 6, 0, 1, 0),  # tx-102 .. tx-117 only
+        ],
+        T0 + 2 * HOUR,
+    )
+    assert len(_quality_keys(store)) == 1
+
+
+def test_state_with_an_index_entry_per_member_is_still_read() -> None:
+    """State written when each window member had its own index entry (``m``)."""
+    store = MemoryStore()
+    prefix = keys.QUALITY + b"\x00\x02m0"
+    old = {f"old-{i}": i % 3 for i in range(10)}
+    store.write(
+        {
+            **{prefix + b"d" + e.encode(): _DECISION.pack(T0, c, 0) for e, c in old.items()},
+            **{prefix + b"m" + T0.to_bytes(8, "big") + e.encode(): b"" for e in old},
+            prefix + b"w" + T0.to_bytes(8, "big"): (10).to_bytes(8, "big")
+            + (3).to_bytes(8, "big")
+            + bytes(16),
+        }
+    )
+    engine = QualityEngine(CONFIG, store, shard="m0")
+    engine.decisions([("old-2", T0 + 5, "approve"), ("new", T0 + 6, "decline")])
+    engine.chargebacks(["old-2", "new"])
+    assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 11, 4, 2, 2)], T0 + HOUR)
+    assert len(_quality_keys(store)) == 1
+
+
+def test_the_filter_never_rules_out_a_stored_id() -> None:
+    rng = np.random.default_rng(7)
+    seen = _SeenIds()
+    windows = {start: rng.integers(0, 2**64, 3_000, dtype=np.uint64) for start in range(0, 50, 10)}
+    for start, hashes in windows.items():  # grows from its smallest size on the way
+        for chunk in np.array_split(hashes, 7):
+            seen.add(start, chunk)
+    assert all(seen.may_hold(h).all() for h in windows.values())
+    seen.drop_before(20)
+    assert all(seen.may_hold(windows[s]).all() for s in (20, 30, 40))
+    others = rng.integers(0, 2**64, 100_000, dtype=np.uint64)
+    assert seen.may_hold(others).mean() < 0.01  # at 16 bits or more an id
+    assert not _SeenIds().may_hold(_hashes(["a", "b"])).any()
+
+
+class _Unsure(_SeenIds):
+    """A filter that rules nothing out: every id is looked up in the store."""
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        return np.ones(len(hashes), dtype=bool)
 
 
 def test_shards_sharing_a_store_keep_apart() -> None:
@@ -372,10 +440,11 @@ def test_any_split_over_shards_matches_brute_force(
 def test_a_batch_of_decisions_stores_what_one_at_a_time_does(
     batches: list[list[tuple[int, int, str]]], watermarks: list[int]
 ) -> None:
-    """Batches (new records in columns, replays one by one) against single records."""
+    """Batches (ids ruled out by the filter) against single records (every id looked up)."""
     whole, single = MemoryStore(), MemoryStore()
     by_batch = QualityEngine(PROPERTY_CONFIG, whole, shard="m0")
     by_record = QualityEngine(PROPERTY_CONFIG, single, shard="m0")
+    by_record._seen = _Unsure()  # every id is looked up in the store
     for batch, watermark in zip(batches, watermarks, strict=False):
         items = [(f"tx-{i}", t, d) for i, t, d in batch]
         by_batch.decisions(items)
@@ -384,4 +453,50 @@ def test_a_batch_of_decisions_stores_what_one_at_a_time_does(
         by_batch.chargebacks([e for e, _, _ in items[::3]])
         by_record.chargebacks([e for e, _, _ in items[::3]])
         assert by_batch.advance(watermark) == by_record.advance(watermark)
-        assert list(whole.scan(b"", b"\xff")) == list(single.scan(b"", b"\xff"))
+        assert _by_window(whole) == _by_window(single)
+
+
+def _by_window(store: MemoryStore) -> tuple[list[tuple[bytes, bytes]], dict[bytes, list[str]]]:
+    """The store's entries but the members entries, and the members of each window.
+
+    A batch's members of a window share one entry, so batches split them differently.
+    """
+    members = keys.QUALITY + b"\x00\x02m0b"
+    other = [(k, v) for k, v in store.scan(b"", b"\xff") if not k.startswith(members)]
+    windows: dict[bytes, list[str]] = {}
+    for key, value in store.scan(members, members + b"\xff"):
+        windows.setdefault(key[: len(members) + 8], []).extend(msgspec.msgpack.decode(value))
+    return other, {w: sorted(ids) for w, ids in windows.items()}
+
+
+def test_rolling_back_an_epoch_restores_its_state_exactly() -> None:
+    """Entries the engine creates roll back to absent, the rest to their values."""
+
+    def epoch_store(base: MemoryStore, version: int | None) -> EpochStore:
+        store = EpochStore(base, "quality-m0")
+        store.attach(version)
+        return store
+
+    def first_epoch(store: EpochStore) -> QualityEngine:
+        engine = QualityEngine(CONFIG, store, shard="m0")
+        engine.decisions([(f"a-{i}", T0 + i, DECISIONS[i % 3]) for i in range(30)])
+        engine.chargebacks(["a-1", "a-2"])
+        assert store.commit() == 1
+        return engine
+
+    crashed, clean = MemoryStore(), MemoryStore()
+    store = epoch_store(crashed, None)
+    engine = first_epoch(store)
+    engine.decisions([(f"b-{i}", T0 + HOUR + i, "decline") for i in range(30)])
+    engine.decisions([("a-3", T0 + HOUR, "approve")])  # a replay
+    engine.chargebacks(["a-4", "b-0"])
+    engine.advance(T0 + 2 * HOUR)  # the first window is final and deleted
+    engine.decisions([("a-5", T0 + 2 * HOUR, "review")])  # its id decided again, later
+    assert store.commit() == 2
+    first_epoch(epoch_store(clean, None))
+    resumed = epoch_store(crashed, 1)
+    assert list(crashed.scan(b"S", b"T")) == list(clean.scan(b"S", b"T"))
+    # The resumed shard goes on as the clean one does.
+    again = QualityEngine(CONFIG, resumed, shard="m0")
+    again.decisions([("a-6", T0 + 7, "decline"), ("c", T0 + 8, "decline")])
+    assert again.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 31, 11, 2, 1)], T0 + HOUR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,38 @@ def test_unversioned_reads_keep_nothing_in_memory() -> None:
     for _ in range(3):
         store.get_many([bytes([i]) for i in range(200)])
     assert store._before == {}
+
+
+class _CountingReads(MemoryStore):
+    """A memory store that records the keys read from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self.read.extend(keys)
+        return super().get_many(keys)
+
+
+def test_keys_written_as_absent_roll_back_to_absent_without_a_read() -> None:
+    base = _CountingReads()
+    store = _attached(base)
+    store.write({b"a": b"1"})
+    store.commit()
+    base.read.clear()
+    store.write({b"a": b"2", b"new": b"n"}, absent=[b"new"])
+    assert store.commit() == 2
+    assert base.read == [b"S\x02c1a"]  # only the key that existed before
+    assert _contents(_attached(base, version=1)) == {b"a": b"1"}
+
+
+def test_a_key_deleted_this_epoch_and_written_as_absent_rolls_back_to_its_value() -> None:
+    base = MemoryStore()
+    store = _attached(base)
+    store.write({b"k": b"old"})
+    store.commit()
+    store.write({b"k": None})  # the view lacks it now, RocksDB does not
+    store.write({b"k": b"new"}, absent=[b"k"])
+    store.commit()
+    assert _contents(_attached(base, version=1)) == {b"k": b"old"}
