@@ -17,7 +17,8 @@ for values where the two parsers cannot disagree:
   128 characters or ``null``);
 - ``event_time`` is a string or an integer that
   :func:`schemas.timefmt.parse_event_time`, the function pydantic's own
-  validator calls, accepts.
+  validator calls, accepts (a batch's times are read together by
+  :func:`schemas.timefmt.parse_event_times`, which returns what it returns).
 
 Any other value (whatever msgspec rejects, too) goes to pydantic, which gives
 the verdict and its error text. A transaction is answered as the values the
@@ -32,6 +33,7 @@ to one verdict and the same values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Final, TypeVar
 
 import msgspec
@@ -40,7 +42,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from operators.internals import rebuild_model
 from operators.messages import TxnRow
 from schemas.records import Chargeback
-from schemas.timefmt import parse_event_time
+from schemas.timefmt import parse_event_time, parse_event_times
 
 _Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
 _OptionalText = Annotated[str, Meta(max_length=128)] | None | UnsetType
@@ -50,7 +52,7 @@ _Currency = Annotated[str, Meta(pattern=r"\A[A-Z]{3}\Z")]
 _Amount = Annotated[float, Meta(ge=0, le=1e9)]
 
 
-class _Txn(Struct, forbid_unknown_fields=True):
+class _Txn(Struct, forbid_unknown_fields=True, gc=False):
     event_id: _Identifier
     card_id: _Identifier
     merchant_id: _Identifier
@@ -74,25 +76,73 @@ _TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
 _CB_DECODER: Final = msgspec.json.Decoder(_Cb)
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
 _S = TypeVar("_S", _Txn, _Cb)
+# Quotes an optional text field adds to a value: its key's two and, when it is a
+# string, the string's two.
+_OPTIONAL_QUOTES: Final = {str: 4, type(None): 2, type(UNSET): 0}
+# Quotes of the required fields of a transaction: six keys, and the ids and currency.
+_TXN_QUOTES: Final = 2 * (6 + 4)
 
 
 def fast_transaction(value: bytes) -> TxnRow | None:
     """The column values of the :class:`Transaction` pydantic would build; None: ask pydantic."""
-    r = _plain(value, _TXN_DECODER)
-    if r is None:
-        return None
-    channel, device_id = r.channel, r.device_id
-    keys = 6  # the required ones
-    strings = 4  # string values besides event_time: the ids and currency
-    for text in (r.country, channel, device_id):
-        if text is not UNSET:
-            keys += 1
-            strings += text is not None
-    ms = _event_ms(value, r.event_time, keys, strings)
-    if ms is None:
-        return None
-    has_device = device_id is not UNSET and device_id is not None
-    return (r.event_id, r.card_id, r.merchant_id, ms, r.amount, channel == "ecom", has_device)
+    return fast_transactions([value], len(value))[0]
+
+
+def fast_transactions(values: Sequence[bytes | None], limit: int) -> list[TxnRow | None]:
+    """:func:`fast_transaction` of each value of a batch; None also for one over ``limit`` bytes.
+
+    The values are read one by one and their event times together.
+    """
+    decode, optional = _TXN_DECODER.decode, _OPTIONAL_QUOTES
+    read: list[_Txn | None] = []
+    times: list[int | str] = []
+    if not _all_plain(values, limit):
+        values = [v if v is not None and len(v) <= limit and _is_plain(v) else None for v in values]
+    for value in values:
+        if value is None:
+            read.append(None)
+            continue
+        try:
+            r = decode(value)
+        except msgspec.DecodeError:
+            read.append(None)
+            continue
+        event_time = r.event_time
+        # Two quotes per key and per string value, and no more: else a key is named twice.
+        quotes = (
+            _TXN_QUOTES
+            + optional[type(r.country)]
+            + optional[type(r.channel)]
+            + optional[type(r.device_id)]
+            + (2 if type(event_time) is str else 0)
+        )
+        if value.count(b'"') != quotes:
+            read.append(None)
+            continue
+        read.append(r)
+        times.append(event_time)
+    ms = iter(parse_event_times(times))
+    rows: list[TxnRow | None] = []
+    for txn in read:
+        if txn is None:
+            rows.append(None)
+            continue
+        t = next(ms)
+        if t is None:
+            rows.append(None)
+            continue
+        device_id = txn.device_id
+        has_device = device_id is not UNSET and device_id is not None
+        ecom = txn.channel == "ecom"
+        rows.append((txn.event_id, txn.card_id, txn.merchant_id, t, txn.amount, ecom, has_device))
+    return rows
+
+
+def fast_chargebacks(values: Sequence[bytes | None], limit: int) -> list[Chargeback | None]:
+    """:func:`fast_chargeback` of each value of a batch; None also for one over ``limit`` bytes."""
+    return [
+        None if value is None or len(value) > limit else fast_chargeback(value) for value in values
+    ]
 
 
 def fast_chargeback(value: bytes) -> Chargeback | None:
@@ -121,9 +171,24 @@ def fast_chargeback(value: bytes) -> Chargeback | None:
     return rebuild_model(Chargeback, values, fields_set)
 
 
+def _all_plain(values: Sequence[bytes | None], limit: int) -> bool:
+    """Whether every value is present, plain and within ``limit`` bytes: one look at the
+    whole batch, which spares each value its own."""
+    try:
+        joined = b"".join(values)  # type: ignore[arg-type]
+        return _is_plain(joined) and max(map(len, values)) <= limit  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a value missing, or no values
+        return False
+
+
+def _is_plain(value: bytes) -> bool:
+    """ASCII without a backslash: no escapes, and every quote opens or closes a string."""
+    return value.isascii() and b"\\" not in value
+
+
 def _plain(value: bytes, decoder: msgspec.json.Decoder[_S]) -> _S | None:
     """``value`` read by ``decoder`` when it is plain ASCII without escapes; else None."""
-    if not (value.isascii() and b"\\" not in value):
+    if not _is_plain(value):
         return None
     try:
         return decoder.decode(value)

@@ -450,13 +450,15 @@ def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
 def test_a_decoding_bug_is_a_quarantined_dead_letter_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    def broken(_value: bytes) -> Transaction:
+    def broken(*_args: object) -> Transaction:
         raise RuntimeError("bug")
 
     if path == "msgspec":
-        monkeypatch.setattr(decode, "fast_transaction", broken)
+        monkeypatch.setattr(decode, "fast_transactions", broken)
     else:
-        monkeypatch.setattr(decode, "fast_transaction", lambda _value: None)
+        monkeypatch.setattr(
+            decode, "fast_transactions", lambda values, _limit: [None] * len(values)
+        )
         monkeypatch.setattr(Transaction, "model_validate_json", broken)
     dl, _ = _decode_one(_txn("tx-1"))
     assert dl.reason == "quarantined" and "RuntimeError: bug" in dl.error
