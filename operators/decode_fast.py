@@ -13,8 +13,9 @@ for values where the two parsers cannot disagree:
 - every value has the contract's JSON type and bounds, checked by msgspec with
   the same limits as the pydantic field (``amount`` a finite number, read as a
   float as pydantic's strict float reads an integer; identifiers 1 to 128
-  characters; ``currency`` three capitals; optional text a string of at most
-  128 characters or ``null``);
+  characters; ``currency`` three capitals, its length checked by msgspec and
+  its letters by one match over the batch's currencies; optional text a string
+  of at most 128 characters or ``null``);
 - ``event_time`` is a string or an integer that
   :func:`schemas.timefmt.parse_event_time`, the function pydantic's own
   validator calls, accepts (a batch's times are read together by
@@ -33,6 +34,7 @@ to one verdict and the same values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Final, TypeVar
 
@@ -46,8 +48,11 @@ from schemas.timefmt import parse_event_time, parse_event_times
 
 _Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
 _OptionalText = Annotated[str, Meta(max_length=128)] | None | UnsetType
-# Three ASCII capitals, matched whole (``\Z``: not before a trailing newline).
-_Currency = Annotated[str, Meta(pattern=r"\A[A-Z]{3}\Z")]
+# Three ASCII capitals (pydantic's ``^[A-Z]{3}$``, matched whole): msgspec checks the
+# length and _CAPITALS the letters, once over the batch (a pattern checked by msgspec
+# per value is nearly half of its time).
+_Currency = Annotated[str, Meta(min_length=3, max_length=3)]
+_CAPITALS: Final = re.compile("[A-Z]*")
 # msgspec reads a JSON integer into a float field as a float, as pydantic's strict float does.
 _Amount = Annotated[float, Meta(ge=0, le=1e9)]
 
@@ -96,6 +101,7 @@ def fast_transactions(values: Sequence[bytes | None], limit: int) -> list[TxnRow
     decode, optional = _TXN_DECODER.decode, _OPTIONAL_QUOTES
     read: list[_Txn | None] = []
     times: list[int | str] = []
+    currencies: list[str] = []
     if not _all_plain(values, limit):
         values = [v if v is not None and len(v) <= limit and _is_plain(v) else None for v in values]
     for value in values:
@@ -121,7 +127,13 @@ def fast_transactions(values: Sequence[bytes | None], limit: int) -> list[TxnRow
             continue
         read.append(r)
         times.append(event_time)
-    ms = iter(parse_event_times(times))
+        currencies.append(r.currency)
+    read_ms = parse_event_times(times)
+    if not _CAPITALS.fullmatch("".join(currencies)):
+        for i, currency in enumerate(currencies):
+            if not _CAPITALS.fullmatch(currency):
+                read_ms[i] = None
+    ms = iter(read_ms)
     rows: list[TxnRow | None] = []
     for txn in read:
         if txn is None:

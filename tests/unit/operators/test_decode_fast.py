@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from models.simulator import SimConfig, simulate
 from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder
 from operators.decode_fast import (
+    _CAPITALS,
     _Cb,
     _Txn,
     fast_chargeback,
@@ -169,6 +170,10 @@ def _msgspec_field(field: mi.Field) -> tuple[bool, dict[str, Any]]:
                 limits[name] = getattr(t, name)
     if {type(t) for t in types} == {mi.IntType, mi.StrType}:
         limits["parsed by"] = "parse_event_time"  # what fast_* call on the value
+    if field.name == "currency":  # msgspec checks the length, fast_transactions the letters
+        assert limits == {"min_length": 3, "max_length": 3}
+        assert _CAPITALS.pattern == "[A-Z]*"  # matched whole
+        limits = {"pattern": r"\A[A-Z]{3}\Z"}
     return field.required, limits
 
 
@@ -590,10 +595,11 @@ def _batch_verdict(decoder: PartitionDecoder, records: list[RawRecord]) -> tuple
 
 
 def _valid_txn(rng: random.Random, base_ms: int) -> bytes:
-    """A valid transaction as producers write it, its event time near ``base_ms`` (or,
-    now and then, two hours ahead)."""
+    """A transaction as producers write it, its event time near ``base_ms`` (or, now
+    and then, two hours ahead); rarely, its currency is not three capitals."""
     ahead = 7_200_000 if rng.random() < 0.03 else 0
     body = _txn(
+        currency=rng.choice(["EUR"] * 600 + ["eur", "E R", "EU"]),
         event_id=f"e-{rng.randrange(10**9)}",
         amount=round(rng.uniform(0, 5000), 2),
         channel=rng.choice(["ecom", "pos", None]),
