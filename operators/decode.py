@@ -34,11 +34,16 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal
 
 from pydantic import ValidationError
 
-from operators.decode_fast import fast_chargebacks, fast_transactions
+from operators.decode_fast import (
+    fast_chargebacks,
+    fast_transaction_columns,
+    fast_transactions,
+    txn_rows,
+)
 from operators.messages import (
     CbEnvelope,
     OutMessage,
@@ -46,6 +51,7 @@ from operators.messages import (
     RawRecord,
     TxnColumns,
     TxnRow,
+    TxnRowColumns,
     json_value,
     txn_row,
 )
@@ -56,6 +62,7 @@ from schemas.timefmt import format_ms
 Kind = Literal["transaction", "chargeback"]
 # (values, size limit) -> what the fast path read of each value; None: ask pydantic.
 FastRead = Callable[[list[bytes | None], int], Sequence[TxnRow | Chargeback | None]]
+FastColumns = Callable[[list[bytes | None], int], tuple[TxnRowColumns, list[int]]]
 log = logging.getLogger(__name__)
 BROADCAST_EVERY_MS = 1_000
 
@@ -96,6 +103,10 @@ class PartitionDecoder:
         self._model = Transaction if kind == "transaction" else Chargeback
         # (values, size limit) -> what the fast path read of each value; None: ask pydantic.
         self._fast: FastRead = fast_transactions if kind == "transaction" else fast_chargebacks
+        # The same for a batch of transactions, as columns and the positions declined.
+        self._fast_columns: FastColumns | None = (
+            fast_transaction_columns if kind == "transaction" else None
+        )
 
     def snapshot(self) -> WatermarkState:
         """Resume state: the partition's two largest accepted event times."""
@@ -104,28 +115,34 @@ class PartitionDecoder:
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
         """Decode a batch in offset order."""
         now = None if self._wall_clock is None else self._wall_clock()
+        values, limit, skip = (
+            [rec.value for rec in batch],
+            self._config.max_message_bytes,
+            self._skip,
+        )
+        columns: TxnRowColumns | None = None
+        fast: Sequence[TxnRow | Chargeback | None] | None = None
         try:
-            fast: Sequence[TxnRow | Chargeback | None] | None = self._fast(
-                [rec.value for rec in batch], self._config.max_message_bytes
-            )
+            if self._fast_columns is not None and not (
+                skip and any(rec.offset in skip for rec in batch)
+            ):
+                columns, declined = self._fast_columns(values, limit)
+                if declined:
+                    fast, columns = txn_rows(columns, declined), None
+            else:
+                fast = self._fast(values, limit)
         except Exception:
             # A bug: each record is read alone below, so only the one that raises is lost.
-            fast = None
-        skip = self._skip
-        if (
-            fast is not None
-            and self._kind == "transaction"
-            and None not in fast
-            and not (skip and any(rec.offset in skip for rec in batch))
-        ):
-            return self._decode_plain(batch, cast("list[TxnRow]", fast), now)
+            columns = fast = None
+        if columns is not None:
+            return self._decode_plain(batch, columns, now)
         return self._decode_each(batch, fast, now)
 
     def _decode_plain(
-        self, batch: list[RawRecord], rows: list[TxnRow], now: int | None
+        self, batch: list[RawRecord], columns: TxnRowColumns, now: int | None
     ) -> PartitionBatch:
         """Transactions the fast path read, every one: judged by the watermark in one call."""
-        times = [row[3] for row in rows]
+        times = columns[3]
         stamps = [rec.timestamp_ms for rec in batch]
         lates, marks, future = self._wm.observe_many(times, stamps, now)
         raws = list(batch)
@@ -133,8 +150,8 @@ class PartitionDecoder:
         if future:
             dead = [self._future(batch[i], times[i]) for i in future]
             kept = sorted(set(range(len(batch))).difference(future))
-            rows, raws = [rows[i] for i in kept], [raws[i] for i in kept]
-        return self._batch(TxnColumns.from_rows(rows, raws, lates, marks), [], dead)
+            columns, raws = _take(columns, kept), [raws[i] for i in kept]
+        return self._batch(TxnColumns(*columns, lates, marks, raws), [], dead)
 
     def _decode_each(
         self,
@@ -232,6 +249,20 @@ class PartitionDecoder:
                 f"payload cut to the first {limit} bytes"
             )
         return validate(self._model, value)
+
+
+def _take(columns: TxnRowColumns, rows: list[int]) -> TxnRowColumns:
+    """The rows ``rows`` of ``columns``."""
+    ids, cards, merchants, times, amounts, ecom, devices = columns
+    return (
+        [ids[i] for i in rows],
+        [cards[i] for i in rows],
+        [merchants[i] for i in rows],
+        [times[i] for i in rows],
+        [amounts[i] for i in rows],
+        [ecom[i] for i in rows],
+        [devices[i] for i in rows],
+    )
 
 
 def validate(

@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter, eq
 from typing import Annotated, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from operators.internals import rebuild_model
-from operators.messages import TxnRow
+from operators.messages import TxnRow, TxnRowColumns
 from schemas.records import Chargeback
 from schemas.timefmt import parse_event_time, parse_event_times
 
@@ -78,6 +80,14 @@ class _Cb(Struct, forbid_unknown_fields=True):
 
 
 _TXN_DECODER: Final = msgspec.json.Decoder(_Txn)
+# A transaction's fields, one getter each (a column is one map); and a valid
+# transaction that stands in for a value the fast path declined, so the batch's
+# columns keep their length.
+_TXN_FIELDS: Final = tuple(attrgetter(name) for name in _Txn.__struct_fields__)
+_STAND_IN: Final = _TXN_DECODER.decode(
+    b'{"event_id":"-","card_id":"-","merchant_id":"-","amount":0,"currency":"AAA",'
+    b'"event_time":"1970-01-01T00:00:00.000Z"}'
+)
 _CB_DECODER: Final = msgspec.json.Decoder(_Cb)
 _CB_REQUIRED: Final = frozenset(("event_id", "txn_event_id", "merchant_id", "event_time"))
 _S = TypeVar("_S", _Txn, _Cb)
@@ -94,60 +104,85 @@ def fast_transaction(value: bytes) -> TxnRow | None:
 
 
 def fast_transactions(values: Sequence[bytes | None], limit: int) -> list[TxnRow | None]:
-    """:func:`fast_transaction` of each value of a batch; None also for one over ``limit`` bytes.
+    """:func:`fast_transaction` of each value of a batch; None also for one over ``limit`` bytes."""
+    return txn_rows(*fast_transaction_columns(values, limit))
 
-    The values are read one by one and their event times together.
-    """
-    decode, optional = _TXN_DECODER.decode, _OPTIONAL_QUOTES
-    read: list[_Txn | None] = []
-    times: list[int | str] = []
-    currencies: list[str] = []
-    if not _all_plain(values, limit):
-        values = [v if v is not None and len(v) <= limit and _is_plain(v) else None for v in values]
-    for value in values:
-        if value is None:
-            read.append(None)
-            continue
-        try:
-            r = decode(value)
-        except msgspec.DecodeError:
-            read.append(None)
-            continue
-        event_time = r.event_time
-        # Two quotes per key and per string value, and no more: else a key is named twice.
-        quotes = (
-            _TXN_QUOTES
-            + optional[type(r.country)]
-            + optional[type(r.channel)]
-            + optional[type(r.device_id)]
-            + (2 if type(event_time) is str else 0)
-        )
-        if value.count(b'"') != quotes:
-            read.append(None)
-            continue
-        read.append(r)
-        times.append(event_time)
-        currencies.append(r.currency)
-    read_ms = parse_event_times(times)
-    if not _CAPITALS.fullmatch("".join(currencies)):
-        for i, currency in enumerate(currencies):
-            if not _CAPITALS.fullmatch(currency):
-                read_ms[i] = None
-    ms = iter(read_ms)
-    rows: list[TxnRow | None] = []
-    for txn in read:
-        if txn is None:
-            rows.append(None)
-            continue
-        t = next(ms)
-        if t is None:
-            rows.append(None)
-            continue
-        device_id = txn.device_id
-        has_device = device_id is not UNSET and device_id is not None
-        ecom = txn.channel == "ecom"
-        rows.append((txn.event_id, txn.card_id, txn.merchant_id, t, txn.amount, ecom, has_device))
+
+def txn_rows(columns: TxnRowColumns, declined: list[int]) -> list[TxnRow | None]:
+    """The rows of :func:`fast_transaction_columns`' columns, None where it declined."""
+    rows: list[TxnRow | None] = list(zip(*columns, strict=True))
+    for i in declined:
+        rows[i] = None
     return rows
+
+
+def fast_transaction_columns(
+    values: Sequence[bytes | None], limit: int
+) -> tuple[TxnRowColumns, list[int]]:
+    """:func:`fast_transactions` of a batch as columns, and the positions it declined.
+
+    A declined value's place in the columns holds a stand-in. msgspec reads
+    the values one by one; every other check and conversion runs over whole
+    columns: a batch of plain, valid values costs no Python code per value.
+    """
+    n = len(values)
+    if not n:
+        return ([], [], [], [], [], [], []), []
+    joined = _joined_if_plain(values, limit)
+    if joined is not None:
+        try:
+            read: list[_Txn | None] = list(map(_TXN_DECODER.decode, values))  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            read = _read_each(values, _TXN_DECODER)
+    else:
+        plain = [v if v is not None and len(v) <= limit and _is_plain(v) else None for v in values]
+        read = _read_each(plain, _TXN_DECODER)
+    declined = {i for i, r in enumerate(read) if r is None} if None in read else set()
+    if declined:
+        read = [_STAND_IN if r is None else r for r in read]
+    ids, cards, merchants, amounts, currencies, times, countries, channels, devices = (
+        list(map(get, read)) for get in _TXN_FIELDS
+    )
+    # Two quotes per key and per string value, and no more: else a key is named twice.
+    # No value has fewer than its fields make, so a batch with as many as they all make
+    # has no value with more.
+    expected = _TXN_QUOTES * n + 2 * sum(map(isinstance, times, repeat(str)))
+    for texts in (countries, channels, devices):
+        absent, null = texts.count(UNSET), texts.count(None)
+        expected += 4 * (n - absent) - 2 * null  # a key's quotes, and a string's
+    if joined is None or declined or joined.count(b'"') != expected:
+        for i, value in enumerate(values):
+            own = (
+                _TXN_QUOTES
+                + _OPTIONAL_QUOTES[type(countries[i])]
+                + _OPTIONAL_QUOTES[type(channels[i])]
+                + _OPTIONAL_QUOTES[type(devices[i])]
+                + (2 if isinstance(times[i], str) else 0)
+            )
+            if i not in declined and value is not None and value.count(b'"') != own:
+                declined.add(i)
+    if not _CAPITALS.fullmatch("".join(currencies)):
+        declined.update(i for i, c in enumerate(currencies) if not _CAPITALS.fullmatch(c))
+    ms = parse_event_times(times)
+    if None in ms:
+        declined.update(i for i, t in enumerate(ms) if t is None)
+    ecom = list(map(eq, channels, repeat("ecom")))
+    has_device = list(map(isinstance, devices, repeat(str)))
+    columns = (ids, cards, merchants, ms, amounts, ecom, has_device)
+    return columns, sorted(declined)  # type: ignore[return-value]
+
+
+def _read_each(
+    values: Sequence[bytes | None], decoder: msgspec.json.Decoder[_S]
+) -> list[_S | None]:
+    """Each value read by ``decoder``; None where it is None or msgspec rejects it."""
+    out: list[_S | None] = []
+    for value in values:
+        try:
+            out.append(None if value is None else decoder.decode(value))
+        except msgspec.DecodeError:
+            out.append(None)
+    return out
 
 
 def fast_chargebacks(values: Sequence[bytes | None], limit: int) -> list[Chargeback | None]:
@@ -183,14 +218,16 @@ def fast_chargeback(value: bytes) -> Chargeback | None:
     return rebuild_model(Chargeback, values, fields_set)
 
 
-def _all_plain(values: Sequence[bytes | None], limit: int) -> bool:
-    """Whether every value is present, plain and within ``limit`` bytes: one look at the
-    whole batch, which spares each value its own."""
+def _joined_if_plain(values: Sequence[bytes | None], limit: int) -> bytes | None:
+    """The values joined when every one is present, plain and within ``limit`` bytes (one
+    look at the whole batch, which spares each value its own); else None."""
     try:
         joined = b"".join(values)  # type: ignore[arg-type]
-        return _is_plain(joined) and max(map(len, values)) <= limit  # type: ignore[arg-type]
-    except (TypeError, ValueError):  # a value missing, or no values
-        return False
+    except TypeError:  # a value missing
+        return None
+    if _is_plain(joined) and max(map(len, values)) <= limit:  # type: ignore[arg-type]
+        return joined
+    return None
 
 
 def _is_plain(value: bytes) -> bool:

@@ -79,6 +79,10 @@ class RawRecord:
 
 
 TxnRow = tuple[str, str, str, int, float, bool, bool]
+# The same values for a batch, column by column.
+TxnRowColumns = tuple[
+    list[str], list[str], list[str], list[int], list[float], list[bool], list[bool]
+]
 
 
 def txn_row(txn: Transaction) -> TxnRow:

@@ -453,6 +453,7 @@ def test_a_decoding_bug_is_a_quarantined_dead_letter_not_a_crash(
     def broken(*_args: object) -> Transaction:
         raise RuntimeError("bug")
 
+    monkeypatch.setattr(decode, "fast_transaction_columns", broken)  # the batch path
     if path == "msgspec":
         monkeypatch.setattr(decode, "fast_transactions", broken)
     else:
