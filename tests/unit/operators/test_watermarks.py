@@ -63,7 +63,7 @@ _CONFIGS = st.builds(
     TimeConfig,
     out_of_orderness_ms=st.sampled_from([0, 5, 50]),
     allowed_lateness_ms=st.sampled_from([0, 10, 100]),
-    max_future_ms=st.sampled_from([0, 20, 200]),
+    max_future_ms=st.sampled_from([0, 20, 200, 10**6]),
     watermark_agreement=st.sampled_from([1, 2]),
 )
 _STATES = st.one_of(
