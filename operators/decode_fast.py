@@ -59,6 +59,8 @@ _CAPITALS: Final = re.compile("[A-Z]*")
 _Amount = Annotated[float, Meta(ge=0, le=1e9)]
 
 
+# gc=False: its fields are strings and numbers, never part of a cycle, so the collector
+# need not track (and walk) a batch's thousand instances.
 class _Txn(Struct, forbid_unknown_fields=True, gc=False):
     event_id: _Identifier
     card_id: _Identifier
