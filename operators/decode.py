@@ -115,17 +115,14 @@ class PartitionDecoder:
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
         """Decode a batch in offset order."""
         now = None if self._wall_clock is None else self._wall_clock()
-        values, limit, skip = (
-            [rec.value for rec in batch],
-            self._config.max_message_bytes,
-            self._skip,
-        )
+        limit, skip = self._config.max_message_bytes, self._skip
+        skipping = bool(skip) and any(rec.offset in skip for rec in batch)
+        # A quarantined record is never decoded: the fast path sees no value for it.
+        values = [None if skipping and rec.offset in skip else rec.value for rec in batch]
         columns: TxnRowColumns | None = None
         fast: Sequence[TxnRow | Chargeback | None] | None = None
         try:
-            if self._fast_columns is not None and not (
-                skip and any(rec.offset in skip for rec in batch)
-            ):
+            if self._fast_columns is not None and not skipping:
                 columns, declined = self._fast_columns(values, limit)
                 if declined:
                     fast, columns = txn_rows(columns, declined), None
