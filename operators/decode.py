@@ -10,7 +10,9 @@ raise). pydantic (:func:`validate`) decides what a record is and every
 dead letter's error; :mod:`operators.decode_fast` reads the plain records it
 is sure pydantic would accept, with the same values, with msgspec, and hands
 every other value to pydantic. Accepted transactions are appended to one
-:class:`operators.messages.TxnColumns` per batch, from either path. Time
+:class:`operators.messages.TxnColumns` per batch, from either path; a batch
+of transactions that all take the fast path is judged by its watermark in
+one call (:meth:`PartitionWatermark.observe_many`). Time
 rules: the partition's watermark advances when accepted records agree; a
 transaction behind it by more than the allowed lateness is marked late.
 State: the partition's two largest accepted event times, snapshotted with the
@@ -30,13 +32,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import ValidationError
 
-from operators.decode_fast import fast_chargeback, fast_transaction
+from operators.decode_fast import (
+    fast_chargebacks,
+    fast_transaction_columns,
+    fast_transactions,
+    txn_rows,
+)
 from operators.messages import (
     CbEnvelope,
     OutMessage,
@@ -44,6 +51,7 @@ from operators.messages import (
     RawRecord,
     TxnColumns,
     TxnRow,
+    TxnRowColumns,
     json_value,
     txn_row,
 )
@@ -52,6 +60,9 @@ from schemas.records import Chargeback, DeadLetterReason, Transaction
 from schemas.timefmt import format_ms
 
 Kind = Literal["transaction", "chargeback"]
+# (values, size limit) -> what the fast path read of each value; None: ask pydantic.
+FastRead = Callable[[list[bytes | None], int], Sequence[TxnRow | Chargeback | None]]
+FastColumns = Callable[[list[bytes | None], int], tuple[TxnRowColumns, list[int]]]
 log = logging.getLogger(__name__)
 BROADCAST_EVERY_MS = 1_000
 
@@ -90,8 +101,11 @@ class PartitionDecoder:
         self._broadcast_wm: int | None = None
         self._idle = False
         self._model = Transaction if kind == "transaction" else Chargeback
-        self._fast: Callable[[bytes], TxnRow | Chargeback | None] = (
-            fast_transaction if kind == "transaction" else fast_chargeback
+        # (values, size limit) -> what the fast path read of each value; None: ask pydantic.
+        self._fast: FastRead = fast_transactions if kind == "transaction" else fast_chargebacks
+        # The same for a batch of transactions, as columns and the positions declined.
+        self._fast_columns: FastColumns | None = (
+            fast_transaction_columns if kind == "transaction" else None
         )
 
     def snapshot(self) -> WatermarkState:
@@ -100,6 +114,50 @@ class PartitionDecoder:
 
     def decode(self, batch: list[RawRecord]) -> PartitionBatch:
         """Decode a batch in offset order."""
+        now = None if self._wall_clock is None else self._wall_clock()
+        limit, skip = self._config.max_message_bytes, self._skip
+        skipping = bool(skip) and any(rec.offset in skip for rec in batch)
+        # A quarantined record is never decoded: the fast path sees no value for it.
+        values = [None if skipping and rec.offset in skip else rec.value for rec in batch]
+        columns: TxnRowColumns | None = None
+        fast: Sequence[TxnRow | Chargeback | None] | None = None
+        try:
+            if self._fast_columns is not None and not skipping:
+                columns, declined = self._fast_columns(values, limit)
+                if declined:
+                    fast, columns = txn_rows(columns, declined), None
+            else:
+                fast = self._fast(values, limit)
+        except Exception:
+            # A bug: each record is read alone below, so only the one that raises is lost.
+            columns = fast = None
+        if columns is not None:
+            return self._decode_plain(batch, columns, now)
+        return self._decode_each(batch, fast, now)
+
+    def _decode_plain(
+        self, batch: list[RawRecord], columns: TxnRowColumns, now: int | None
+    ) -> PartitionBatch:
+        """Transactions the fast path read, every one: judged by the watermark in one call."""
+        times = columns[3]
+        stamps = [rec.timestamp_ms for rec in batch]
+        lates, marks, future = self._wm.observe_many(times, stamps, now)
+        raws = list(batch)
+        dead: list[OutMessage] = []
+        if future:
+            dead = [self._future(batch[i], times[i]) for i in future]
+            kept = sorted(set(range(len(batch))).difference(future))
+            columns, raws = _take(columns, kept), [raws[i] for i in kept]
+        return self._batch(TxnColumns(*columns, lates, marks, raws), [], dead)
+
+    def _decode_each(
+        self,
+        batch: list[RawRecord],
+        fast: Sequence[TxnRow | Chargeback | None] | None,
+        now: int | None,
+    ) -> PartitionBatch:
+        """Any batch, one record after the other; ``fast``: what the fast path read of each
+        value (None: it raised, so it reads each one again here)."""
         # The accepted transactions' rows and their other columns, made columns at the end.
         rows: list[TxnRow] = []
         raws: list[RawRecord] = []
@@ -108,16 +166,14 @@ class PartitionDecoder:
         cbs: list[CbEnvelope] = []
         dead: list[OutMessage] = []
         parse, observe, to_dead = self._parse, self._wm.observe, self._dead
-        fast, limit = self._fast, self._config.max_message_bytes
-        now = None if self._wall_clock is None else self._wall_clock()
+        read_one, limit = self._fast, self._config.max_message_bytes
         skip = self._skip
-        for rec in batch:
+        for i, rec in enumerate(batch):
             if skip and rec.offset in skip:
                 dead.append(to_dead(rec, "quarantined", skip[rec.offset]))
                 continue
             try:
-                value = rec.value
-                record = fast(value) if value is not None and len(value) <= limit else None
+                record = read_one([rec.value], limit)[0] if fast is None else fast[i]
                 parsed = parse(rec) if record is None else None
                 if isinstance(parsed, Transaction):
                     record = txn_row(parsed)
@@ -140,12 +196,7 @@ class PartitionDecoder:
             event_time = record[3] if isinstance(record, tuple) else record.event_time
             verdict = observe(event_time, rec.timestamp_ms, now)
             if verdict == "future":
-                error = (
-                    f"event_time {format_ms(event_time)} is more than "
-                    f"{self._config.time.max_future_ms} ms ahead of the partition's watermark "
-                    "and of the record's Kafka timestamp, or of the wall clock"
-                )
-                dead.append(to_dead(rec, "timestamp", error))
+                dead.append(self._future(rec, event_time))
             elif isinstance(record, tuple):
                 rows.append(record)
                 raws.append(rec)
@@ -153,6 +204,21 @@ class PartitionDecoder:
                 marks.append(self._wm.watermark)
             else:
                 cbs.append(CbEnvelope(record, rec, self._wm.watermark))
+        return self._batch(TxnColumns.from_rows(rows, raws, lates, marks), cbs, dead)
+
+    def _future(self, rec: RawRecord, event_time: int) -> OutMessage:
+        """The dead letter of a record whose event time is too far ahead."""
+        error = (
+            f"event_time {format_ms(event_time)} is more than "
+            f"{self._config.time.max_future_ms} ms ahead of the partition's watermark "
+            "and of the record's Kafka timestamp, or of the wall clock"
+        )
+        return self._dead(rec, "timestamp", error)
+
+    def _batch(
+        self, txns: TxnColumns, cbs: list[CbEnvelope], dead: list[OutMessage]
+    ) -> PartitionBatch:
+        """The decoded batch, broadcast to every shard when the watermark moved enough."""
         wm = self._wm.watermark
         broadcast = self._idle or (
             self._broadcast_wm is None or wm - self._broadcast_wm >= BROADCAST_EVERY_MS
@@ -160,7 +226,6 @@ class PartitionDecoder:
         if broadcast:
             self._broadcast_wm = wm
         self._idle = False
-        txns = TxnColumns.from_rows(rows, raws, lates, marks)
         return PartitionBatch(self._source, self._kind, wm, False, txns, cbs, dead, broadcast)
 
     def idle(self) -> PartitionBatch:
@@ -181,6 +246,20 @@ class PartitionDecoder:
                 f"payload cut to the first {limit} bytes"
             )
         return validate(self._model, value)
+
+
+def _take(columns: TxnRowColumns, rows: list[int]) -> TxnRowColumns:
+    """The rows ``rows`` of ``columns``."""
+    ids, cards, merchants, times, amounts, ecom, devices = columns
+    return (
+        [ids[i] for i in rows],
+        [cards[i] for i in rows],
+        [merchants[i] for i in rows],
+        [times[i] for i in rows],
+        [amounts[i] for i in rows],
+        [ecom[i] for i in rows],
+        [devices[i] for i in rows],
+    )
 
 
 def validate(

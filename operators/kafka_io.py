@@ -192,6 +192,7 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._consumer.assign([TopicPartition(topic, partition, self._next)])
         self._topic = topic
         self._partition = partition
+        self._source = f"{topic}#{partition}"
         self._batch_size = config.batch_size
         self._linger_s = config.linger_ms / 1000
         self._full = False
@@ -219,9 +220,9 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         # would hold up every other partition and operator of the worker.
         msgs = self._consumer.consume(self._batch_size, 0)
         self._full = len(msgs) >= self._batch_size
-        batch = []
+        batch: list[RawRecord] = []
         # The consumer is assigned this one partition: every message is of it.
-        topic, partition = self._topic, self._partition
+        topic, partition, source = self._topic, self._partition, self._source
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -229,7 +230,13 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
                 continue
             batch.append(
                 RawRecord(
-                    topic, partition, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
+                    topic,
+                    partition,
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.timestamp()[1],
+                    source,
                 )
             )
         now = time.monotonic()

@@ -44,7 +44,7 @@ def _positional_pickle(cls: type[_T]) -> type[_T]:
 
 
 @_positional_pickle
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RawRecord:
     """One Kafka message as consumed, with its source coordinates."""
 
@@ -57,11 +57,32 @@ class RawRecord:
     # The input partition's identity, ``topic#partition``: built once, read by every stage.
     source: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.source = f"{self.topic}#{self.partition}"
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        source: str | None = None,
+    ) -> None:
+        """``source``: ``topic#partition``, when the caller has it (the Kafka source builds
+        records by the thousand, and formatting it for each is a measurable share)."""
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestamp_ms = timestamp_ms
+        self.source = f"{topic}#{partition}" if source is None else source
 
 
 TxnRow = tuple[str, str, str, int, float, bool, bool]
+# The same values for a batch, column by column.
+TxnRowColumns = tuple[
+    list[str], list[str], list[str], list[int], list[float], list[bool], list[bool]
+]
 
 
 def txn_row(txn: Transaction) -> TxnRow:

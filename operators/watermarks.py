@@ -123,6 +123,52 @@ class PartitionWatermark:
             return "late"
         return "ok"
 
+    def observe_many(
+        self, event_times: Sequence[int], kafka_ts: Sequence[int], now_ms: int | None = None
+    ) -> tuple[list[bool], list[int], list[int]]:
+        """:meth:`observe` of each record of a batch in turn, in one loop.
+
+        Returns, for the accepted records in order, whether each is late and
+        the watermark right after it; and the positions of the records judged
+        future (which change nothing).
+
+        >>> wm = PartitionWatermark(TimeConfig(), None)
+        >>> wm.observe_many([100_000, 101_000, 30_000, 3_900_000], [100_000, 101_000, 0, 0])
+        ([False, False, True], [-4611686018427387904, 95000, 95000], [3])
+        """
+        bound, lateness, future, single = self._bound, self._lateness, self._future, self._single
+        top, second = self._top, self._second
+        wm = NO_WATERMARK if second is None else second - bound
+        late_below = wm - lateness  # read only once ``second`` is set
+        far = float("inf") if now_ms is None else now_ms + future
+        late: list[bool] = []
+        marks: list[int] = []
+        futures: list[int] = []
+        for i, t in enumerate(event_times):
+            # observe's ``t > max(kafka_ts, watermark) + future``, or ahead of the wall clock.
+            if (t > wm + future and t > kafka_ts[i] + future) or t > far:
+                futures.append(i)
+                continue
+            if top is None:
+                top = t
+            elif t > top:
+                second, top = top, t
+            elif second is None or t > second:
+                second = t
+            elif not single:  # nothing moved
+                late.append(t < late_below)
+                marks.append(wm)
+                continue
+            if single:
+                second = top
+            if second is not None:
+                wm = second - bound
+                late_below = wm - lateness
+            late.append(second is not None and t < late_below)
+            marks.append(wm)
+        self._top, self._second = top, second
+        return late, marks, futures
+
 
 class MinWatermark:
     """An operator's watermark: the minimum over its inputs' watermarks, never decreasing.

@@ -11,8 +11,10 @@ Both directions run per record, so each has a fast path for the shapes seen
 on the wire (ASCII ``YYYY-MM-DDTHH:MM:SS[.fff]Z``; times between 1970 and
 2100) that returns only what the general path would return,
 with the calendar work cached per minute (parsing) or per second (formatting).
-Anything else takes the general path, so the acceptance rules and every error
-message stay those of the regex + ``fromisoformat`` implementation.
+:func:`parse_event_times` reads a batch's ``YYYY-MM-DDTHH:MM:SS.fffZ`` times
+in a few numpy operations over all of them. Anything else takes the general
+path, so the acceptance rules and every error message stay those of the
+regex + ``fromisoformat`` implementation.
 """
 
 from __future__ import annotations
@@ -43,6 +45,80 @@ def parse_event_time(value: object) -> int:
     if not MIN_MS <= ms <= MAX_MS:
         raise ValueError("event_time is outside years 1970 to 9999")
     return ms
+
+
+def parse_event_times(values: Sequence[int | str]) -> list[int | None]:
+    """:func:`parse_event_time` of each value, or None where it raises ``ValueError``.
+
+    A batch's 24-character strings are read together by
+    :func:`_parse_wire_times` (producers send ``YYYY-MM-DDTHH:MM:SS.fffZ``);
+    every value it does not prove, and every value of a batch too small to
+    repay the numpy calls, goes through :func:`parse_event_time` one by one.
+
+    >>> parse_event_times(["2026-11-23T10:00:00.123Z", 1795428000123, "x", True])
+    [1795428000123, 1795428000123, None, None]
+    """
+    out: list[int | None] = [None] * len(values)
+    if len(values) >= _BULK_MIN:
+        try:
+            lengths = list(map(len, values))  # type: ignore[arg-type]
+        except TypeError:  # integers among them
+            lengths = [len(v) if isinstance(v, str) else 0 for v in values]
+        if lengths.count(_WIRE_LEN) == len(values):
+            out, proven = _parse_wire_times(values)  # type: ignore[arg-type]
+            if proven:
+                return out
+        else:
+            wire = [i for i, n in enumerate(lengths) if n == _WIRE_LEN]
+            if len(wire) >= _BULK_MIN:
+                strings: list[str] = [values[i] for i in wire]  # type: ignore[misc]
+                for i, ms in zip(wire, _parse_wire_times(strings)[0], strict=True):
+                    out[i] = ms
+    for i, ms in enumerate(out):
+        if ms is None:
+            out[i] = _parse_or_none(values[i])
+    return out
+
+
+def _parse_or_none(value: int | str) -> int | None:
+    try:
+        return parse_event_time(value)
+    except ValueError:
+        return None
+
+
+def _parse_wire_times(values: Sequence[str]) -> tuple[list[int | None], bool]:
+    """Epoch ms of each 24-character ``YYYY-MM-DDTHH:MM:SS.fffZ`` string (None: not proven),
+    and whether every one was proven.
+
+    Accepts only strings the general path accepts, and reads them the same way:
+    ASCII digits where the pattern has digits (the general path's regex also
+    takes other Unicode digits, which ``fromisoformat`` then rejects), its
+    separators (``T`` or ``t``, ``Z`` or ``z``), a date that exists, hours to
+    23, minutes and seconds to 59, years from 1970 (9999 at most in four
+    digits, so every value is within ``MIN_MS`` to ``MAX_MS``).
+    """
+    joined = "".join(values)
+    if not joined.isascii():
+        return [None] * len(values), False
+    codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(-1, _WIRE_LEN)
+    # Each character within its column's range (unsigned: below the range wraps above it),
+    # ``T`` and ``Z`` folded to lower case first.
+    ok = (((codes | _LOWER_CASE) - _LOWEST) <= _SPAN).all(axis=1)
+    # The fields as linear combinations of the digits: one matrix product reads them all.
+    read = (codes.astype(np.float64) @ _WEIGHTS - _WEIGHTS_OF_ZEROS).astype(np.int64).T
+    year_month, month, day, hour, time_of_day = read
+    at = year_month - _FIRST_YEAR_MONTH
+    ok &= (at >= 0) & (month >= 1) & (month <= 12) & (hour <= 23)
+    at[~ok] = 0
+    ok &= (day >= 1) & (day <= _MONTH_DAYS[at])
+    ms = (_MONTH_START_DAYS[at] + (day - 1)) * 86_400_000 + time_of_day
+    out: list[int | None] = ms.tolist()
+    if ok.all():
+        return out, True
+    for i in np.flatnonzero(~ok).tolist():
+        out[i] = None
+    return out, False
 
 
 def format_ms(ms: int) -> str:
@@ -147,3 +223,38 @@ _DATE_TIME = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
 _RFC3339 = re.compile(_DATE_TIME + r"(?:[Zz]|[+-]\d{2}:\d{2})\Z")
 _RFC3339_NO_OFFSET = re.compile(_DATE_TIME + r"\Z")
 _ONE_MS = timedelta(milliseconds=1)
+# parse_event_times: below this many values the per-value path is cheaper than numpy's calls.
+_BULK_MIN = 16
+# The wire shape ``YYYY-MM-DDTHH:MM:SS.fffZ``, as the lowest and highest byte of each
+# character: digits (tens of months, days, hours, minutes and seconds no higher than
+# they can be) and separators (``T`` and ``Z`` in lower case, as _LOWER_CASE folds them).
+_WIRE_LEN = 24
+_LOWEST = np.frombuffer(b"0000-00-00t00:00:00.000z", dtype=np.uint8)
+_SPAN = np.frombuffer(b"9999-19-39t29:59:59.999z", dtype=np.uint8) - _LOWEST
+_LOWER_CASE = np.zeros(_WIRE_LEN, dtype=np.uint8)
+_LOWER_CASE[[10, 23]] = 0x20  # only "T" and "t" (or "Z" and "z") end as "t" ("z")
+# The fields read, each a weighted sum of digits: year * 12 + month, month, day,
+# hour, and the milliseconds into the day.
+_WEIGHTS = np.zeros((_WIRE_LEN, 5), dtype=np.float64)
+_PLACES = (
+    {0: 12_000, 1: 1_200, 2: 120, 3: 12, 5: 10, 6: 1},
+    {5: 10, 6: 1},
+    {8: 10, 9: 1},
+    {11: 10, 12: 1},
+    {11: 36_000_000, 12: 3_600_000, 14: 600_000, 15: 60_000, 17: 10_000, 18: 1_000},
+)
+for _field, _places in enumerate(_PLACES):
+    for _pos, _weight in _places.items():
+        _WEIGHTS[_pos, _field] = _weight
+_WEIGHTS[[20, 21, 22], 4] = (100, 10, 1)
+_WEIGHTS_OF_ZEROS = ord("0") * _WEIGHTS.sum(axis=0)
+# Per month from January 1970 to December 9999: its length in days, and the days
+# from the epoch to its first day.
+_FIRST_YEAR_MONTH = 1970 * 12 + 1
+_YEARS = np.arange(1970, 10_000)
+_LEAP = (_YEARS % 4 == 0) & ((_YEARS % 100 != 0) | (_YEARS % 400 == 0))
+_MONTH_DAYS = (
+    np.tile(np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]), len(_YEARS))
+    + np.outer(_LEAP, np.arange(1, 13) == 2).ravel()
+)
+_MONTH_START_DAYS = np.concatenate([[0], np.cumsum(_MONTH_DAYS)[:-1]])

@@ -11,6 +11,7 @@ import pytest
 
 from operators import decode
 from operators.decode import DeadLetters, DecodeConfig, PartitionDecoder, dead_letter
+from operators.decode_fast import fast_transactions
 from operators.messages import OutMessage, PartitionBatch, RawRecord
 from schemas.records import DeadLetter, DeadLetterReason, Transaction
 from schemas.settings import Settings
@@ -446,17 +447,43 @@ def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
     assert (dl.reason, dl.offset) == ("quarantined", 101) and "crashed step" in dl.error
 
 
+def test_a_quarantined_record_is_never_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[bytes | None] = []
+
+    def spy(values: list[bytes | None], limit: int) -> list[Any]:
+        read.extend(values)
+        return fast_transactions(values, limit)
+
+    monkeypatch.setattr(decode, "fast_transactions", spy)
+    monkeypatch.setattr(decode, "fast_transaction_columns", spy)
+    decoder = PartitionDecoder(
+        DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=LIMIT),
+        source=f"{TOPIC}#3",
+        kind="transaction",
+        resume=None,
+        dead_letters=DeadLetters(DEAD_TOPIC),
+        wall_clock=lambda: NOW_MS,
+        quarantined={101: "crashed step 'c0 cards' 2 times (ValueError: x); skipped"},
+    )
+    out = decoder.decode(_records([(b"c", _txn(f"tx-{i}")) for i in range(3)]))
+    assert [r.offset for r in out.txns.raw] == [100, 102]
+    assert read == [_txn("tx-0"), None, _txn("tx-2")]
+
+
 @pytest.mark.parametrize("path", ["msgspec", "pydantic"])
 def test_a_decoding_bug_is_a_quarantined_dead_letter_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    def broken(_value: bytes) -> Transaction:
+    def broken(*_args: object) -> Transaction:
         raise RuntimeError("bug")
 
+    monkeypatch.setattr(decode, "fast_transaction_columns", broken)  # the batch path
     if path == "msgspec":
-        monkeypatch.setattr(decode, "fast_transaction", broken)
+        monkeypatch.setattr(decode, "fast_transactions", broken)
     else:
-        monkeypatch.setattr(decode, "fast_transaction", lambda _value: None)
+        monkeypatch.setattr(
+            decode, "fast_transactions", lambda values, _limit: [None] * len(values)
+        )
         monkeypatch.setattr(Transaction, "model_validate_json", broken)
     dl, _ = _decode_one(_txn("tx-1"))
     assert dl.reason == "quarantined" and "RuntimeError: bug" in dl.error

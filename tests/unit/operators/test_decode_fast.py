@@ -28,10 +28,17 @@ from pydantic.fields import FieldInfo
 
 from models.simulator import SimConfig, simulate
 from operators.decode import DeadLetters, DecodeConfig, Kind, PartitionDecoder
-from operators.decode_fast import _Cb, _Txn, fast_chargeback, fast_transaction
+from operators.decode_fast import (
+    _CAPITALS,
+    _Cb,
+    _Txn,
+    fast_chargeback,
+    fast_transaction,
+    fast_transactions,
+)
 from operators.messages import RawRecord, TxnColumns, TxnRow, txn_row
 from schemas.records import Chargeback, DeadLetter, Transaction
-from schemas.timefmt import MAX_MS, parse_event_time
+from schemas.timefmt import MAX_MS, format_ms, parse_event_time
 
 LIMIT = 100_000
 MODELS: dict[Kind, type[Transaction] | type[Chargeback]] = {
@@ -50,7 +57,9 @@ def _decoder(kind: Kind, *, fast: bool) -> PartitionDecoder:
         wall_clock=None,
     )
     if not fast:
-        decoder._fast = lambda _value: None  # every value to pydantic, as before the fast path
+        # Every value to pydantic, as before the fast path.
+        decoder._fast = lambda values, _limit: [None] * len(values)
+        decoder._fast_columns = None
     return decoder
 
 
@@ -162,6 +171,10 @@ def _msgspec_field(field: mi.Field) -> tuple[bool, dict[str, Any]]:
                 limits[name] = getattr(t, name)
     if {type(t) for t in types} == {mi.IntType, mi.StrType}:
         limits["parsed by"] = "parse_event_time"  # what fast_* call on the value
+    if field.name == "currency":  # msgspec checks the length, fast_transactions the letters
+        assert limits == {"min_length": 3, "max_length": 3}
+        assert _CAPITALS.pattern == "[A-Z]*"  # matched whole
+        limits = {"pattern": r"\A[A-Z]{3}\Z"}
     return field.required, limits
 
 
@@ -558,3 +571,83 @@ def test_a_seeded_corpus_gets_pydantics_verdict() -> None:
     assert {"record", "dead"} <= set(verdicts)
     fast = sum(_fast(kind, value) is not None for kind, value in corpus)
     assert fast > 0.3 * len(corpus)
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def _batch_verdict(decoder: PartitionDecoder, records: list[RawRecord]) -> tuple[Any, ...]:
+    """Everything a decoded batch holds, each value with its type; dead letters as bytes."""
+    out = decoder.decode(records)
+    columns = out.txns._columns()
+    typed = [[(type(v).__name__, repr(v)) for v in column] for column in columns[:-1]]
+    cbs = [
+        (
+            tuple((k, type(v).__name__, repr(v)) for k, v in env.cb.__dict__.items()),
+            sorted(env.cb.__pydantic_fields_set__),
+            env.raw.offset,
+            env.watermark,
+        )
+        for env in out.chargebacks
+    ]
+    raws = [(r.offset, r.value, r.timestamp_ms) for r in out.txns.raw]
+    dead = [(m.key, m.value, m.origin, m.position) for m in out.dead]
+    return typed, raws, cbs, dead, out.watermark, out.broadcast, decoder.snapshot()
+
+
+def _valid_txn(rng: random.Random, base_ms: int) -> bytes:
+    """A transaction as producers write it, its event time near ``base_ms`` (or, now
+    and then, two hours ahead); rarely, its currency is not three capitals, or it
+    names a key twice."""
+    ahead = 7_200_000 if rng.random() < 0.03 else 0
+    body = _txn(
+        currency=rng.choice(["EUR"] * 600 + ["eur", "E R", "EU"]),
+        event_id=f"e-{rng.randrange(10**9)}",
+        amount=round(rng.uniform(0, 5000), 2),
+        channel=rng.choice(["ecom", "pos", None]),
+        device_id=rng.choice(["d-1", None]),
+        event_time=format_ms(base_ms + ahead + rng.randrange(-90_000, 30_000)),
+    )
+    if rng.random() < 0.2:
+        del body["country"]
+    value = json.dumps(body, separators=(",", ":")).encode()
+    if rng.random() < 1 / 300:
+        value = value[:-1] + rng.choice([b',"channel":"pos"}', b',"device_id":null}'])
+    return value
+
+
+def test_batches_get_the_verdicts_of_pydantic_record_by_record() -> None:
+    # Batches of every size: mixed (poison among valid records), and all valid (the
+    # batch path), with Kafka timestamps that make some records far future or late.
+    rng = random.Random(29)
+    corpus = _corpus(random.Random(31), 6_000)
+    base = 1_795_428_000_000
+    # Kafka timestamps: of the end of time (nothing is future), or of when it was sent.
+    streams: list[tuple[Kind, list[bytes], list[bool]]] = [
+        ("transaction", [v for k, v in corpus if k == "transaction"], [True, False]),
+        ("chargeback", [v for k, v in corpus if k == "chargeback"], [True, False]),
+        ("transaction", [_valid_txn(rng, base + i * 50) for i in range(6_000)], [False]),
+    ]
+    plain_batches = late = future = 0
+    for kind, values, end_of_time in streams:
+        fast, slow = _decoder(kind, fast=True), _decoder(kind, fast=False)
+        offset = 0
+        while offset < len(values):
+            size = rng.choice([1, 2, 15, 16, 17, 100, 500])
+            chunk = values[offset : offset + size]
+            stamps = [MAX_MS if rng.choice(end_of_time) else base + offset * 50 for _ in chunk]
+            records = [
+                RawRecord("t", 0, offset + i, None, v, ts)
+                for i, (v, ts) in enumerate(zip(chunk, stamps, strict=True))
+            ]
+            got = _batch_verdict(fast, records)
+            assert got == _batch_verdict(slow, records), offset
+            late += got[0][7].count(("bool", "True"))
+            future += sum(b'"reason":"timestamp"' in value for _, value, _, _ in got[3])
+            if kind == "transaction":
+                read = fast_transactions(chunk, LIMIT)
+                assert read == [fast_transaction(v) for v in chunk]
+                plain_batches += len(chunk) >= 16 and None not in read
+            offset += size
+    # The batch path (and the bulk time parse) was taken; records were late, or far future.
+    assert plain_batches > 20 and late > 100 and future > 100

@@ -1,7 +1,8 @@
-"""``MinWatermark`` keeps its minimum incrementally; it must agree with the definition.
+"""Watermarks kept incrementally agree with their definitions.
 
-The definition: the largest of the minimums over the active inputs after each
-update so far (the watermark never moves back).
+``MinWatermark``: the largest of the minimums over the active inputs after each
+update so far (the watermark never moves back). ``PartitionWatermark.observe_many``:
+``observe`` of each record in turn.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.watermarks import NO_WATERMARK, MinWatermark
+from operators.watermarks import (
+    NO_WATERMARK,
+    MinWatermark,
+    PartitionWatermark,
+    TimeConfig,
+    WatermarkState,
+)
 
 _OPS = st.lists(
     st.tuples(
@@ -75,3 +82,43 @@ def test_advance_is_update_then_current_per_row(
     assert got.tolist() == currents
     assert many.current() == one.current()
     assert many.snapshot() == one.snapshot()
+
+
+_CONFIGS = st.builds(
+    TimeConfig,
+    out_of_orderness_ms=st.sampled_from([0, 5, 50]),
+    allowed_lateness_ms=st.sampled_from([0, 10, 100]),
+    max_future_ms=st.sampled_from([0, 20, 200, 10**6]),
+    watermark_agreement=st.sampled_from([1, 2]),
+)
+_STATES = st.one_of(
+    st.none(),
+    st.integers(0, 1000),
+    st.tuples(st.integers(0, 1000) | st.none(), st.integers(0, 1000) | st.none()),
+)
+
+
+@given(
+    _CONFIGS,
+    _STATES,
+    st.lists(st.tuples(st.integers(0, 1000), st.integers(-1, 1000)), max_size=40),
+    st.none() | st.integers(0, 1000),
+)
+def test_observe_many_is_observe_of_each_record_in_turn(
+    config: TimeConfig,
+    state: WatermarkState,
+    records: list[tuple[int, int]],
+    now_ms: int | None,
+) -> None:
+    one, many = PartitionWatermark(config, state), PartitionWatermark(config, state)
+    late, marks, future = [], [], []
+    for i, (event_time, kafka_ts) in enumerate(records):
+        verdict = one.observe(event_time, kafka_ts, now_ms)
+        if verdict == "future":
+            future.append(i)
+        else:
+            late.append(verdict == "late")
+            marks.append(one.watermark)
+    times, stamps = [t for t, _ in records], [k for _, k in records]
+    assert many.observe_many(times, stamps, now_ms) == (late, marks, future)
+    assert many.snapshot() == one.snapshot() and many.watermark == one.watermark

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +17,7 @@ from schemas.timefmt import (
     _parse_rfc3339,
     format_ms,
     parse_event_time,
+    parse_event_times,
 )
 
 # Mutations of well-formed times: what producers send, and what they get wrong.
@@ -55,6 +57,61 @@ def test_fast_parse_returns_only_what_the_general_path_returns(
     fast = _parse_common(text)
     if fast is not None:
         assert _general(text) == fast
+
+
+def _each(values: Sequence[int | str]) -> list[int | None]:
+    out: list[int | None] = []
+    for value in values:
+        try:
+            out.append(parse_event_time(value))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+@given(st.lists(st.tuples(_WIRE, _EDITS), min_size=0, max_size=40), st.lists(st.integers()))
+def test_parsing_a_batch_is_parsing_each_value(
+    edited: list[tuple[str, list[tuple[int, str]]]], integers: list[int]
+) -> None:
+    texts: list[int | str] = []
+    for text, edits in edited:
+        for pos, char in edits:
+            text = text[:pos] + char + text[pos + 1 :]
+        texts.append(text)
+    batches: list[list[int | str]] = [
+        texts,
+        [*texts, *integers],
+        [*integers, *texts, "x" * 24, True],
+    ]
+    for values in batches:
+        got = parse_event_times(values)
+        assert got == _each(values)
+        assert all(type(ms) in (int, type(None)) for ms in got)
+
+
+@pytest.mark.parametrize("separators", ["TZ", "tz", "Tz", "tZ"])
+def test_a_batch_reads_every_day_and_month_end_as_the_general_path(separators: str) -> None:
+    # Every day of 1970 to 2104 and of a few later centuries, at a time of day that
+    # uses every digit; days 29 to 32 of every month and times of day, real or not.
+    t, z = separators[0], separators[1]
+    days = [*range(0, 49_000), *range(2_900_000, 2_901_000), 2_932_896]
+    texts: list[int | str] = [
+        format_ms(d * 86_400_000 + 83_759_987).replace("T", t).replace("Z", z) for d in days
+    ]
+    texts += [
+        f"{year:04d}-{month:02d}-{day:02d}{t}10:00:00.000{z}"
+        for year in (1969, 1970, 1972, 2000, 2023, 2024, 2100, 2400, 9999)
+        for month in range(0, 14)
+        for day in (0, 1, 28, 29, 30, 31, 32)
+    ]
+    texts += [
+        f"2024-02-29{t}{hour:02d}:{minute:02d}:{second:02d}.999{z}"
+        for hour in (0, 9, 10, 19, 20, 23, 24, 29, 30, 99)
+        for minute in (0, 9, 59, 60, 99)
+        for second in (0, 9, 59, 60, 99)
+    ]
+    assert parse_event_times(texts) == _each(texts)
+    assert sum(ms is not None for ms in parse_event_times(texts)) > len(days)
 
 
 @given(st.integers(min_value=0, max_value=_FAST_FORMAT_END_MS + 10_000))
