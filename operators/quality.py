@@ -24,9 +24,10 @@ is still read), one counter per window with decisions (ordered by window start,
 so the counters are their own timer index), and the shard's ``final_through``.
 A window's entries are deleted when it becomes final, so the store holds about
 ``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. In memory,
-a shard keeps a Bloom filter of the event ids it stores (12-16 bytes an id
-with their hashes), rebuilt from the members at start: only ids it cannot rule
-out are looked up to tell a replay. The aggregator holds the sums of windows
+a shard keeps Bloom filters of the event ids it stores, per window (2-4 bytes
+a live id, at most 16 MiB: past that, ids are looked up as without a filter),
+rebuilt from the members at start: only ids they cannot rule out are looked
+up to tell a replay. The aggregator holds the sums of windows
 not yet final everywhere and one integer per shard: plain data, for bytewax
 snapshots.
 """
@@ -303,77 +304,97 @@ class QualityEngine:
         return self._prefix + _MEMBER + _U64.pack(start) + event_id.encode()
 
 
+class _Filter:
+    """One blocked Bloom filter: a power of two of 64-bit words, and the ids it has room for."""
+
+    __slots__ = ("held", "room", "words")
+
+    def __init__(self, capacity: int) -> None:
+        need = max(capacity * _BITS_AN_ID // 64, 1)
+        self.words = np.zeros(max(_MIN_WORDS, 1 << (need - 1).bit_length()), dtype=np.uint64)
+        self.room = len(self.words) * 64 // _BITS_AN_ID
+        self.held = 0
+
+    def probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each hash's word (low bits) and the bits it sets there (6 high bits a probe)."""
+        word = hashes & np.uint64(len(self.words) - 1)
+        bits = (hashes >> _PROBE_SHIFTS) & np.uint64(63)
+        return word, np.bitwise_or.reduce(np.left_shift(np.uint64(1), bits), axis=0)
+
+    def add(self, hashes: np.ndarray) -> None:
+        word, mask = self.probes(hashes)
+        np.bitwise_or.at(self.words, word, mask)
+        self.room -= len(hashes)
+        self.held += len(hashes)
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        word, mask = self.probes(hashes)
+        return np.asarray((self.words[word] & mask) == mask)
+
+
 class _SeenIds:
-    """A Bloom filter over the hashes of the event ids a shard holds, kept per window.
+    """Bloom filters over the hashes of the event ids a shard stores, a chain per window.
 
     It answers "maybe stored" or "not stored" with no false negatives: every id
-    stored in a window not yet final was added. It is blocked: an id sets
-    ``_PROBES`` bits of one 64-bit word, so a lookup reads one word. With 16 bits
-    an id or more, under 1% of new ids are taken for stored ones (and looked up in
-    the store). The hashes are Python's ``hash`` (per process), kept per window:
-    the filter is rebuilt from those of live windows once it has taken as many
-    ids as it was sized for (final windows' bits linger until then), and a new
-    process rebuilds it from the stored members.
+    stored in a live window is in one of that window's filters, or the window
+    is unfiltered and every id is "maybe". Each filter is blocked (an id sets
+    ``_PROBES`` bits of one 64-bit word, so a lookup reads one word) and holds up
+    to one id a ``_BITS_AN_ID`` bits, under 0.5% false positives when full; a
+    window's first filter is sized for as many ids as the window before it held,
+    and a full one is followed by one twice its size. A final window's filters are
+    dropped whole, so memory follows the live ids: 2-4 bytes an id. Past
+    ``max_words`` of filters a window takes none and stays unfiltered until it is
+    final: the stage then looks every id up, as without a filter, rather than
+    grow. A new process rebuilds the filters from the stored members.
     """
 
-    _PROBES = 4
-    _BITS_AN_ID = 16
-    _MIN_WORDS = 1 << 8
-
-    def __init__(self) -> None:
-        self._windows: dict[int, list[np.ndarray]] = {}
-        self._count = 0  # ids of live windows
-        self._room = 0  # ids the filter takes before a rebuild
-        self._words = np.zeros(0, dtype=np.uint64)
-        self._rebuild()
+    def __init__(self, max_words: int = 1 << 21) -> None:
+        self._max_words = max_words  # 16 MiB of filters by default: 8M live ids
+        self._windows: dict[int, list[_Filter]] = {}
+        self._unfiltered: set[int] = set()
+        self._words = 0
+        self._last_size = 0  # ids the newest window's filters hold
 
     def may_hold(self, hashes: np.ndarray) -> np.ndarray:
         """Per hash: whether its id may be stored (False: it certainly is not)."""
-        if not self._count:
-            return np.zeros(len(hashes), dtype=bool)
-        word, mask = self._probes(hashes)
-        return np.asarray((self._words[word] & mask) == mask)
+        if self._unfiltered:
+            return np.ones(len(hashes), dtype=bool)
+        out = np.zeros(len(hashes), dtype=bool)
+        for chain in self._windows.values():
+            for bloom in chain:
+                out |= bloom.may_hold(hashes)
+        return out
 
     def add(self, start: int, hashes: np.ndarray) -> None:
         """Record the ids (by hash) stored in the window starting at ``start``."""
-        if not len(hashes):
+        if not len(hashes) or start in self._unfiltered:
             return
-        self._windows.setdefault(start, []).append(hashes)
-        self._count += len(hashes)
-        self._room -= len(hashes)
-        if self._room < 0:
-            self._rebuild()
-        else:
-            self._set(hashes)
+        chain = self._windows.setdefault(start, [])
+        if not chain or chain[-1].room < len(hashes):
+            grown = 2 * len(chain[-1].words) * 64 // _BITS_AN_ID if chain else self._last_size
+            bloom = _Filter(max(grown, 2 * len(hashes)))
+            if self._words + len(bloom.words) > self._max_words:
+                self._words -= sum(len(b.words) for b in self._windows.pop(start))
+                self._unfiltered.add(start)
+                return
+            self._words += len(bloom.words)
+            chain.append(bloom)
+        chain[-1].add(hashes)
+        if start == max(self._windows):
+            self._last_size = sum(b.held for b in chain)
 
     def drop_before(self, start: int) -> None:
         """Forget the windows starting before ``start`` (final: their ids were deleted)."""
         for s in [s for s in self._windows if s < start]:
-            self._count -= sum(map(len, self._windows.pop(s)))
-
-    def _rebuild(self) -> None:
-        # Sized for twice the live ids: each id is set again about once over its life.
-        need = 2 * max(self._count, 1) * self._BITS_AN_ID // 64
-        words = max(self._MIN_WORDS, 1 << (need - 1).bit_length())
-        self._words = np.zeros(words, dtype=np.uint64)
-        self._room = words * 64 // self._BITS_AN_ID - self._count
-        for chunks in self._windows.values():
-            for hashes in chunks:
-                self._set(hashes)
-
-    def _set(self, hashes: np.ndarray) -> None:
-        word, mask = self._probes(hashes)
-        np.bitwise_or.at(self._words, word, mask)
-
-    def _probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each hash's word (low bits) and the bits it sets there (6 high bits a probe)."""
-        word = hashes & np.uint64(len(self._words) - 1)
-        bits = (hashes >> _PROBE_SHIFTS) & np.uint64(63)
-        return word, np.bitwise_or.reduce(np.left_shift(np.uint64(1), bits), axis=0)
+            self._words -= sum(len(b.words) for b in self._windows.pop(s))
+        self._unfiltered = {s for s in self._unfiltered if s >= start}
 
 
+_PROBES = 4
+_BITS_AN_ID = 16
+_MIN_WORDS = 1 << 8
 # Where each probe's 6 bits lie in a hash (above the bits that pick the word).
-_PROBE_SHIFTS = np.arange(58, 58 - 6 * _SeenIds._PROBES, -6, dtype=np.uint64)[:, None]
+_PROBE_SHIFTS = np.arange(58, 58 - 6 * _PROBES, -6, dtype=np.uint64)[:, None]
 
 
 def _hashes(ids: Sequence[str]) -> np.ndarray:

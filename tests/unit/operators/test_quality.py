@@ -500,3 +500,21 @@ def test_rolling_back_an_epoch_restores_its_state_exactly() -> None:
     again = QualityEngine(CONFIG, resumed, shard="m0")
     again.decisions([("a-6", T0 + 7, "decline"), ("c", T0 + 8, "decline")])
     assert again.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 31, 11, 2, 1)], T0 + HOUR)
+
+
+def test_the_filters_stay_within_their_bound_and_never_rule_out_a_stored_id() -> None:
+    rng = np.random.default_rng(9)
+    seen = _SeenIds(max_words=1 << 10)  # room for about 4,000 ids
+    first = rng.integers(0, 2**64, 1_000, dtype=np.uint64)
+    seen.add(0, first)
+    others = rng.integers(0, 2**64, 20_000, dtype=np.uint64)
+    assert seen.may_hold(first).all() and seen.may_hold(others).mean() < 0.01
+    crowd = rng.integers(0, 2**64, 10_000, dtype=np.uint64)
+    for chunk in np.array_split(crowd, 10):  # outgrows the bound: window 10 goes unfiltered
+        seen.add(10, chunk)
+    assert seen.may_hold(others).all()  # every id is looked up while it is live
+    assert seen._words <= 1 << 10
+    seen.drop_before(20)  # both windows final: filtering resumes, memory returned
+    assert seen._words == 0 and not seen.may_hold(others).any()
+    seen.add(20, crowd[:100])
+    assert seen.may_hold(crowd[:100]).all() and seen.may_hold(others).mean() < 0.01
