@@ -349,7 +349,7 @@ class _SeenIds:
     """
 
     def __init__(self, max_words: int = 1 << 21) -> None:
-        self._max_words = max_words  # 16 MiB of filters by default: 8M live ids
+        self._max_words = max_words  # 16 MiB of filters by default: 4-8M live ids
         self._windows: dict[int, list[_Filter]] = {}
         self._unfiltered: set[int] = set()
         self._words = 0
