@@ -239,14 +239,21 @@ def test_merchant_codes_start_afresh_without_changing_anything(
         _run_both(_scenario(random.Random(1000 + seed)), 1000, stored_midway=False)
 
 
-def test_a_full_buffer_grows() -> None:
-    # 200 events of one card within a day: the buffer starts with room for 4.
+def _kernel_and_reference() -> tuple[
+    tuple[MemoryStore, MemoryStore], tuple[CardFeatureEngine, ReferenceCardEngine]
+]:
+    """The kernel engine and the reference engine, each on a store of its own."""
     stores = MemoryStore(), MemoryStore()
     config = CardConfig(time=TimeConfig(), cache_cards=10)
-    engines = (
+    return stores, (
         CardFeatureEngine(config, stores[0], _dead),
         ReferenceCardEngine(config, stores[1], _dead),
     )
+
+
+def test_a_full_buffer_grows() -> None:
+    # 200 events of one card within a day: the buffer starts with room for 4.
+    stores, engines = _kernel_and_reference()
     batch = []
     for i in range(200):
         t = T0 + i * 7 * MINUTE
@@ -273,12 +280,7 @@ def test_repeated_ids_in_one_batch_match_the_reference() -> None:
     # The kernel leaves a row whose id its card holds to Python: a duplicate within
     # the batch, an id another card holds, an id back after more than a day (no
     # duplicate), and a late repeat of an id that was never accepted.
-    stores = MemoryStore(), MemoryStore()
-    config = CardConfig(time=TimeConfig(), cache_cards=10)
-    engines = (
-        CardFeatureEngine(config, stores[0], _dead),
-        ReferenceCardEngine(config, stores[1], _dead),
-    )
+    stores, engines = _kernel_and_reference()
     plan = [
         ("a", "x", 0, False),
         ("a", "x", MINUTE, False),  # duplicate within the batch

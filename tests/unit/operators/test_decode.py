@@ -431,8 +431,9 @@ def test_record_far_ahead_of_the_wall_clock_is_rejected_even_when_its_kafka_time
     assert live.dead == [] and live.txns.late == [False, False, False]
 
 
-def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
-    decoder = PartitionDecoder(
+def _quarantining_decoder() -> PartitionDecoder:
+    """A transaction decoder whose offset 101 is quarantined."""
+    return PartitionDecoder(
         DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=LIMIT),
         source=f"{TOPIC}#3",
         kind="transaction",
@@ -441,6 +442,10 @@ def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
         wall_clock=lambda: NOW_MS,
         quarantined={101: "crashed step 'c0 cards' 2 times (ValueError: x); skipped"},
     )
+
+
+def test_quarantined_offsets_become_dead_letters_and_nothing_else() -> None:
+    decoder = _quarantining_decoder()
     out = decoder.decode(_records([(b"c", _txn(f"tx-{i}")) for i in range(3)]))
     assert [r.offset for r in out.txns.raw] == [100, 102]
     (dl,) = [_dead_letter(m) for m in out.dead]
@@ -456,15 +461,7 @@ def test_a_quarantined_record_is_never_read(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(decode, "fast_transactions", spy)
     monkeypatch.setattr(decode, "fast_transaction_columns", spy)
-    decoder = PartitionDecoder(
-        DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=LIMIT),
-        source=f"{TOPIC}#3",
-        kind="transaction",
-        resume=None,
-        dead_letters=DeadLetters(DEAD_TOPIC),
-        wall_clock=lambda: NOW_MS,
-        quarantined={101: "crashed step 'c0 cards' 2 times (ValueError: x); skipped"},
-    )
+    decoder = _quarantining_decoder()
     out = decoder.decode(_records([(b"c", _txn(f"tx-{i}")) for i in range(3)]))
     assert [r.offset for r in out.txns.raw] == [100, 102]
     assert read == [_txn("tx-0"), None, _txn("tx-2")]
