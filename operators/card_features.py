@@ -91,13 +91,31 @@ _Event = tuple[int, float, str, str]
 MERCHANT_CODES_MAX = 1 << 18
 
 
-@dataclass(slots=True)
 class _Card:
-    # Accepted events and session summaries, packed (layout: operators.card_kernel).
-    buf: np.ndarray[Any, np.dtype[np.int64]]
-    ids: list[str]  # the events' ids, in the buffer's order
-    expiry: int | None  # the expiry-index time currently written for this card
-    addr: int  # where ``buf``'s data starts (operators.card_kernel.card_run reads it there)
+    """A cached card: its packed buffer, its events' ids, its expiry-index time.
+
+    ``addr`` is where the buffer's data starts: :func:`operators.card_kernel.card_run`
+    reaches the buffer there. Assigning ``buf`` sets it, so no new buffer can leave a
+    stale address behind; the card holds the buffer, so the address stays valid.
+    """
+
+    __slots__ = ("_buf", "addr", "expiry", "ids")
+
+    def __init__(
+        self, buf: np.ndarray[Any, np.dtype[np.int64]], ids: list[str], expiry: int | None
+    ) -> None:
+        self.buf = buf  # packed events and sessions (layout: operators.card_kernel)
+        self.ids = ids  # the events' ids, in the buffer's order
+        self.expiry = expiry  # the expiry-index time currently written for this card
+
+    @property
+    def buf(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        return self._buf
+
+    @buf.setter
+    def buf(self, buf: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        self._buf = buf
+        self.addr: int = kernel.address(buf)
 
 
 class _Merchants:
@@ -265,7 +283,7 @@ class CardFeatureEngine:
         for k in kernel.short_of_room(addresses, need).tolist():
             card = batch_cards[k]
             card.buf = kernel.grown(card.buf, int(need[k]))
-            card.addr = addresses[k] = kernel.address(card.buf)
+            addresses[k] = card.addr
 
     def _one(
         self,
@@ -405,7 +423,6 @@ class CardFeatureEngine:
         t, amount, key = txn[0], float(txn[1]), hash(txn[3])
         if n == cap or ns == cap_s:
             card.buf = kernel.grown(card.buf, 1)
-            card.addr = kernel.address(card.buf)
             # With room, the kernel accepts it (and writes the same features again)
             # unless its time ties.
             done: int = kernel.card_step(
@@ -514,7 +531,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     room = max(room, 4)
     if blob is None:
         buf = kernel.empty_card(room)
-        return _Card(buf, [], None, kernel.address(buf))
+        return _Card(buf, [], None)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -535,7 +552,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     if ns:
         s = HEAD + COLUMNS * cap
         buf[s : s + 3 * ns] = np.array(sessions, np.int64).ravel()
-    return _Card(buf, ids, expiry, kernel.address(buf))
+    return _Card(buf, ids, expiry)
 
 
 def _columns(
