@@ -191,7 +191,7 @@ class CardFeatureEngine:
         rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
         amounts = np.array(batch.amount, np.float64)
         addresses = np.array([card.addr for card in batch_cards], np.int64)
-        self._make_room(cards, addresses, counts)
+        self._make_room(batch_cards, addresses, [counts[card_id] for card_id in cards])
         dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
@@ -269,20 +269,18 @@ class CardFeatureEngine:
 
     def _make_room(
         self,
-        cards: dict[str, _Card],
+        cards: list[_Card],
         addresses: np.ndarray[Any, np.dtype[np.int64]],
-        counts: dict[str, int],
+        counts: list[int],
     ) -> None:
         """Give each of ``cards`` (at ``addresses``, in order) room for its ``counts``
         transactions in the batch, so the kernel runs on.
 
         A card short of room gets twice its room (or what the batch needs), at least.
         """
-        need = np.array([counts[card_id] for card_id in cards], np.int64)
-        batch_cards = list(cards.values())
-        for k in kernel.short_of_room(addresses, need).tolist():
-            card = batch_cards[k]
-            card.buf = kernel.grown(card.buf, int(need[k]))
+        for k in kernel.short_of_room(addresses, np.array(counts, np.int64)).tolist():
+            card = cards[k]
+            card.buf = kernel.grown(card.buf, counts[k])
             addresses[k] = card.addr
 
     def _one(
@@ -530,8 +528,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
     room = max(room, 4)
     if blob is None:
-        buf = kernel.empty_card(room)
-        return _Card(buf, [], None)
+        return _Card(kernel.empty_card(room), [], None)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state

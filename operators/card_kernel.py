@@ -508,8 +508,8 @@ def short_of_room(cards: Any, counts: Any) -> Any:
     short = np.empty(len(cards), np.int64)
     m = 0
     for k in range(len(cards)):
-        head = carray(_pointer(cards[k]), (HEAD,), np.int64)
-        if head[CAP] - head[N] < counts[k] or head[CAP_S] - head[NS] < counts[k]:
+        buf = _buffer(cards[k])
+        if buf[CAP] - buf[N] < counts[k] or buf[CAP_S] - buf[NS] < counts[k]:
             short[m] = k
             m += 1
     return short[:m]
