@@ -305,14 +305,14 @@ class QualityEngine:
 
 
 class _Filter:
-    """One blocked Bloom filter: a power of two of 64-bit words, and the ids it has room for."""
+    """One blocked Bloom filter: a power of two of 64-bit words, and how many ids it holds."""
 
-    __slots__ = ("held", "room", "words")
+    __slots__ = ("capacity", "held", "words")
 
     def __init__(self, capacity: int) -> None:
         need = max(capacity * _BITS_AN_ID // 64, 1)
         self.words = np.zeros(max(_MIN_WORDS, 1 << (need - 1).bit_length()), dtype=np.uint64)
-        self.room = len(self.words) * 64 // _BITS_AN_ID
+        self.capacity = len(self.words) * 64 // _BITS_AN_ID  # ids it takes at its bits an id
         self.held = 0
 
     def probes(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +324,6 @@ class _Filter:
     def add(self, hashes: np.ndarray) -> None:
         word, mask = self.probes(hashes)
         np.bitwise_or.at(self.words, word, mask)
-        self.room -= len(hashes)
         self.held += len(hashes)
 
     def may_hold(self, hashes: np.ndarray) -> np.ndarray:
@@ -370,8 +369,8 @@ class _SeenIds:
         if not len(hashes) or start in self._unfiltered:
             return
         chain = self._windows.setdefault(start, [])
-        if not chain or chain[-1].room < len(hashes):
-            grown = 2 * len(chain[-1].words) * 64 // _BITS_AN_ID if chain else self._last_size
+        if not chain or chain[-1].capacity - chain[-1].held < len(hashes):
+            grown = 2 * chain[-1].capacity if chain else self._last_size
             bloom = _Filter(max(grown, 2 * len(hashes)))
             if self._words + len(bloom.words) > self._max_words:
                 self._words -= sum(len(b.words) for b in self._windows.pop(start))
