@@ -44,14 +44,15 @@ import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import bytewax.operators as op
 import numpy as np
 import numpy.typing as npt
 from bytewax.dataflow import Stream
-from river import drift as river_drift
 
 from models.manifest import Distribution, Manifest
+from operators.internals import river_detectors
 from operators.messages import OutMessage, json_value
 from schemas.timefmt import format_ms
 
@@ -187,8 +188,9 @@ class DriftMonitor:
         self._pos = 0
         self._since_emit = 0
         self._chunks: dict[str, list[float]] = {SCORE_SIGNAL: [], AMOUNT_SIGNAL: []}
-        self._adwin = river_drift.ADWIN(delta=config.adwin_delta)  # type: ignore[no-untyped-call]
-        self._ph = river_drift.PageHinkley(threshold=config.page_hinkley_threshold)
+        adwin, page_hinkley = river_detectors()
+        self._adwin = adwin(delta=config.adwin_delta)
+        self._ph = page_hinkley(threshold=config.page_hinkley_threshold)
         self._fired: set[str] = set()
         self._amount_col = (
             self._signals.index(AMOUNT_SIGNAL) if AMOUNT_SIGNAL in self._signals else None
@@ -259,7 +261,7 @@ class DriftMonitor:
         self,
         signal: str,
         values: list[float],
-        detector: river_drift.ADWIN | river_drift.PageHinkley,
+        detector: Any,  # river's ADWIN or PageHinkley
     ) -> None:
         chunk = self._chunks[signal]
         size = self._config.chunk_events
@@ -269,7 +271,7 @@ class DriftMonitor:
             chunk.extend(values[start : start + take])
             start += take
             if len(chunk) >= size:
-                detector.update(math.fsum(chunk) / len(chunk))  # type: ignore[no-untyped-call]
+                detector.update(math.fsum(chunk) / len(chunk))
                 chunk.clear()
                 if detector.drift_detected:
                     self._fired.add(signal)

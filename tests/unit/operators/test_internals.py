@@ -10,6 +10,8 @@ against bytewax's own partitions (``tests/unit/flows/test_recovery.py``).
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -123,3 +125,50 @@ def test_placement_keeps_its_hash_with_another_bytewax(
         worker = internals.bytewax_worker("c0", 2)
     assert worker == internals.siphash13(b"c0\xff") % 2
     assert "placement may be uneven" in caplog.text
+
+
+# Run in a fresh interpreter: whether river.drift's init ran is per process.
+_DETECTORS_ALONE = """
+import pickle, sys
+from operators.internals import river_detectors
+adwin, page_hinkley = river_detectors()
+assert "scipy.stats" not in sys.modules and "sklearn" not in sys.modules, "init ran"
+detector = adwin(delta=0.002)
+detector.update(0.5)
+assert type(pickle.loads(pickle.dumps(detector))) is adwin
+import river.drift
+import river.drift.adwin
+from river.drift import KSWIN
+assert river.drift.ADWIN is adwin and river.drift.adwin.ADWIN is adwin
+assert river.drift.PageHinkley is page_hinkley and "KSWIN" in river.drift.__all__
+print("ok")
+"""
+
+_SERVICE_IMPORTS = """
+import sys
+import flows.cli, flows.main
+flows.cli.build_parser()
+print(sorted(m for m in ("sklearn", "scipy.stats", "river.datasets") if m in sys.modules))
+"""
+
+
+def _fresh(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_river_detectors_load_without_the_drift_init_and_stay_river_s_own() -> None:
+    assert _fresh(_DETECTORS_ALONE) == "ok"
+
+
+def test_the_service_imports_neither_scikit_learn_nor_scipy_stats() -> None:
+    assert _fresh(_SERVICE_IMPORTS) == "[]"
+
+
+def test_river_detectors_fall_back_to_the_drift_package(other_versions: None) -> None:
+    import river.drift
+
+    assert internals.river_detectors() == (river.drift.ADWIN, river.drift.PageHinkley)
