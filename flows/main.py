@@ -9,6 +9,7 @@ reading settings from ``STREAMSCORE_*`` env vars.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import signal
@@ -142,10 +143,15 @@ STATE_DIR_SETTING = "STREAMSCORE_STATE_DIR (--state-dir)"
 def open_state(settings: Settings, process_id: int) -> ProcessStore:
     """The process's state store, opened and write-checked now rather than at the first record.
 
+    It is closed when the interpreter exits: RocksDB's background threads must
+    stop before the process's C++ objects are destroyed, or a flush still
+    running then crashes the process (SIGSEGV) after the flow has finished.
+
     A state dir that cannot be used is a configuration error naming the setting;
     a full disk is reported as such (:class:`~schemas.errors.DiskFullError`).
     """
     store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
+    atexit.register(store.close)
     try:
         check_writable(settings.state_dir)
         store()

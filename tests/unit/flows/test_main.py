@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from flows.main import GC_THRESHOLDS, Tenure, process_metrics, tune_gc
 from flows.testing import ReplayRecord
 from operators.messages import OutMessage
 from schemas.settings import Settings
+from state.rocksdb import RocksStore, process_state_path
 
 
 def test_tune_gc_freezes_startup_objects_and_raises_thresholds() -> None:
@@ -117,3 +120,36 @@ def test_the_flow_leaves_no_reference_cycles(tmp_path: Path) -> None:
     assert len(sink.found) > 10
     # The first collection finds what starting the dataflow left; every later one, nothing.
     assert sink.found[1:] == [0] * (len(sink.found) - 1)
+
+
+# A service process as the flow leaves its store at the end: still referenced (so
+# never freed by the interpreter), its last writes in the memtable, no WAL (fresh).
+_EXIT_AFTER_WRITING = """
+import ctypes, sys
+from pathlib import Path
+from flows.main import open_state
+from schemas.settings import Settings
+
+store = open_state(Settings(state_dir=Path(sys.argv[1])), 0)()
+store.write({b"last": b"written"})
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(store))
+"""
+
+
+def test_the_state_store_is_closed_when_the_process_exits(tmp_path: Path) -> None:
+    # Unclosed, RocksDB's flush threads outlive the interpreter: a flush running while
+    # the process's C++ objects are destroyed crashed it (SIGSEGV) after the flow
+    # finished. Closed, the memtable is flushed, so what the last write held is on disk.
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_AFTER_WRITING, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    store = RocksStore(process_state_path(tmp_path, 0))
+    try:
+        assert store.get_many([b"last"]) == [b"written"]
+    finally:
+        store.close()
