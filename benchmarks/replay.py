@@ -243,9 +243,15 @@ def _pipeline_phase(
             msg = f"{label}: no score within {limit_s:.0f} s; see {logs[0]}"
             raise BenchError(msg + "\n" + tail(logs[0]))
         cpu_s = tuple(s.children.cpu_s(p) for p in procs)
-        for proc in procs:
-            if timed_out or s.children.wait(proc, EXIT_GRACE_S) is None:
+        for i, proc in enumerate(procs):
+            exit_code = None if timed_out else s.children.wait(proc, EXIT_GRACE_S)
+            if exit_code is None:
                 s.children.stop(proc, grace_s=STOP_GRACE_S)
+            elif exit_code != 0:
+                # Every score may be out and the process still fail (at its last commit,
+                # or on the way out): a run that does not end cleanly is not a result.
+                msg = f"{label}: process {i} exited with {exit_code} after its last score; "
+                raise BenchError(msg + f"last lines of {logs[i]}:\n" + tail(logs[i]))
         count = max(count, scores.count())
         rss_mib = tuple(s.children.peak_rss_mib(p) for p in procs)
     finally:
