@@ -151,7 +151,7 @@ def open_state(settings: Settings, process_id: int) -> ProcessStore:
     a full disk is reported as such (:class:`~schemas.errors.DiskFullError`).
     """
     store = ProcessStore(settings.state_dir, process_id, fresh=settings.recovery_dir is None)
-    atexit.register(store.close)
+    atexit.register(_close_at_exit, store)
     try:
         check_writable(settings.state_dir)
         store()
@@ -170,6 +170,16 @@ def open_state(settings: Settings, process_id: int) -> ProcessStore:
             "point it at a writable directory",
         ) from None
     return store
+
+
+def _close_at_exit(store: ProcessStore) -> None:
+    # Closing flushes the memtable, which on a full disk fails after the flow has
+    # already reported why it stopped: no second report with a traceback. A resumable
+    # store has its writes in the WAL; a fresh one is discarded at the next start.
+    try:
+        store.close()
+    except Exception as exc:  # rocksdict raises plain Exception for RocksDB errors
+        log.warning("the state store was not closed cleanly: %s", exc)
 
 
 def start_service(
