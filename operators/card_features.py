@@ -17,11 +17,13 @@ Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, least
 recently used evicted first, and writes a changed card back only when it is
 evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
 recovery is on, and the end of the input), so a
-card seen again is neither read nor unpickled nor rewritten per event; misses
+card seen again is neither read nor decoded nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant
-codes, event id hashes, sessions), plus its event ids; the store keeps the list
-layout (times, amounts, merchants, ids, sessions, expiry) either way.
+codes, event id hashes, sessions), plus its event ids. The store keeps the packed
+layout (:func:`_dump`, msgpack): the buffer's filled slots as bytes, the card's
+distinct merchant ids, its event ids and its expiry, either way; the pickled list
+layouts before it are still read.
 
 A batch is columns the kernel reads in one call (:func:`operators.card_kernel.card_run`)
 for every row but the few it leaves here: a possible duplicate (its id's hash is
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from itertools import compress, islice
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from operators import card_kernel as kernel
@@ -89,6 +92,12 @@ _Event = tuple[int, float, str, str]
 # Past this many interned merchant ids the engine writes back and forgets its cached
 # cards and starts the codes afresh, so the table stays bounded on an endless stream.
 MERCHANT_CODES_MAX = 1 << 18
+
+# A card blob in the packed layout (:func:`_dump`) is a msgpack array of four: its
+# first byte tells it from the pickles of the list layouts (0x80, pickle's PROTO).
+PACKED = 0x94
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(tuple[bytes, list[str], list[str], int | None])
 
 
 class _Card:
@@ -525,10 +534,19 @@ def _position(card: _Card, txn: _Event, names: list[str]) -> int:
 
 
 def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
-    """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
+    """The card ``blob`` holds (None: a new card), with room for ``room`` more events.
+
+    Reads the packed layout (:func:`_dump`) and the two pickled list layouts before it.
+    """
     room = max(room, 4)
     if blob is None:
         return _Card(kernel.empty_card(room), [], None)
+    if blob[0] == PACKED:
+        data, distinct, ids, expiry = _DECODER.decode(blob)
+        table = np.array([merchants.code(m) for m in distinct], np.int64)
+        keys = np.fromiter(map(hash, ids), np.int64, len(ids))
+        buf = kernel.unpacked(np.frombuffer(data, np.int64), table, keys, room)
+        return _Card(buf, ids, expiry)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -536,7 +554,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
         amounts = [e[1] for e in events]
         names = [e[2] for e in events]
         ids = [e[3] for e in events]
-    else:
+    else:  # the list layout: (times, amounts, merchants, ids, sessions, expiry)
         times, amounts, names, ids, sessions, expiry = state
     n, ns = len(times), len(sessions)
     cap = n + room
@@ -552,23 +570,17 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     return _Card(buf, ids, expiry)
 
 
-def _columns(
-    card: _Card, names: list[str]
-) -> tuple[list[int], list[float], list[str], list[list[int]]]:
-    """The card's event times, amounts and merchants, and its sessions, as lists."""
-    buf = card.buf
-    ints = buf.tolist()  # one conversion: slicing lists is cheaper than slicing arrays
-    n, cap, ns = ints[N], ints[CAP], ints[NS]
-    amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64).tolist()
-    merchants = [names[c] for c in ints[HEAD + 2 * cap : HEAD + 2 * cap + n]]
-    s = HEAD + COLUMNS * cap
-    sessions = [ints[j : j + 3] for j in range(s, s + 3 * ns, 3)]
-    return ints[HEAD : HEAD + n], amounts, merchants, sessions
-
-
 def _dump(card: _Card, names: list[str]) -> bytes:
-    times, amounts, merchants, sessions = _columns(card, names)
-    return pickle.dumps(
-        (times, amounts, merchants, card.ids, sessions, card.expiry),
-        protocol=5,
+    """The card's blob: ``(data, merchants, ids, expiry)`` as a msgpack array.
+
+    ``data`` is :func:`operators.card_kernel.packed`'s array less its codes, as
+    native ``int64`` bytes (times, amounts' ``float64`` bits, each event's index
+    into ``merchants``, sessions ``(start, end, count)``); ``merchants`` are the
+    card's distinct merchant ids in order of first appearance, ``ids`` its event
+    ids. The blob depends on the card's events alone, not on the engine's codes.
+    """
+    data = kernel.packed(card.buf)
+    end = 3 * len(card.ids) + 3 * int(card.buf[NS])
+    return _ENCODER.encode(
+        (data[:end].tobytes(), [names[c] for c in data[end:].tolist()], card.ids, card.expiry)
     )
