@@ -38,8 +38,9 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress, islice
-from typing import Any
+from itertools import compress, islice, repeat
+from operator import attrgetter, is_not
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -127,12 +128,23 @@ class _Card:
         self.addr: int = kernel.address(buf)
 
 
+_ADDR = attrgetter("addr")
+
+
 class _Merchants:
     """Merchant ids as the integer codes the kernel compares (distinct merchants)."""
 
     def __init__(self) -> None:
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
+
+    def codes_of(self, merchants: list[str]) -> list[int]:
+        """The code of each of ``merchants``."""
+        got: list[int | None] = list(map(self.codes.get, merchants))
+        if None in got:
+            code = self.code
+            return [code(m) if c is None else c for m, c in zip(merchants, got, strict=True)]
+        return cast(list[int], got)
 
     def code(self, merchant: str) -> int:
         code = self.codes.get(merchant)
@@ -180,16 +192,17 @@ class CardFeatureEngine:
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
         n = len(batch)
+        # Passes over the batch's columns run in C (map over a bound method), not per row here.
         counts = Counter(batch.card_id)
-        cards, created = self._cards(counts)
-        index = {card_id: k for k, card_id in enumerate(cards)}
-        batch_cards = list(cards.values())
-        row_cards = [cards[card_id] for card_id in batch.card_id]
+        card_ids = list(counts)
+        batch_cards, created = self._cards(card_ids, counts)
+        index = dict(zip(card_ids, range(len(card_ids)), strict=True))
+        card_rows = list(map(index.__getitem__, batch.card_id))
+        row_cards = list(map(batch_cards.__getitem__, card_rows))
         rows = np.empty((n, 6), np.int64)
-        rows[:, kernel.CARD] = [index[card_id] for card_id in batch.card_id]
+        rows[:, kernel.CARD] = card_rows
         rows[:, kernel.TIME] = batch.event_time
-        code, codes = self._merchants.code, self._merchants.codes
-        rows[:, kernel.MERCHANT] = [codes[m] if m in codes else code(m) for m in batch.merchant_id]
+        rows[:, kernel.MERCHANT] = self._merchants.codes_of(batch.merchant_id)
         wms = watermarks.advance([raw.source for raw in batch.raw], batch.watermark)
         rows[:, kernel.HORIZON] = np.where(
             wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - DAY
@@ -199,9 +212,9 @@ class CardFeatureEngine:
         rows[:, kernel.KEY] = list(map(hash, batch.event_id))
         rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
         amounts = np.array(batch.amount, np.float64)
-        addresses = np.array([card.addr for card in batch_cards], np.int64)
-        self._make_room(batch_cards, addresses, [counts[card_id] for card_id in cards])
-        dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
+        addresses = np.array(list(map(_ADDR, batch_cards)), np.int64)
+        self._make_room(batch_cards, addresses, list(counts.values()))
+        dirty = np.array(list(map(self._dirty.__contains__, card_ids)), np.bool_)
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
         matrix = np.empty((n, len(BLOCK_COLUMNS)))
@@ -259,7 +272,7 @@ class CardFeatureEngine:
             row += 1
         _place_ids(row_cards, batch.event_id, results, done, n)
         self.at = batch.raw[-1] if n else None
-        self._dirty.update(compress(cards, dirty.tolist()))
+        self._dirty.update(compress(card_ids, dirty.tolist()))
         if duplicates:
             kept = np.ones(n, np.bool_)
             kept[duplicates] = False
@@ -358,30 +371,28 @@ class CardFeatureEngine:
         self._store.write(changes)
         return expired
 
-    def _cards(self, counts: dict[str, int]) -> tuple[dict[str, _Card], list[str]]:
-        """The batch's cards (with how many of its transactions each has), and those new.
+    def _cards(self, card_ids: list[str], counts: dict[str, int]) -> tuple[list[_Card], list[str]]:
+        """The cards of ``card_ids`` (``counts``: how many of the batch's transactions
+        each has), in order, and the ids of those new.
 
-        Cached cards become the most recent; the rest are read in one multi-get and
-        get room for the batch's transactions.
+        Cached cards become the most recent, in order; the rest are read in one
+        multi-get, get room for the batch's transactions and become more recent still.
         """
         cache = self._cache
-        out: dict[str, _Card] = {}
-        missing: list[str] = []
+        found: list[_Card | None] = list(map(cache.pop, card_ids, repeat(None)))
+        hits = list(map(is_not, found, repeat(None)))
+        cards = cast(list[_Card], found)  # Nones where ``hits`` is False, filled below
+        cache.update(zip(compress(card_ids, hits), compress(cards, hits), strict=True))
         created: list[str] = []
-        for card_id in counts:
-            card = cache.pop(card_id, None)
-            if card is None:
-                missing.append(card_id)
-            else:
-                cache[card_id] = out[card_id] = card
-        if missing:
+        if not all(hits):
+            at = [k for k, hit in enumerate(hits) if not hit]
+            missing = [card_ids[k] for k in at]
             blobs = self._store.get_many([keys.card_key(c) for c in missing])
-            for card_id, blob in zip(missing, blobs, strict=True):
-                card = _load(blob, self._merchants, counts[card_id])
-                cache[card_id] = out[card_id] = card
+            for k, card_id, blob in zip(at, missing, blobs, strict=True):
+                found[k] = cache[card_id] = _load(blob, self._merchants, counts[card_id])
                 if blob is None:
                     created.append(card_id)
-        return out, created
+        return cards, created
 
     def _index(self, created: list[str]) -> None:
         """Give new cached cards their expiry-index entry now, so :meth:`expire` finds them.
