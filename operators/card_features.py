@@ -17,11 +17,13 @@ Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, least
 recently used evicted first, and writes a changed card back only when it is
 evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
 recovery is on, and the end of the input), so a
-card seen again is neither read nor unpickled nor rewritten per event; misses
+card seen again is neither read nor decoded nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant
-codes, event id hashes, sessions), plus its event ids; the store keeps the list
-layout (times, amounts, merchants, ids, sessions, expiry) either way.
+codes, event id hashes, sessions), plus its event ids. The store keeps the packed
+layout (:func:`_dump`, msgpack): the buffer's filled slots as bytes, the card's
+distinct merchant ids, its event ids and its expiry, either way; the pickled list
+layouts before it are still read.
 
 A batch is columns the kernel reads in one call (:func:`operators.card_kernel.card_run`)
 for every row but the few it leaves here: a possible duplicate (its id's hash is
@@ -36,9 +38,11 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress, islice
-from typing import Any
+from itertools import compress, islice, repeat
+from operator import attrgetter, is_not
+from typing import Any, cast
 
+import msgspec
 import numpy as np
 
 from operators import card_kernel as kernel
@@ -90,6 +94,12 @@ _Event = tuple[int, float, str, str]
 # cards and starts the codes afresh, so the table stays bounded on an endless stream.
 MERCHANT_CODES_MAX = 1 << 18
 
+# A card blob in the packed layout (:func:`_dump`) is a msgpack array of four: its
+# first byte tells it from the pickles of the list layouts (0x80, pickle's PROTO).
+PACKED = 0x94
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(tuple[bytes, list[str], list[str], int | None])
+
 
 class _Card:
     """A cached card: its packed buffer, its events' ids, its expiry-index time.
@@ -118,12 +128,23 @@ class _Card:
         self.addr: int = kernel.address(buf)
 
 
+_ADDR = attrgetter("addr")
+
+
 class _Merchants:
     """Merchant ids as the integer codes the kernel compares (distinct merchants)."""
 
     def __init__(self) -> None:
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
+
+    def codes_of(self, merchants: list[str]) -> list[int]:
+        """The code of each of ``merchants``."""
+        got: list[int | None] = list(map(self.codes.get, merchants))
+        if None in got:
+            code = self.code
+            return [code(m) if c is None else c for m, c in zip(merchants, got, strict=True)]
+        return cast(list[int], got)
 
     def code(self, merchant: str) -> int:
         code = self.codes.get(merchant)
@@ -171,16 +192,17 @@ class CardFeatureEngine:
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
         n = len(batch)
+        # Passes over the batch's columns run in C (map over a bound method), not per row here.
         counts = Counter(batch.card_id)
-        cards, created = self._cards(counts)
-        index = {card_id: k for k, card_id in enumerate(cards)}
-        batch_cards = list(cards.values())
-        row_cards = [cards[card_id] for card_id in batch.card_id]
+        card_ids = list(counts)
+        batch_cards, created = self._cards(card_ids, counts)
+        index = dict(zip(card_ids, range(len(card_ids)), strict=True))
+        card_rows = list(map(index.__getitem__, batch.card_id))
+        row_cards = list(map(batch_cards.__getitem__, card_rows))
         rows = np.empty((n, 6), np.int64)
-        rows[:, kernel.CARD] = [index[card_id] for card_id in batch.card_id]
+        rows[:, kernel.CARD] = card_rows
         rows[:, kernel.TIME] = batch.event_time
-        code, codes = self._merchants.code, self._merchants.codes
-        rows[:, kernel.MERCHANT] = [codes[m] if m in codes else code(m) for m in batch.merchant_id]
+        rows[:, kernel.MERCHANT] = self._merchants.codes_of(batch.merchant_id)
         wms = watermarks.advance([raw.source for raw in batch.raw], batch.watermark)
         rows[:, kernel.HORIZON] = np.where(
             wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - DAY
@@ -190,9 +212,9 @@ class CardFeatureEngine:
         rows[:, kernel.KEY] = list(map(hash, batch.event_id))
         rows[:, kernel.FLAGS] = np.logical_not(batch.late) * kernel.ACCEPT
         amounts = np.array(batch.amount, np.float64)
-        addresses = np.array([card.addr for card in batch_cards], np.int64)
-        self._make_room(batch_cards, addresses, [counts[card_id] for card_id in cards])
-        dirty = np.array([card_id in self._dirty for card_id in cards], np.bool_)
+        addresses = np.array(list(map(_ADDR, batch_cards)), np.int64)
+        self._make_room(batch_cards, addresses, list(counts.values()))
+        dirty = np.array(list(map(self._dirty.__contains__, card_ids)), np.bool_)
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
         matrix = np.empty((n, len(BLOCK_COLUMNS)))
@@ -250,7 +272,7 @@ class CardFeatureEngine:
             row += 1
         _place_ids(row_cards, batch.event_id, results, done, n)
         self.at = batch.raw[-1] if n else None
-        self._dirty.update(compress(cards, dirty.tolist()))
+        self._dirty.update(compress(card_ids, dirty.tolist()))
         if duplicates:
             kept = np.ones(n, np.bool_)
             kept[duplicates] = False
@@ -349,30 +371,28 @@ class CardFeatureEngine:
         self._store.write(changes)
         return expired
 
-    def _cards(self, counts: dict[str, int]) -> tuple[dict[str, _Card], list[str]]:
-        """The batch's cards (with how many of its transactions each has), and those new.
+    def _cards(self, card_ids: list[str], counts: dict[str, int]) -> tuple[list[_Card], list[str]]:
+        """The cards of ``card_ids`` (``counts``: how many of the batch's transactions
+        each has), in order, and the ids of those new.
 
-        Cached cards become the most recent; the rest are read in one multi-get and
-        get room for the batch's transactions.
+        Cached cards become the most recent, in order; the rest are read in one
+        multi-get, get room for the batch's transactions and become more recent still.
         """
         cache = self._cache
-        out: dict[str, _Card] = {}
-        missing: list[str] = []
+        found: list[_Card | None] = list(map(cache.pop, card_ids, repeat(None)))
+        hits = list(map(is_not, found, repeat(None)))
+        cards = cast(list[_Card], found)  # Nones where ``hits`` is False, filled below
+        cache.update(zip(compress(card_ids, hits), compress(cards, hits), strict=True))
         created: list[str] = []
-        for card_id in counts:
-            card = cache.pop(card_id, None)
-            if card is None:
-                missing.append(card_id)
-            else:
-                cache[card_id] = out[card_id] = card
-        if missing:
+        if not all(hits):
+            at = [k for k, hit in enumerate(hits) if not hit]
+            missing = [card_ids[k] for k in at]
             blobs = self._store.get_many([keys.card_key(c) for c in missing])
-            for card_id, blob in zip(missing, blobs, strict=True):
-                card = _load(blob, self._merchants, counts[card_id])
-                cache[card_id] = out[card_id] = card
+            for k, card_id, blob in zip(at, missing, blobs, strict=True):
+                found[k] = cache[card_id] = _load(blob, self._merchants, counts[card_id])
                 if blob is None:
                     created.append(card_id)
-        return out, created
+        return cards, created
 
     def _index(self, created: list[str]) -> None:
         """Give new cached cards their expiry-index entry now, so :meth:`expire` finds them.
@@ -525,10 +545,19 @@ def _position(card: _Card, txn: _Event, names: list[str]) -> int:
 
 
 def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
-    """The card ``blob`` holds (None: a new card), with room for ``room`` more events."""
+    """The card ``blob`` holds (None: a new card), with room for ``room`` more events.
+
+    Reads the packed layout (:func:`_dump`) and the two pickled list layouts before it.
+    """
     room = max(room, 4)
     if blob is None:
         return _Card(kernel.empty_card(room), [], None)
+    if blob[0] == PACKED:
+        data, distinct, ids, expiry = _DECODER.decode(blob)
+        table = np.array([merchants.code(m) for m in distinct], np.int64)
+        keys = np.fromiter(map(hash, ids), np.int64, len(ids))
+        buf = kernel.unpacked(np.frombuffer(data, np.int64), table, keys, room)
+        return _Card(buf, ids, expiry)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -536,7 +565,7 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
         amounts = [e[1] for e in events]
         names = [e[2] for e in events]
         ids = [e[3] for e in events]
-    else:
+    else:  # the list layout: (times, amounts, merchants, ids, sessions, expiry)
         times, amounts, names, ids, sessions, expiry = state
     n, ns = len(times), len(sessions)
     cap = n + room
@@ -552,23 +581,17 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
     return _Card(buf, ids, expiry)
 
 
-def _columns(
-    card: _Card, names: list[str]
-) -> tuple[list[int], list[float], list[str], list[list[int]]]:
-    """The card's event times, amounts and merchants, and its sessions, as lists."""
-    buf = card.buf
-    ints = buf.tolist()  # one conversion: slicing lists is cheaper than slicing arrays
-    n, cap, ns = ints[N], ints[CAP], ints[NS]
-    amounts = buf[HEAD + cap : HEAD + cap + n].view(np.float64).tolist()
-    merchants = [names[c] for c in ints[HEAD + 2 * cap : HEAD + 2 * cap + n]]
-    s = HEAD + COLUMNS * cap
-    sessions = [ints[j : j + 3] for j in range(s, s + 3 * ns, 3)]
-    return ints[HEAD : HEAD + n], amounts, merchants, sessions
-
-
 def _dump(card: _Card, names: list[str]) -> bytes:
-    times, amounts, merchants, sessions = _columns(card, names)
-    return pickle.dumps(
-        (times, amounts, merchants, card.ids, sessions, card.expiry),
-        protocol=5,
+    """The card's blob: ``(data, merchants, ids, expiry)`` as a msgpack array.
+
+    ``data`` is :func:`operators.card_kernel.packed`'s array less its codes, as
+    native ``int64`` bytes (times, amounts' ``float64`` bits, each event's index
+    into ``merchants``, sessions ``(start, end, count)``); ``merchants`` are the
+    card's distinct merchant ids in order of first appearance, ``ids`` its event
+    ids. The blob depends on the card's events alone, not on the engine's codes.
+    """
+    data = kernel.packed(card.buf)
+    end = 3 * len(card.ids) + 3 * int(card.buf[NS])
+    return _ENCODER.encode(
+        (data[:end].tobytes(), [names[c] for c in data[end:].tolist()], card.ids, card.expiry)
     )

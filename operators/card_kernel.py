@@ -551,6 +551,65 @@ def newest(cards: Any, none: int) -> Any:
 
 
 @_jit
+def packed(buf: Any) -> Any:
+    """The card's events and sessions as a stored card holds them (:func:`unpacked`).
+
+    ``[times[n], amounts[n], local[n], sessions[3 * ns], codes[d]]``: ``codes``
+    are the card's ``d`` distinct merchant codes in order of first appearance,
+    ``local`` each event's index among them, so what the caller stores of them
+    (``codes``' merchant ids, ``local``) depends on the card's events alone.
+    """
+    n, cap, ns = buf[N], buf[CAP], buf[NS]
+    codes = buf[HEAD + 2 * cap : HEAD + 2 * cap + n]
+    out = np.empty(4 * n + 3 * ns, np.int64)
+    # Each event's first event with the same code: equal codes sort together, in order.
+    order = np.argsort(codes, kind="mergesort")
+    first = np.empty(n, np.int64)
+    f = 0
+    for j in range(n):
+        i = order[j]
+        if j == 0 or codes[order[j - 1]] != codes[i]:
+            f = i
+        first[i] = f
+    table = 3 * n + 3 * ns
+    d = 0
+    for i in range(n):
+        out[i] = buf[HEAD + i]
+        out[n + i] = buf[HEAD + cap + i]
+        if first[i] == i:
+            out[2 * n + i] = d
+            out[table + d] = codes[i]
+            d += 1
+        else:
+            out[2 * n + i] = out[2 * n + first[i]]
+    s = HEAD + COLUMNS * cap
+    for j in range(3 * ns):
+        out[3 * n + j] = buf[s + j]
+    return out[: table + d]
+
+
+@_jit
+def unpacked(data: Any, table: Any, keys: Any, room: int) -> Any:
+    """A card buffer from :func:`packed`'s ``data`` less its codes, with ``table`` the
+    engine's code of each local merchant index, ``keys`` the events' keys, and room for
+    ``room`` more events."""
+    n = len(keys)
+    ns = (len(data) - 3 * n) // 3
+    cap, cap_s = n + room, ns + 2
+    buf = np.zeros(HEAD + COLUMNS * cap + 3 * cap_s, np.int64)
+    buf[N], buf[CAP], buf[NS], buf[CAP_S] = n, cap, ns, cap_s
+    for i in range(n):
+        buf[HEAD + i] = data[i]
+        buf[HEAD + cap + i] = data[n + i]
+        buf[HEAD + 2 * cap + i] = table[data[2 * n + i]]
+        buf[HEAD + 3 * cap + i] = keys[i]
+    s = HEAD + COLUMNS * cap
+    for j in range(3 * ns):
+        buf[s + j] = data[3 * n + j]
+    return buf
+
+
+@_jit
 def card_place(
     buf: Any,
     pos: int,
@@ -593,6 +652,8 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
     (short_of_room, (_BUF, _BUF)),
     (newest, (_BUF, _INT)),
     (grown, (_BUF, _INT)),
+    (packed, (_BUF,)),
+    (unpacked, (types.Array(types.int64, 1, "C", readonly=True), _BUF, _BUF, _INT)),
     (
         card_run,
         (

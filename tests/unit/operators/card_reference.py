@@ -12,9 +12,12 @@ from __future__ import annotations
 import bisect
 import math
 import pickle
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
+
+import msgspec
 
 from operators.card_features import CardConfig
 from operators.messages import OutMessage, RawRecord, Tick
@@ -347,6 +350,15 @@ def _zscore(amount: float, earlier: list[float], total: float) -> float:
 def _load(blob: bytes | None) -> _Card:
     if blob is None:
         return _Card([], [], [], [], [], None)
+    if blob[0] == 0x94:  # the packed layout: a msgpack array of four
+        data, distinct, ids, expiry = msgspec.msgpack.decode(blob)
+        n = len(ids)
+        ints = array("q", data)
+        amounts = array("d", data[8 * n : 16 * n]).tolist()
+        merchants = [distinct[i] for i in ints[2 * n : 3 * n]]
+        flat = ints[3 * n :].tolist()
+        sessions = [flat[j : j + 3] for j in range(0, len(flat), 3)]
+        return _Card(ints[:n].tolist(), amounts, merchants, ids, sessions, expiry)
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state
@@ -363,7 +375,13 @@ def _load(blob: bytes | None) -> _Card:
 
 
 def _dump(card: _Card) -> bytes:
-    return pickle.dumps(
-        (card.times, card.amounts, card.merchants, card.ids, card.sessions, card.expiry),
-        protocol=5,
+    """The packed layout (``operators.card_features._dump``), written from its description."""
+    distinct = list(dict.fromkeys(card.merchants))
+    index = {m: i for i, m in enumerate(distinct)}
+    data = (
+        array("q", card.times).tobytes()
+        + array("d", card.amounts).tobytes()
+        + array("q", [index[m] for m in card.merchants]).tobytes()
+        + array("q", [x for s in card.sessions for x in s]).tobytes()
     )
+    return msgspec.msgpack.encode((data, distinct, card.ids, card.expiry))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from array import array
 
+import msgspec
 import pytest
 
 from flows.testing import CARD_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
-from operators.card_features import _columns, _dump, _load, _Merchants
+from operators import card_kernel as kernel
+from operators.card_features import _dump, _load, _Merchants
 from state import keys
 from state.memory import MemoryStore
 
@@ -23,7 +26,7 @@ def _state(store: MemoryStore) -> dict[bytes, object]:
     out: dict[bytes, object] = {}
     for key, value in shard_state(store, CARD_SHARD).scan(b"", b"\xff" * 8):
         if key.startswith(keys.CARD):
-            out[key] = pickle.loads(value)
+            out[key] = msgspec.msgpack.decode(value)
         elif key.startswith(keys.CARD_EXPIRY):
             out[key] = value
     return out
@@ -80,26 +83,64 @@ def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> Non
     assert cards == {keys.card_key("busy")}
 
 
-def test_cards_written_before_columns_still_load() -> None:
-    events = [(T0, 5.0, "m1", "e1"), (T0 + 1000, 7.5, "m2", "e2")]
+def _decoded(blob: bytes) -> tuple[object, ...]:
+    """A packed card blob as the list layout: (times, amounts, merchants, ids, sessions, expiry)."""
+    data, distinct, ids, expiry = msgspec.msgpack.decode(blob)
+    n = len(ids)
+    ints = array("q", data).tolist()
+    sessions = [ints[j : j + 3] for j in range(3 * n, len(ints), 3)]
+    merchants = [distinct[i] for i in ints[2 * n : 3 * n]]
+    amounts = array("d", data[8 * n : 16 * n]).tolist()
+    return ints[:n], amounts, merchants, ids, sessions, expiry
+
+
+EVENTS = [(T0, 5.0, "m2", "e1"), (T0 + 1000, 7.5, "m1", "e2"), (T0 + 1000, 0.5, "m2", "e3")]
+SESSIONS = [[T0 - 5 * HOUR, T0 - 4 * HOUR, 3], [T0, T0 + 1000, 3]]
+LISTS = (
+    [T0, T0 + 1000, T0 + 1000],
+    [5.0, 7.5, 0.5],
+    ["m2", "m1", "m2"],
+    ["e1", "e2", "e3"],
+    SESSIONS,
+    T0 + 25 * HOUR,
+)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [(EVENTS, SESSIONS, T0 + 25 * HOUR), LISTS],
+    ids=["row layout", "list layout"],
+)
+def test_cards_written_in_an_older_layout_still_load(state: tuple[object, ...]) -> None:
     merchants = _Merchants()
-    card = _load(pickle.dumps((events, [[T0, T0 + 1000, 2]], T0 + 25 * HOUR)), merchants)
-    times, amounts, names, sessions = _columns(card, merchants.names)
-    assert times == [T0, T0 + 1000]
-    assert amounts == [5.0, 7.5]
-    assert names == ["m1", "m2"]
-    assert card.ids == ["e1", "e2"]
-    assert sessions == [[T0, T0 + 1000, 2]]
+    card = _load(pickle.dumps(state), merchants)
+    assert card.ids == ["e1", "e2", "e3"]
     assert card.expiry == T0 + 25 * HOUR
-    # Written back, it is in the column layout.
-    assert pickle.loads(_dump(card, merchants.names)) == (
-        [T0, T0 + 1000],
-        [5.0, 7.5],
-        ["m1", "m2"],
-        ["e1", "e2"],
-        [[T0, T0 + 1000, 2]],
-        T0 + 25 * HOUR,
-    )
+    # Written back, it is in the packed layout, merchants by distinct name.
+    blob = _dump(card, merchants.names)
+    assert msgspec.msgpack.decode(blob)[1] == ["m2", "m1"]
+    assert _decoded(blob) == LISTS
+
+
+def test_a_packed_card_loads_as_it_was_written_whatever_the_merchant_codes() -> None:
+    merchants = _Merchants()
+    blob = _dump(_load(pickle.dumps(LISTS), merchants), merchants.names)
+    # Another engine has numbered other merchants first: the card's codes differ.
+    other = _Merchants()
+    for name in ("m0", "m1", "m9"):
+        other.code(name)
+    card = _load(blob, other, room=10)
+    assert card.buf[kernel.CAP] == 13  # three events and room for ten
+    assert _dump(card, other.names) == blob
+    assert _decoded(blob) == LISTS
+
+
+def test_an_empty_card_packs_to_no_data() -> None:
+    merchants = _Merchants()
+    card = _load(pickle.dumps(([], [], [], [], [], None)), merchants)
+    blob = _dump(card, merchants.names)
+    assert msgspec.msgpack.decode(blob) == [b"", [], [], None]
+    assert _dump(_load(blob, merchants), merchants.names) == blob
 
 
 def test_first_amount_of_a_card_is_summed_like_any_window() -> None:

@@ -10,7 +10,6 @@ same dead letters and the same stored state.
 from __future__ import annotations
 
 import math
-import pickle
 import random
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -147,7 +147,7 @@ def _dead(raw: RawRecord, error: str) -> OutMessage:
 
 def _stored(store: MemoryStore) -> dict[bytes, object]:
     return {
-        key: pickle.loads(value) if key.startswith(keys.CARD) else value
+        key: msgspec.msgpack.decode(value) if key.startswith(keys.CARD) else value
         for key, value in store.scan(b"", b"\xff" * 8)
     }
 
