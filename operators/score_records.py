@@ -14,11 +14,11 @@ float formatting, escapes)::
 
 with ``features`` every column of the batch's feature block, in block order
 (:data:`operators.columns.BLOCK_COLUMNS`: card, merchant, then transaction
-features). Each column is serialised once per batch: one ``orjson.dumps`` of the
-column's list, split on a separator that its output holds only between values
-(checked by counting the pieces, else one value at a time). A record is then one
-``bytes %`` of a template holding the batch's constant parts: allocating one
-``orjson`` output per record costs several times that.
+features). Each column is serialised once per batch, by one ``orjson.dumps`` of
+the column's list or array (the feature table's in one call, row-major), and
+:func:`operators.json_fill.fill` writes every record from those bytes and a
+template of the batch's constant parts in one compiled pass: a value keeps the
+exact bytes orjson gave it, and nothing is built per value in Python.
 
 Time rules and state: none.
 """
@@ -26,8 +26,6 @@ Time rules and state: none.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -38,17 +36,37 @@ import orjson
 
 from models.manifest import Thresholds
 from operators.columns import BLOCK_COLUMNS, TXN_FEATURES
+from operators.json_fill import fill
 from operators.messages import OutMessage, TxnColumns
 from schemas.timefmt import format_ms_many
 
 FeatureTable = npt.NDArray[np.float64]
 DECISION_NAMES: tuple[str, ...] = ("approve", "review", "decline")
-_DECISION_BYTES = np.array([d.encode() for d in DECISION_NAMES], dtype=object)
+_DECISION_NAMES = np.array(DECISION_NAMES, dtype=object)
 _MS_PER_HOUR = 3_600_000
 _SOURCE, _OFFSET = attrgetter("source"), attrgetter("offset")
-# Strings orjson writes as they are between their quotes: no quote, backslash or
-# control character (escaped) and no surrogate (refused).
-_ESCAPED = re.compile('["\\\\\x00-\x1f\ud800-\udfff]')
+# A record's template (operators.json_fill) up to its last feature's value: each
+# fragment ends where a value goes. Value slot s takes column _SLOTS[s] of the columns
+# ScoredBatch.messages lists: the record's fields, then the feature table's row-major
+# values (column 9), one slot per feature; with a shadow, its score (column 10) last.
+_FIELDS = (
+    "event_id",
+    "card_id",
+    "merchant_id",
+    "event_time",
+    "score",
+    "decision",
+    "model_version",
+    "fallback",
+    "late",
+)
+_HEAD = tuple((b"," if i else b"{") + orjson.dumps(name) + b":" for i, name in enumerate(_FIELDS))
+_FEATURES = tuple(
+    (b"," if i else b',"features":{') + orjson.dumps(name) + b":"
+    for i, name in enumerate(BLOCK_COLUMNS)
+)
+_SLOTS = (*range(len(_FIELDS)), *[len(_FIELDS)] * len(BLOCK_COLUMNS))
+_SHADOW_SLOTS = (*_SLOTS, len(_FIELDS) + 1)
 
 
 def decision_codes(thresholds: Thresholds, scores: FeatureTable) -> npt.NDArray[np.intp]:
@@ -97,75 +115,48 @@ class ScoredBatch:
     def messages(self, topic: str, processed_at: str) -> list[OutMessage]:
         """One Score message per row, keyed by card, placed at its input record's offset."""
         txns = self.txns
-        n = len(txns.event_id)
+        n = len(txns.raw)
         if not n:
             return []
-        keys = list(map(str.encode, txns.card_id))
-        versions = self.versions
+        names = np.array([v for v, _ in self.versions], dtype=object)
+        fallbacks = np.array([f for _, f in self.versions], dtype=np.bool_)
         columns = [
-            _escaped(txns.event_id),
-            keys if _ESCAPED.search("".join(txns.card_id)) is None else _escaped(txns.card_id),
-            _escaped(txns.merchant_id),
-            list(map(str.encode, format_ms_many(txns.event_time))),
+            orjson.dumps(txns.event_id),
+            orjson.dumps(txns.card_id),
+            orjson.dumps(txns.merchant_id),
+            orjson.dumps(format_ms_many(txns.event_time)),
             _dumped_floats(self.scores),
-            list(_DECISION_BYTES[self.codes]),
-            list(np.array([orjson.dumps(v) for v, _ in versions], dtype=object)[self.version_of]),
-            list(np.array([orjson.dumps(f) for _, f in versions], dtype=object)[self.version_of]),
-            _dumped(txns.late),
+            orjson.dumps(_DECISION_NAMES[self.codes].tolist()),
+            orjson.dumps(names[self.version_of].tolist()),
+            orjson.dumps(fallbacks[self.version_of], option=orjson.OPT_SERIALIZE_NUMPY),
+            orjson.dumps(txns.late),
+            _dumped_floats(self.table),
         ]
-        template = (
-            b'{"event_id":"%b","card_id":"%b","merchant_id":"%b","event_time":"%b","score":%b,'
-            b'"decision":"%b","model_version":%b,"fallback":%b,"late":%b,"features":{'
-        )
-        # The features, one piece a value (row-major): column i is every width-th piece.
-        width = len(BLOCK_COLUMNS)
-        values = _dumped_floats(self.table)
-        template += b",".join(b'"' + name.encode() + b'":%b' for name in BLOCK_COLUMNS)
-        columns.extend(values[i::width] for i in range(width))
+        template = [*_HEAD, *_FEATURES]
         if self.shadow is None:
-            template += b'},"shadow":null'
+            template.append(b'},"shadow":null,"processed_at":')
+            slots = _SLOTS
         else:
             version, scores = self.shadow
-            shade = b'{"model_version":' + _literal(orjson.dumps(version)) + b',"score":%b}'
-            template += b'},"shadow":%b'
-            columns.append(list(map(shade.__mod__, _dumped_floats(scores))))
-        template += b',"processed_at":' + _literal(orjson.dumps(processed_at)) + b"}"
-        records = list(map(template.__mod__, zip(*columns, strict=True)))
+            shadow = b'},"shadow":{"model_version":' + orjson.dumps(version) + b',"score":'
+            template += [shadow, b'},"processed_at":']
+            columns.append(_dumped_floats(scores))
+            slots = _SHADOW_SLOTS
+        template[-1] += orjson.dumps(processed_at) + b"}"
+        records = fill(template, columns, slots, n)
+        keys = list(map(str.encode, txns.card_id))
         sources, offsets = map(_SOURCE, txns.raw), map(_OFFSET, txns.raw)
         return list(map(OutMessage, repeat(topic, n), keys, records, sources, offsets))
 
 
-def _literal(text: bytes) -> bytes:
-    """``text`` as literal bytes of a ``%`` template."""
-    return text.replace(b"%", b"%%")
-
-
-def _escaped(strings: Sequence[str]) -> list[bytes]:
-    """Each string as orjson writes it between its quotes."""
-    if _ESCAPED.search("".join(strings)) is None:
-        return list(map(str.encode, strings))
-    return [orjson.dumps(s)[1:-1] for s in strings]
-
-
-def _dumped_floats(values: npt.NDArray[np.floating]) -> list[bytes]:
-    """Each value, in row-major order, as orjson writes it as a Python float.
+def _dumped_floats(values: npt.NDArray[np.floating]) -> bytes:
+    """orjson's serialisation of ``values``' list, row-major, each value as a Python float.
 
     orjson formats a float64 array's values straight from the array, with the
     writer it uses for Python floats, so no float object is made per value.
     Other dtypes go through Python floats (a float32's shortest form differs).
     """
     if values.dtype != np.float64:
-        return _dumped(values.ravel().tolist())
+        return orjson.dumps(values.ravel().tolist())
     flat = np.ascontiguousarray(values).ravel()
-    pieces = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    if len(pieces) != len(flat):  # an empty array
-        return _dumped(flat.tolist())
-    return pieces
-
-
-def _dumped(values: Sequence[object]) -> list[bytes]:
-    """Each value as orjson writes it: one call for the list, cut at its commas."""
-    pieces = orjson.dumps(values)[1:-1].split(b",")
-    if len(pieces) != len(values):  # a value with a comma of its own
-        return [orjson.dumps(v) for v in values]
-    return pieces
+    return orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)

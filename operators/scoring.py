@@ -43,6 +43,7 @@ from operators.breaker import BreakerConfig, CircuitBreaker
 from operators.columns import BLOCK_COLUMNS, TXN_COLUMN
 from operators.drift import DRIFT_KEY, DriftSample
 from operators.internals import observe_many
+from operators.json_fill import compile_kernel
 from operators.messages import FeatureBlock
 from operators.metrics import ServiceMetrics
 from operators.quality import Decisions
@@ -254,6 +255,8 @@ class ScoreStep:
         clock: Callable[[], int],
         metrics: ServiceMetrics,
     ) -> None:
+        # The record kernel compiles (or loads from numba's cache) now, before any input.
+        compile_kernel()
         self._topic = config.scores_topic
         self._scorer = scorer
         self._clock = clock

@@ -302,8 +302,7 @@ def test_float_columns_are_written_as_orjson_writes_each_python_float() -> None:
     values = rng.integers(0, 2**64, 50_000, dtype=np.uint64).view(np.float64)
     edges = [0.0, -0.0, 5e-324, 1e16, 1e-7, 0.1 + 0.2, float("nan"), float("inf"), -float("inf")]
     table = np.concatenate([values, edges]).reshape(-1, 1)
-    want = [orjson.dumps(v) for v in table.ravel().tolist()]
-    assert score_records._dumped_floats(table) == want
+    assert score_records._dumped_floats(table) == orjson.dumps(table.ravel().tolist())
     small = np.array([[0.1, 1.5], [3.3e-3, 0.7]], dtype=np.float32)  # read as Python floats
-    assert score_records._dumped_floats(small) == [orjson.dumps(v) for v in small.ravel().tolist()]
-    assert score_records._dumped_floats(np.zeros((0, 17))) == []
+    assert score_records._dumped_floats(small) == orjson.dumps(small.ravel().tolist())
+    assert score_records._dumped_floats(np.zeros((0, 17))) == b"[]"
