@@ -129,6 +129,7 @@ class _Card:
 
 
 _ADDR = attrgetter("addr")
+_IDS = attrgetter("ids")
 
 
 class _Merchants:
@@ -507,13 +508,20 @@ def _place_ids(
 ) -> None:
     """Apply rows ``lo`` to ``hi``'s :func:`operators.card_kernel.card_run` results to
     their cards' ids: the accepted event's id in its place, the pruned ones gone."""
-    for card, event_id, result in zip(
-        cards[lo:hi], event_ids[lo:hi], results[lo:hi].tolist(), strict=True
+    # Results split into positions and prune counts in numpy, and each card's ids list
+    # fetched in C, so the per-row Python work is the list edits alone.
+    part = results[lo:hi]
+    for ids, event_id, position, pruned in zip(
+        map(_IDS, cards[lo:hi]),
+        event_ids[lo:hi],
+        (part & POSITION_MASK).tolist(),
+        (part >> POSITION_BITS).tolist(),
+        strict=True,
     ):
-        if result & POSITION_MASK:
-            card.ids.insert((result & POSITION_MASK) - 1, event_id)
-        if result >> POSITION_BITS:
-            del card.ids[: result >> POSITION_BITS]
+        if position:
+            ids.insert(position - 1, event_id)
+        if pruned:
+            del ids[:pruned]
 
 
 def _is_duplicate(card: _Card, event_id: str, event_time: int, horizon: int) -> bool:
