@@ -175,6 +175,9 @@ class MerchantWindowEngine:
         # The watermark an origin last reported: a row's update is skipped when it repeats
         # (updates only raise), which is most rows of a block.
         last: tuple[str, int] | None = None
+        # A previous window starting at or before this is purged (None: ask ``current()``
+        # again, the watermark may have moved).
+        purge_at: int | None = None
         for origin, item in steps:
             if type(item) is int:
                 self.at = raws[item]
@@ -182,19 +185,24 @@ class MerchantWindowEngine:
                 if (origin, mark) != last:
                     update(origin, mark)
                     last = (origin, mark)
+                    purge_at = None
                 start = starts[item]
                 prev_key = prev_keys[item]
                 prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is None:
                     counts.append(0.0)
                     rates.append(0.0)
-                elif self._purged(start, current()):
-                    counts.append(0.0)  # as of this record the previous window is gone
-                    rates.append(0.0)
                 else:
-                    count, cbs = prev[0], prev[2]
-                    counts.append(float(count))
-                    rates.append(cbs / max(1, count))
+                    if purge_at is None:
+                        wm = current()
+                        purge_at = wm if wm == NO_WATERMARK else wm - self._lateness - RETAIN_MS
+                    if start <= purge_at:  # what _purged(start, current()) says
+                        counts.append(0.0)  # as of this record the previous window is gone
+                        rates.append(0.0)
+                    else:
+                        count, cbs = prev[0], prev[2]
+                        counts.append(float(count))
+                        rates.append(cbs / max(1, count))
                 if not lates[item]:
                     # The sum is kept exact, so a window's aggregate does not depend on the
                     # order its transactions arrived in (partitions interleave differently
@@ -206,14 +214,14 @@ class MerchantWindowEngine:
                     bump(own_keys[item], merchant_ids[item], start, 1, units, 0)
             elif isinstance(item, Tick):
                 update(origin, item.watermark)
-                last = None
+                last = purge_at = None
             else:
                 assert isinstance(item, CbEnvelope)
                 item_key = cb_keys[cbs_seen]
                 cbs_seen += 1
                 self.at = item.raw
                 update(item.raw.source, item.watermark)
-                last = None
+                last = purge_at = None
                 wm = current()
                 start = _window_start(item.cb.event_time)
                 if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
