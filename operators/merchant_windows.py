@@ -51,6 +51,8 @@ _FLOAT_VALUE = struct.Struct(">qdq")
 # Every finite double is a whole number of 2**-1074 (the smallest subnormal).
 _UNIT_BITS = 1074
 _UNIT = 1 << _UNIT_BITS
+# Window keys an engine remembers.
+_KEYS_MAX = 1 << 16
 # (txn_count, amount sum in units of 2**-1074, chargeback_count)
 Window = tuple[int, int, int]
 
@@ -90,6 +92,9 @@ class MerchantWindowEngine:
         # ones differ from the store.
         self._cache: dict[bytes, Window | None] = {}
         self._dirty: set[bytes] = set()
+        # Window keys by (merchant, start), kept across batches (up to ``_KEYS_MAX``):
+        # a batch's windows are mostly the last batch's.
+        self._keys: dict[tuple[str, int], bytes] = {}
         # The record being processed: the one to blame if processing raises.
         self.at: RawRecord | None = None
 
@@ -110,7 +115,9 @@ class MerchantWindowEngine:
         starts = [t - t % WINDOW_MS for t in txns.event_time]
         # Window keys of each row (previous, own) and chargeback (own), built once a
         # (merchant, start): a batch holds many rows of a merchant's window.
-        built: dict[tuple[str, int], bytes] = {}
+        built = self._keys
+        if len(built) > _KEYS_MAX:
+            built.clear()
         window_key = keys.window_key
 
         def key_of(merchant: str, start: int) -> bytes:
@@ -120,12 +127,17 @@ class MerchantWindowEngine:
             return key
 
         try:
-            own_keys = list(map(key_of, merchant_ids, starts))
-            # Event times start at the epoch: the first window has no previous one.
-            prev_keys = [
-                key_of(m, s - WINDOW_MS) if s else None
-                for m, s in zip(merchant_ids, starts, strict=True)
-            ]
+            # Keys are built for the batch's distinct (merchant, start) pairs only, then
+            # each row's are looked up in C (``map`` over a dict's ``__getitem__``).
+            pairs = list(zip(merchant_ids, starts, strict=True))
+            prev_of: dict[tuple[str, int], bytes | None] = {}
+            for pair in set(pairs):
+                merchant, start = pair
+                key_of(merchant, start)
+                # Event times start at the epoch: the first window has no previous one.
+                prev_of[pair] = key_of(merchant, start - WINDOW_MS) if start else None
+            own_keys = list(map(built.__getitem__, pairs))
+            prev_keys = list(map(prev_of.__getitem__, pairs))
         except Exception:
             # Again a row at a time, to blame the record whose key cannot be built.
             for raw, merchant, start in zip(raws, merchant_ids, starts, strict=True):
@@ -138,7 +150,10 @@ class MerchantWindowEngine:
             if type(item) is CbEnvelope:
                 self.at = item.raw
                 cb_keys.append(key_of(item.cb.merchant_id, _window_start(item.cb.event_time)))
-        windows = self._windows(set(built.values()))
+        # This batch's windows (``built`` also holds earlier batches').
+        wanted = {*own_keys, *cb_keys}
+        wanted.update(key for key in prev_of.values() if key is not None)
+        windows = self._windows(wanted)
         changes: dict[bytes, bytes | None] = {}
         counts: list[float] = []
         rates: list[float] = []
@@ -155,10 +170,14 @@ class MerchantWindowEngine:
             dirty.add(key)
 
         update, current = watermarks.update, watermarks.current
+        units_of = _UNITS.get
         cbs_seen = 0
         # The watermark an origin last reported: a row's update is skipped when it repeats
         # (updates only raise), which is most rows of a block.
         last: tuple[str, int] | None = None
+        # A previous window starting at or before this is purged (None: ask ``current()``
+        # again, the watermark may have moved).
+        purge_at: int | None = None
         for origin, item in steps:
             if type(item) is int:
                 self.at = raws[item]
@@ -166,36 +185,43 @@ class MerchantWindowEngine:
                 if (origin, mark) != last:
                     update(origin, mark)
                     last = (origin, mark)
+                    purge_at = None
                 start = starts[item]
                 prev_key = prev_keys[item]
                 prev = windows.get(prev_key) if prev_key is not None else None
                 if prev is None:
                     counts.append(0.0)
                     rates.append(0.0)
-                elif self._purged(start, current()):
-                    counts.append(0.0)  # as of this record the previous window is gone
-                    rates.append(0.0)
                 else:
-                    count, cbs = prev[0], prev[2]
-                    counts.append(float(count))
-                    rates.append(cbs / max(1, count))
+                    if purge_at is None:
+                        wm = current()
+                        purge_at = wm if wm == NO_WATERMARK else wm - self._lateness - RETAIN_MS
+                    if start <= purge_at:  # what _purged(start, current()) says
+                        counts.append(0.0)  # as of this record the previous window is gone
+                        rates.append(0.0)
+                    else:
+                        count, cbs = prev[0], prev[2]
+                        counts.append(float(count))
+                        rates.append(cbs / max(1, count))
                 if not lates[item]:
                     # The sum is kept exact, so a window's aggregate does not depend on the
                     # order its transactions arrived in (partitions interleave differently
                     # on a replay).
                     amount = amounts[item]
-                    units = exact_units(amount) if amount else 0
+                    units = units_of(amount)
+                    if units is None:
+                        units = _remember_units(amount)
                     bump(own_keys[item], merchant_ids[item], start, 1, units, 0)
             elif isinstance(item, Tick):
                 update(origin, item.watermark)
-                last = None
+                last = purge_at = None
             else:
                 assert isinstance(item, CbEnvelope)
                 item_key = cb_keys[cbs_seen]
                 cbs_seen += 1
                 self.at = item.raw
                 update(item.raw.source, item.watermark)
-                last = None
+                last = purge_at = None
                 wm = current()
                 start = _window_start(item.cb.event_time)
                 if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
@@ -299,6 +325,20 @@ def exact_units(amount: float) -> int:
     """
     numerator, denominator = amount.as_integer_ratio()  # the denominator is a power of two
     return numerator << (_UNIT_BITS + 1 - denominator.bit_length())
+
+
+# Amounts repeat (whole cents, common prices): their units, remembered (up to ``_UNITS_MAX``).
+_UNITS: dict[float, int] = {}
+_UNITS_MAX = 1 << 16
+
+
+def _remember_units(amount: float) -> int:
+    """:func:`exact_units` of ``amount``, remembered in ``_UNITS``."""
+    units = exact_units(amount) if amount else 0
+    if len(_UNITS) >= _UNITS_MAX:
+        _UNITS.clear()
+    _UNITS[amount] = units
+    return units
 
 
 def amount_sum(units: int) -> float:
