@@ -59,6 +59,7 @@ from operators.card_kernel import (
 from operators.columns import BLOCK_COLUMNS
 from operators.messages import FeatureBlock, OutMessage, RawRecord, TxnColumns
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
+from schemas.errors import REBUILD_HINT, StateError
 from state import keys
 from state.store import StateStore
 
@@ -564,8 +565,12 @@ def _load(blob: bytes | None, merchants: _Merchants, room: int = 4) -> _Card:
         data, distinct, ids, expiry = _DECODER.decode(blob)
         table = np.array([merchants.code(m) for m in distinct], np.int64)
         keys = np.fromiter(map(hash, ids), np.int64, len(ids))
-        buf = kernel.unpacked(np.frombuffer(data, np.int64), table, keys, room)
-        return _Card(buf, ids, expiry)
+        if len(data) % 8 == 0:
+            buf = kernel.unpacked(np.frombuffer(data, np.int64), table, keys, room)
+            if len(buf):
+                return _Card(buf, ids, expiry)
+        msg = f"a stored card's packed events do not fit its {len(ids)} ids and merchants"
+        raise StateError(f"{msg}. {REBUILD_HINT}")
     state = pickle.loads(blob)
     if len(state) == 3:  # the row layout, (events, sessions, expiry): read it as columns
         events, sessions, expiry = state

@@ -592,16 +592,22 @@ def packed(buf: Any) -> Any:
 def unpacked(data: Any, table: Any, keys: Any, room: int) -> Any:
     """A card buffer from :func:`packed`'s ``data`` less its codes, with ``table`` the
     engine's code of each local merchant index, ``keys`` the events' keys, and room for
-    ``room`` more events."""
+    ``room`` more events; an empty array if ``data`` does not fit them (damaged state:
+    the kernel reads nothing outside its arrays)."""
     n = len(keys)
+    if len(data) < 3 * n or (len(data) - 3 * n) % 3:
+        return np.zeros(0, np.int64)
     ns = (len(data) - 3 * n) // 3
     cap, cap_s = n + room, ns + 2
     buf = np.zeros(HEAD + COLUMNS * cap + 3 * cap_s, np.int64)
     buf[N], buf[CAP], buf[NS], buf[CAP_S] = n, cap, ns, cap_s
     for i in range(n):
+        local = data[2 * n + i]
+        if local < 0 or local >= len(table):
+            return np.zeros(0, np.int64)
         buf[HEAD + i] = data[i]
         buf[HEAD + cap + i] = data[n + i]
-        buf[HEAD + 2 * cap + i] = table[data[2 * n + i]]
+        buf[HEAD + 2 * cap + i] = table[local]
         buf[HEAD + 3 * cap + i] = keys[i]
     s = HEAD + COLUMNS * cap
     for j in range(3 * ns):

@@ -8,12 +8,14 @@ import pickle
 from array import array
 
 import msgspec
+import numpy as np
 import pytest
 
 from flows.testing import CARD_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
 from operators import card_kernel as kernel
 from operators.card_features import _dump, _load, _Merchants
+from schemas.errors import StateError
 from state import keys
 from state.memory import MemoryStore
 
@@ -133,6 +135,27 @@ def test_a_packed_card_loads_as_it_was_written_whatever_the_merchant_codes() -> 
     assert card.buf[kernel.CAP] == 13  # three events and room for ten
     assert _dump(card, other.names) == blob
     assert _decoded(blob) == LISTS
+
+
+def _tampered(data: bytes, distinct: list[str], ids: list[str]) -> bytes:
+    return msgspec.msgpack.encode([data, distinct, ids, None])
+
+
+def test_a_packed_card_that_does_not_fit_its_ids_or_merchants_is_damaged_state() -> None:
+    merchants = _Merchants()
+    blob = _dump(_load(pickle.dumps(LISTS), merchants), merchants.names)
+    data, distinct, ids, _expiry = msgspec.msgpack.decode(blob)
+    words = np.frombuffer(data, np.int64).copy()
+    beyond = words.copy()
+    beyond[2 * len(ids)] = len(distinct)  # a merchant index past the card's merchants
+    for bad in (
+        _tampered(beyond.tobytes(), distinct, ids),
+        _tampered(data, distinct, [*ids, "e4"]),  # an id more than its events
+        _tampered(data[:-1], distinct, ids),  # not whole 8-byte words
+        _tampered(words[:-1].tobytes(), distinct, ids),  # a session cut short
+    ):
+        with pytest.raises(StateError, match="do not fit"):
+            _load(bad, _Merchants())
 
 
 def test_an_empty_card_packs_to_no_data() -> None:
