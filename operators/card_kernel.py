@@ -35,16 +35,16 @@ cache directory is writable they compile in memory every start.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
-from numba.core.errors import NumbaWarning
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
+
+from operators.numba_cache import compile_each, jit
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -77,14 +77,6 @@ SLOW = -1
 PARTIALS = 1074 + 127 + 1
 POSITION_BITS = 32
 POSITION_MASK = (1 << POSITION_BITS) - 1
-
-
-def _jit(fn: Callable[..., Any]) -> Any:
-    """``fn`` compiled by numba, cached on disk where some cache directory is writable."""
-    try:
-        return njit(cache=True)(fn)
-    except RuntimeError:  # numba found no writable place for a cache ("no locator available")
-        return njit(cache=False)(fn)
 
 
 # Helpers are only called from other kernels: no CPython or C entry points to build.
@@ -378,7 +370,7 @@ def _step(
     return result
 
 
-@_jit
+@jit
 def card_step(
     buf: Any,
     out: Any,
@@ -423,7 +415,7 @@ def _buffer(address: int) -> Any:
     return carray(_pointer(address), (size,), np.int64)
 
 
-@_jit
+@jit
 def address(buf: Any) -> int:
     """Where ``buf``'s data starts, for :func:`card_run`."""
     return buf.ctypes.data  # type: ignore[no-any-return]
@@ -436,7 +428,7 @@ ACCEPT, STOP = 1, 2
 UNSET = -1
 
 
-@_jit
+@jit
 def card_run(
     cards: Any,
     rows: Any,
@@ -501,7 +493,7 @@ def card_run(
     return int(rows.shape[0])
 
 
-@_jit
+@jit
 def short_of_room(cards: Any, counts: Any) -> Any:
     """Which of the cards at addresses ``cards`` lack room for ``counts`` more events (and
     as many more sessions, since each event can open one): their indexes."""
@@ -515,7 +507,7 @@ def short_of_room(cards: Any, counts: Any) -> Any:
     return short[:m]
 
 
-@_jit
+@jit
 def grown(buf: Any, more: int) -> Any:
     """``buf``'s events and sessions in a new buffer with room for ``more`` of each: twice
     the old room, or what ``more`` needs, where the old falls short."""
@@ -534,7 +526,7 @@ def grown(buf: Any, more: int) -> Any:
     return new
 
 
-@_jit
+@jit
 def newest(cards: Any, none: int) -> Any:
     """Each card's newest event time or session end (``none`` for an empty card), for the
     cards at addresses ``cards``."""
@@ -550,7 +542,7 @@ def newest(cards: Any, none: int) -> Any:
     return out
 
 
-@_jit
+@jit
 def packed(buf: Any) -> Any:
     """The card's events and sessions as a stored card holds them (:func:`unpacked`).
 
@@ -588,7 +580,7 @@ def packed(buf: Any) -> Any:
     return out[: table + d]
 
 
-@_jit
+@jit
 def unpacked(data: Any, table: Any, keys: Any, room: int) -> Any:
     """A card buffer from :func:`packed`'s ``data`` less its codes, with ``table`` the
     engine's code of each local merchant index, ``keys`` the events' keys, and room for
@@ -615,7 +607,7 @@ def unpacked(data: Any, table: Any, keys: Any, room: int) -> Any:
     return buf
 
 
-@_jit
+@jit
 def card_place(
     buf: Any,
     pos: int,
@@ -679,11 +671,7 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
 
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) every kernel for the engine's argument types."""
-    with warnings.catch_warnings():
-        # A cache that cannot be written (a read-only tree) is a warning, not a failure.
-        warnings.simplefilter("ignore", NumbaWarning)
-        for kernel, signature in SIGNATURES:
-            kernel.compile(signature)
+    compile_each(SIGNATURES)
 
 
 def empty_card(cap: int = 4, cap_s: int = 2) -> np.ndarray[Any, np.dtype[np.int64]]:

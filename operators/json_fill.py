@@ -24,29 +24,21 @@ Time rules and state: none.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
-from numba.core.errors import NumbaWarning
 from numba.extending import intrinsic
+
+from operators.numba_cache import compile_each, jit
 
 QUOTE, BACKSLASH, COMMA, OPEN = b'"'[0], b"\\"[0], b","[0], b"["[0]
 
 
 class ColumnCountError(ValueError):
     """A column gives more or fewer values than the template's slots take from it."""
-
-
-def _jit(fn: Callable[..., Any]) -> Any:
-    """``fn`` compiled by numba, cached on disk where some cache directory is writable."""
-    try:
-        return njit(cache=True)(fn)
-    except RuntimeError:  # numba found no writable place for a cache ("no locator available")
-        return njit(cache=False)(fn)
 
 
 def _copy_typing(typingctx: Any, dst: Any, at: Any, src: Any, start: Any, count: Any) -> Any:
@@ -76,7 +68,7 @@ def _copy_typing(typingctx: Any, dst: Any, at: Any, src: Any, start: Any, count:
 _copy: Any = intrinsic(_copy_typing)
 
 
-@_jit
+@jit
 def _fill(
     fragments: Any,
     fragment_ends: Any,
@@ -143,10 +135,7 @@ _SIGNATURE = types.boolean(
 
 def compile_kernel() -> None:
     """Compile (or load from numba's cache) the kernel for the types :func:`fill` passes."""
-    with warnings.catch_warnings():
-        # A cache that cannot be written (a read-only tree) is a warning, not a failure.
-        warnings.simplefilter("ignore", NumbaWarning)
-        _fill.compile(_SIGNATURE)
+    compile_each([(_fill, _SIGNATURE)])
 
 
 def fill(

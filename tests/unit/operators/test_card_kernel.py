@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 import operators.card_features as card_features
-from operators import card_kernel
 from operators.card_features import CardConfig, CardFeatureEngine
 from operators.card_kernel import OUTPUT, PARTIALS, fsum_range
 from operators.messages import FeatureBlock, OutMessage, RawRecord, Tick
+from operators.numba_cache import jit
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Transaction
 from state import keys
@@ -345,4 +345,4 @@ def test_kernels_compile_where_no_cache_can_be_written() -> None:
     # A function numba cannot place a cache for (here: no source file) still compiles.
     namespace: dict[str, Callable[[int], int]] = {}
     exec("def twice(x):\n    return 2 * x\n", namespace)
-    assert card_kernel._jit(namespace["twice"])(21) == 42
+    assert jit(namespace["twice"])(21) == 42
