@@ -194,9 +194,8 @@ class MerchantWindowEngine:
                     rates.append(0.0)
                 else:
                     if purge_at is None:
-                        wm = current()
-                        purge_at = wm if wm == NO_WATERMARK else wm - self._lateness - RETAIN_MS
-                    if start <= purge_at:  # what _purged(start, current()) says
+                        purge_at = self._purged_through(current())
+                    if start <= purge_at:  # the window ending at ``start`` is gone
                         counts.append(0.0)  # as of this record the previous window is gone
                         rates.append(0.0)
                     else:
@@ -296,7 +295,13 @@ class MerchantWindowEngine:
 
     def _purged(self, window_end: int, watermark: int) -> bool:
         """Whether a window ending at ``window_end`` is deleted at ``watermark``."""
-        return watermark != NO_WATERMARK and window_end + self._lateness + RETAIN_MS <= watermark
+        return window_end <= self._purged_through(watermark)
+
+    def _purged_through(self, watermark: int) -> int:
+        """The latest end of a window deleted at ``watermark`` (below every end without one)."""
+        if watermark == NO_WATERMARK:
+            return NO_WATERMARK
+        return watermark - self._lateness - RETAIN_MS
 
     def _aggregate(self, merchant: str, start: int, txns: int, units: int, cbs: int) -> OutMessage:
         body = {
