@@ -89,6 +89,7 @@ def build_flow(
     make_source: Callable[[DecoderFactory], FixedPartitionedSource[Any, Any]] | None = None,
     sink: Sink[Any] | None = None,
     on_poll: Callable[[], None] | None = None,
+    state_kept: bool | None = None,
 ) -> Dataflow:
     """The StreamScore dataflow for ``settings``; nothing runs until bytewax executes it.
 
@@ -99,10 +100,13 @@ def build_flow(
     ``stop`` ends the input: the flow finishes its epoch and returns. ``make_source``
     (given the per-partition decoder factory) and ``sink`` replace the Kafka source
     and sink, for runs in this process over an in-memory log (:mod:`flows.testing`).
+    ``state_kept`` says whether the store is read after the run, so the shards write
+    their cached state back at the end of the input; None: with recovery only (the
+    service's store without recovery is discarded at its next start).
     """
     parts = _Parts(settings, models=models, metrics=metrics, clock=clock)
     source = parts.source(make_source, stop_at_eof=stop_at_eof, stop=stop, on_poll=on_poll)
-    windows_config = parts.windows_config(source.list_parts(), workers)
+    windows_config = parts.windows_config(source.list_parts(), workers, state_kept)
     flow = Dataflow("streamscore")
 
     # transactions, chargebacks (Kafka) -> decode + per-partition watermarks
@@ -249,7 +253,9 @@ class _Parts:
         if n:
             self.metrics.events_in.labels(batch.source.rpartition("#")[0]).inc(n)
 
-    def windows_config(self, parts: list[str], workers: int) -> WindowsConfig:
+    def windows_config(
+        self, parts: list[str], workers: int, state_kept: bool | None = None
+    ) -> WindowsConfig:
         """The card and merchant stages: shards, expected inputs, caches and state lifetime."""
         settings, topics = self.settings, self.settings.topics
         shards = settings.shard_count(workers)
@@ -269,6 +275,9 @@ class _Parts:
             ),
             undo_keep=settings.state_undo_epochs,
             versioned=settings.recovery_dir is not None,
+            write_back_at_eof=(
+                settings.recovery_dir is not None if state_kept is None else state_kept
+            ),
             workers=workers,
         )
 

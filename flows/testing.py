@@ -344,6 +344,7 @@ def run_log(
     card_cache: int | None = None,
     merchant_cache: int | None = None,
     clock_ms: int = END_OF_TIME_MS,
+    state_kept: bool | None = True,
 ) -> LogResult:
     """Run ``build_flow`` over ``records`` in this process; collect and parse its outputs.
 
@@ -351,8 +352,10 @@ def run_log(
     ``time``, ``card_cache`` and ``merchant_cache`` laid over them (see
     :func:`log_settings`); there is no recovery, and one worker runs one card
     and one merchant shard (the ordering rule needs them). ``store`` (default: a fresh
-    :class:`MemoryStore`) holds the shards' state, complete when this returns;
-    ``models`` default to :func:`default_models`.
+    :class:`MemoryStore`) holds the shards' state, complete when this returns
+    (``state_kept``; None: as the service without recovery, which leaves cached
+    cards and windows unwritten at the end of the input, see
+    :func:`flows.dataflow.build_flow`); ``models`` default to :func:`default_models`.
     """
     records = list(records)
     base = log_settings(settings, time=time, card_cache=card_cache, merchant_cache=merchant_cache)
@@ -375,6 +378,7 @@ def run_log(
                 records, decoder, topics=kinds, batch_size=batch_size, flush=flush, polls=polls
             ),
             sink=sink,
+            state_kept=state_kept,
         )
         run_main(flow)  # type: ignore[no-untyped-call]
     return _result(sink.messages, records, kinds, config)

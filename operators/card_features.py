@@ -16,7 +16,7 @@ stream.
 Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, least
 recently used evicted first, and writes a changed card back only when it is
 evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
-recovery is on, and the end of the input), so a
+recovery is on, and the end of the input when the store outlives the run), so a
 card seen again is neither read nor decoded nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant

@@ -16,7 +16,8 @@ previous window is kept as long as such a transaction can still arrive.
 
 Cache: with ``cache_windows`` set, each engine keeps the windows it read or
 changed in memory and writes the changed ones back at :meth:`MerchantWindowEngine.flush`
-(the shard's snapshot when recovery is on, and the end of the input) or
+(the shard's snapshot when recovery is on, and the end of the input when the
+store outlives the run) or
 when the cache outgrows its bound (then it is written and emptied). Timers
 are still written as windows are created, so :meth:`MerchantWindowEngine.advance`
 finds them by a scan; a purged window leaves the cache and the store together.

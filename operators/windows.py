@@ -74,6 +74,10 @@ class WindowsConfig:
     undo_keep: int = DEFAULT_KEEP
     # Recovery on: shard state is committed at snapshots and rolled back on resume.
     versioned: bool = True
+    # Write cached cards and windows back to the store at the end of the input: only
+    # when something reads the store after the run (a resume, or a caller keeping it).
+    # A fresh store without recovery is discarded at the next start.
+    write_back_at_eof: bool = True
     # bytewax workers in the cluster (processes x workers each): shards are named to
     # spread evenly over them (:mod:`operators.placement`).
     workers: int = 1
@@ -215,8 +219,9 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Routed], bool]:
-        # The input ended (read to the end, or a graceful stop): leave RocksDB complete.
-        if self._engine is not None:
+        # The input ended (read to the end, or a graceful stop): leave the store
+        # complete, if anything reads it after this run.
+        if self._engine is not None and self._config.write_back_at_eof:
             self._engine.flush()
         return [], op.StatefulBatchLogic.RETAIN
 
@@ -226,7 +231,8 @@ class _CardLogic(op.StatefulBatchLogic[ShardInput, Routed, Any]):
         if self._config.versioned:
             # The epoch's state must be complete in RocksDB. Without recovery bytewax
             # still snapshots every epoch, but nothing resumes from it: cached cards
-            # are written back when evicted, and all of them at the end of the input.
+            # are written back when evicted (and at the end of the input if the
+            # store outlives the run).
             self._engine.flush()
         return (self._wm.snapshot(), self._sent, state.shard, state.commit())
 
@@ -301,8 +307,9 @@ class _MerchantLogic(op.StatefulBatchLogic[ShardInput, MerchantOutput, Any]):
         return out, op.StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[MerchantOutput], bool]:
-        # The input ended (read to the end, or a graceful stop): leave RocksDB complete.
-        if self._engine is not None:
+        # The input ended (read to the end, or a graceful stop): leave the store
+        # complete, if anything reads it after this run.
+        if self._engine is not None and self._config.write_back_at_eof:
             self._engine.flush()
         return [], op.StatefulBatchLogic.RETAIN
 

@@ -71,3 +71,20 @@ def test_old_cards_and_windows_are_deleted_when_event_time_moves_on(
     starts = [int.from_bytes(k[-8:], "big") for k, _ in merchant_state.scan(keys.WINDOW, b"X")]
     assert starts and min(starts) >= later - 25 * HOUR
     store.close()
+
+
+@pytest.mark.parametrize("kept", [True, None], ids=["kept", "as-the-service"])
+def test_cached_state_is_written_back_at_the_end_only_when_the_store_outlives_the_run(
+    tmp_path: Path, kept: bool | None
+) -> None:
+    # Without recovery the service's store is discarded at its next start: writing every
+    # cached card and window back at the end of the input would be work nobody reads.
+    store = RocksStore(tmp_path / "db")
+    records = [_txn(i, f"c{i % 40}", T0 + i * 1000) for i in range(200)]
+    run_log(records, store=store, flush=False, state_kept=kept)
+    cards = _count(store, CARD_SHARD, keys.CARD)
+    windows = _count(store, MERCHANT_SHARD, keys.WINDOW)
+    if kept:
+        assert (cards, windows) == (40, 7)
+    else:
+        assert (cards, windows) == (0, 0)
