@@ -72,12 +72,24 @@ def read_all(
         consumer.close()
 
 
-def run_flow_to_end(settings: Settings) -> tuple[ModelRegistry, ServiceMetrics]:
-    """Run the flow in this process until every input partition is read; return its models."""
+def run_flow_to_end(
+    settings: Settings, *, state_kept: bool | None = None
+) -> tuple[ModelRegistry, ServiceMetrics]:
+    """Run the flow in this process until every input partition is read; return its models.
+
+    ``state_kept``: leave the state store complete for the caller to read (see ``build_flow``).
+    """
     metrics = ServiceMetrics.create(CollectorRegistry())
     models = load_models(settings, metrics)
     store = ProcessStore(settings.state_dir, 0, fresh=True)
-    flow = build_flow(settings, models=models, metrics=metrics, store=store, stop_at_eof=True)
+    flow = build_flow(
+        settings,
+        models=models,
+        metrics=metrics,
+        store=store,
+        stop_at_eof=True,
+        state_kept=state_kept,
+    )
     try:
         run_main(flow)  # type: ignore[no-untyped-call]
     finally:

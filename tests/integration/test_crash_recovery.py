@@ -185,5 +185,5 @@ def test_kill_9_ten_times_loses_nothing_and_counts_nothing_twice(
     # The state left in RocksDB equals a crash-free run's over the same topics.
     crashed = _state_entries(process_state_path(settings.state_dir, 0))
     clean = settings.model_copy(update={"state_dir": tmp_path / "clean"})
-    run_flow_to_end(clean)
+    run_flow_to_end(clean, state_kept=True)
     assert crashed == _state_entries(process_state_path(clean.state_dir, 0))
