@@ -280,7 +280,7 @@ class ScoreStep:
             now = self._clock()
             step.append((items[0][0], scored.messages(self._topic, format_ms(now))))
             sent = np.fromiter(map(_TIMESTAMP, txns.raw), np.int64, len(txns.raw))
-            observe_many(metrics.e2e_latency, (np.maximum(0, now - sent) / 1000).tolist())
+            observe_many(metrics.e2e_latency, np.maximum(0, now - sent) / 1000)
             sample = drift_sample(scored, scorer.active_version)
             if sample is not None:
                 step.append((DRIFT_KEY, sample))

@@ -15,6 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bytewax.recovery import init_db_dir
 from prometheus_client import CollectorRegistry
@@ -80,7 +81,7 @@ def test_observe_many_falls_back_to_observe(
     amounts = [0.0005, 0.001, 0.02, 0.02, 3.0, 11.0]
     fast, slow = CollectorRegistry(), CollectorRegistry()
     with caplog.at_level(logging.WARNING, logger="operators.internals"):
-        internals.observe_many(ServiceMetrics.create(slow).e2e_latency, amounts)
+        internals.observe_many(ServiceMetrics.create(slow).e2e_latency, np.asarray(amounts))
     assert "falling back to the public API" in caplog.text
     hist = ServiceMetrics.create(fast).e2e_latency
     for a in amounts:

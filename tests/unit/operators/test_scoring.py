@@ -195,14 +195,17 @@ def test_tiny_batches(n: int) -> None:
     assert len(scorer.score(block_of(_featured(n)))[1]) == n
 
 
-@given(st.lists(st.floats(min_value=-1, max_value=20, allow_nan=False), max_size=50))
-def test_observe_many_matches_observe_per_amount(amounts: list[float]) -> None:
-    amounts = [*amounts, 0.001, 0.0015, 10.0, 11.0, 0.0]  # bucket bounds and beyond
+def _histograms_after(amounts: list[float]) -> tuple[CollectorRegistry, CollectorRegistry]:
+    """Registries whose e2e histogram observed ``amounts``: one at a time, and in one batch."""
     each, many = CollectorRegistry(), CollectorRegistry()
     one = ServiceMetrics.create(each).e2e_latency
     for a in amounts:
         one.observe(a)
-    observe_many(ServiceMetrics.create(many).e2e_latency, amounts)
+    observe_many(ServiceMetrics.create(many).e2e_latency, np.asarray(amounts, dtype=np.float64))
+    return each, many
+
+
+def _same_buckets(each: CollectorRegistry, many: CollectorRegistry) -> None:
     name = "streamscore_e2e_latency_seconds"
     for le in [*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"]:
         labels = {"le": le}
@@ -210,9 +213,23 @@ def test_observe_many_matches_observe_per_amount(amounts: list[float]) -> None:
             f"{name}_bucket", labels
         )
     assert each.get_sample_value(f"{name}_count") == many.get_sample_value(f"{name}_count")
+
+
+@given(st.lists(st.floats(min_value=-1, max_value=20, allow_nan=False), max_size=50))
+def test_observe_many_matches_observe_per_amount(amounts: list[float]) -> None:
+    amounts = [*amounts, 0.001, 0.0015, 10.0, 11.0, 0.0]  # bucket bounds and beyond
+    each, many = _histograms_after(amounts)
+    _same_buckets(each, many)
+    name = "streamscore_e2e_latency_seconds"
     assert each.get_sample_value(f"{name}_sum") == pytest.approx(
         many.get_sample_value(f"{name}_sum")
     )
+
+
+def test_observe_many_counts_nan_and_infinities_as_observe_does() -> None:
+    """NaN lands in no bucket; -inf in the first; +inf only in +Inf."""
+    each, many = _histograms_after([float("nan"), float("-inf"), float("inf"), 0.5])
+    _same_buckets(each, many)
 
 
 def test_one_step_is_scored_together_in_bounded_model_calls(
