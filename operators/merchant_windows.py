@@ -23,6 +23,11 @@ are still written as windows are created, so :meth:`MerchantWindowEngine.advance
 finds them by a scan; a purged window leaves the cache and the store together.
 A busy merchant's window is thus read once and written once an epoch rather
 than once a batch: at moderate load a batch holds a few records a merchant.
+
+Computation: a batch's windows are numbered over arrays, the rows between two
+chargebacks or ticks run in one compiled call (:mod:`operators.merchant_kernel`)
+over the windows' counts, and the exact amount sums are added per window after
+(their order does not change them).
 """
 
 from __future__ import annotations
@@ -30,10 +35,24 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import count
+from operator import itemgetter, lshift
+from typing import Any
+
+import numpy as np
 
 from operators.card_features import DAY
 from operators.columns import MERCHANT_COLUMN
-from operators.messages import CbEnvelope, FeatureBlock, OutMessage, RawRecord, Tick, json_value
+from operators.merchant_kernel import compile_kernel, merchant_run
+from operators.messages import (
+    CbEnvelope,
+    FeatureBlock,
+    OutMessage,
+    RawRecord,
+    Tick,
+    TxnColumns,
+    json_value,
+)
 from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.timefmt import format_ms
 from state import keys
@@ -52,8 +71,13 @@ _FLOAT_VALUE = struct.Struct(">qdq")
 # Every finite double is a whole number of 2**-1074 (the smallest subnormal).
 _UNIT_BITS = 1074
 _UNIT = 1 << _UNIT_BITS
+# A double's significand as a whole number: its frexp fraction times this.
+_MANTISSA = float(1 << 53)
 # Window keys an engine remembers.
 _KEYS_MAX = 1 << 16
+# Windows one batch's transactions may span: event times lie in years 1970 to 9999,
+# under 2**30 windows, so a row's (merchant, window) fits one int64 as numbered here.
+_SLOTS_MAX = 1 << 31
 # (txn_count, amount sum in units of 2**-1074, chargeback_count)
 Window = tuple[int, int, int]
 
@@ -98,6 +122,7 @@ class MerchantWindowEngine:
         self._keys: dict[tuple[str, int], bytes] = {}
         # The record being processed: the one to blame if processing raises.
         self.at: RawRecord | None = None
+        compile_kernel()
 
     def process(
         self,
@@ -110,12 +135,16 @@ class MerchantWindowEngine:
         A step is a row of ``block`` (its index; the rows come in order), a
         chargeback or a tick, each beside the name of the upstream operator
         (card shard or chargeback partition) that sent it.
+
+        The batch's windows are numbered (codes): the rows between two other
+        steps run in :func:`operators.merchant_kernel.merchant_run` over the
+        windows' counts; chargebacks and ticks are applied here between runs.
         """
-        txns, marks = block.txns, block.watermarks.tolist()
-        raws, merchant_ids, amounts, lates = txns.raw, txns.merchant_id, txns.amount, txns.late
-        starts = [t - t % WINDOW_MS for t in txns.event_time]
-        # Window keys of each row (previous, own) and chargeback (own), built once a
-        # (merchant, start): a batch holds many rows of a merchant's window.
+        txns, marks = block.txns, block.watermarks
+        raws, merchant_ids, lates = txns.raw, txns.merchant_id, txns.late
+        n = len(txns)
+        # Window keys by (merchant, start), built once a pair: a batch holds many rows
+        # of a merchant's window, and the last batch's windows are mostly this one's.
         built = self._keys
         if len(built) > _KEYS_MAX:
             built.clear()
@@ -127,116 +156,164 @@ class MerchantWindowEngine:
                 key = built[merchant, start] = window_key(merchant, start)
             return key
 
+        # The batch's windows, numbered (codes index the counts the kernel keeps): the
+        # rows' own windows, their previous windows, then the chargebacks'.
         try:
-            # Keys are built for the batch's distinct (merchant, start) pairs only, then
-            # each row's are looked up in C (``map`` over a dict's ``__getitem__``).
-            pairs = list(zip(merchant_ids, starts, strict=True))
-            prev_of: dict[tuple[str, int], bytes | None] = {}
-            for pair in set(pairs):
-                merchant, start = pair
-                key_of(merchant, start)
-                # Event times start at the epoch: the first window has no previous one.
-                prev_of[pair] = key_of(merchant, start - WINDOW_MS) if start else None
-            own_keys = list(map(built.__getitem__, pairs))
-            prev_keys = list(map(prev_of.__getitem__, pairs))
+            times = np.fromiter(txns.event_time, np.int64, n)
+            slots = times // WINDOW_MS
+            own, prev, code_pairs = _row_windows(merchant_ids, slots)
+            code_keys = [key_of(merchant, start) for merchant, start in code_pairs]
         except Exception:
             # Again a row at a time, to blame the record whose key cannot be built.
-            for raw, merchant, start in zip(raws, merchant_ids, starts, strict=True):
+            for raw, merchant, t in zip(raws, merchant_ids, txns.event_time, strict=True):
                 self.at = raw
+                start = _window_start(t)
                 window_key(merchant, start)
                 window_key(merchant, max(start - WINDOW_MS, 0))
             raise
-        cb_keys: list[bytes] = []
-        for _, item in steps:
+        starts = slots * WINDOW_MS
+        # Steps other than rows (chargebacks, ticks): few, where a batch has any.
+        others = (
+            [] if len(steps) == n else [j for j, s in enumerate(steps) if type(s[1]) is not int]
+        )
+        cb_codes: list[int] = []
+        code_of: dict[tuple[str, int], int] = {}
+        for j in others:
+            item = steps[j][1]
             if type(item) is CbEnvelope:
                 self.at = item.raw
-                cb_keys.append(key_of(item.cb.merchant_id, _window_start(item.cb.event_time)))
-        # This batch's windows (``built`` also holds earlier batches').
-        wanted = {*own_keys, *cb_keys}
-        wanted.update(key for key in prev_of.values() if key is not None)
-        windows = self._windows(wanted)
-        changes: dict[bytes, bytes | None] = {}
-        counts: list[float] = []
-        rates: list[float] = []
+                if not code_of:
+                    code_of.update(zip(code_pairs, count()))
+                pair = (item.cb.merchant_id, _window_start(item.cb.event_time))
+                key = key_of(*pair)
+                code = code_of.setdefault(pair, len(code_of))
+                if code == len(code_keys):
+                    code_pairs.append(pair)
+                    code_keys.append(key)
+                cb_codes.append(code)
+        windows = self._windows(set(code_keys))
+        olds = list(map(windows.__getitem__, code_keys))
+        txn_counts = np.array([0 if old is None else old[0] for old in olds], np.int64)
+        cb_counts = np.array([0 if old is None else old[2] for old in olds], np.int64)
+        # The step that first counted in each window: a new window's close timer is
+        # written in that order.
+        touched = np.full(len(code_keys), -1, np.int64)
+        accept = np.logical_not(lates) if any(lates) else np.ones(n, np.bool_)
+        horizons = np.empty(n, np.int64)
+        counts = np.empty(n, np.float64)
+        rates = np.empty(n, np.float64)
         dead: list[OutMessage] = []
-        dirty = self._dirty
-        close = self._close
-
-        def bump(key: bytes, merchant: str, start: int, txns: int, units: int, cbs: int) -> None:
-            old = windows.get(key)
-            if old is None:
-                old = (0, 0, 0)
-                changes[keys.timer_key(close, start + WINDOW_MS, merchant)] = b""
-            windows[key] = (old[0] + txns, old[1] + units, old[2] + cbs)
-            dirty.add(key)
-
         update, current = watermarks.update, watermarks.current
-        units_of = _UNITS.get
-        cbs_seen = 0
-        # The watermark an origin last reported: a row's update is skipped when it repeats
-        # (updates only raise), which is most rows of a block.
-        last: tuple[str, int] | None = None
-        # A previous window starting at or before this is purged (None: ask ``current()``
-        # again, the watermark may have moved).
-        purge_at: int | None = None
-        for origin, item in steps:
-            if type(item) is int:
-                self.at = raws[item]
-                mark = marks[item]
-                if (origin, mark) != last:
-                    update(origin, mark)
-                    last = (origin, mark)
-                    purge_at = None
-                start = starts[item]
-                prev_key = prev_keys[item]
-                prev = windows.get(prev_key) if prev_key is not None else None
-                if prev is None:
-                    counts.append(0.0)
-                    rates.append(0.0)
-                else:
-                    if purge_at is None:
-                        purge_at = self._purged_through(current())
-                    if start <= purge_at:  # the window ending at ``start`` is gone
-                        counts.append(0.0)  # as of this record the previous window is gone
-                        rates.append(0.0)
-                    else:
-                        count, cbs = prev[0], prev[2]
-                        counts.append(float(count))
-                        rates.append(cbs / max(1, count))
-                if not lates[item]:
-                    # The sum is kept exact, so a window's aggregate does not depend on the
-                    # order its transactions arrived in (partitions interleave differently
-                    # on a replay).
-                    amount = amounts[item]
-                    units = units_of(amount)
-                    if units is None:
-                        units = _remember_units(amount)
-                    bump(own_keys[item], merchant_ids[item], start, 1, units, 0)
-            elif isinstance(item, Tick):
+        cb_code = iter(cb_codes)
+        row = 0
+        for b, j in enumerate([*others, len(steps)]):
+            stop = j - b  # the rows before step ``j``
+            if stop > row:
+                # As of each row, the watermark after its update: a previous window
+                # starting at or before its horizon is purged.
+                origins = list(map(itemgetter(0), steps[row + b : j]))
+                wms = watermarks.advance(origins, marks[row:stop])
+                horizons[row:stop] = np.where(
+                    wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - RETAIN_MS
+                )
+                run = (own, prev, accept, starts, horizons, txn_counts, cb_counts, touched)
+                merchant_run(*run, counts, rates, row, stop, b)
+                row = stop
+            if j == len(steps):
+                break
+            origin, item = steps[j]
+            if isinstance(item, Tick):
                 update(origin, item.watermark)
-                last = purge_at = None
+                continue
+            assert isinstance(item, CbEnvelope)
+            self.at = item.raw
+            code = next(cb_code)
+            update(item.raw.source, item.watermark)
+            wm = current()
+            start = _window_start(item.cb.event_time)
+            if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
+                window = f"[{format_ms(start)}, {format_ms(start + WINDOW_MS)})"
+                dead.append(self._dead_letter(item, f"window {window} already closed"))
             else:
-                assert isinstance(item, CbEnvelope)
-                item_key = cb_keys[cbs_seen]
-                cbs_seen += 1
-                self.at = item.raw
-                update(item.raw.source, item.watermark)
-                last = purge_at = None
-                wm = current()
-                start = _window_start(item.cb.event_time)
-                if wm != NO_WATERMARK and start + WINDOW_MS + self._lateness <= wm:
-                    window = f"[{format_ms(start)}, {format_ms(start + WINDOW_MS)})"
-                    dead.append(self._dead_letter(item, f"window {window} already closed"))
-                else:
-                    bump(item_key, item.cb.merchant_id, start, 0, 0, 1)
-        if counts:
+                cb_counts[code] += 1
+                if touched[code] < 0:
+                    touched[code] = j
+        if n:
             block.features[:, MERCHANT_COLUMN] = counts
             block.features[:, MERCHANT_COLUMN + 1] = rates
+        sums = self._unit_sums(own[accept], np.flatnonzero(accept).tolist(), txns)
+        txn_now, cb_now, firsts = txn_counts.tolist(), cb_counts.tolist(), touched.tolist()
+        changes: dict[bytes, bytes | None] = {}
+        dirty, close = self._dirty, self._close
+        # The windows counted in, in the order of their first count: a new one gets its
+        # close timer then.
+        for code in sorted(np.flatnonzero(touched >= 0).tolist(), key=firsts.__getitem__):
+            key, old = code_keys[code], olds[code]
+            if old is None:
+                self.at = _record(steps[firsts[code]][1], raws)
+                merchant, start = code_pairs[code]
+                changes[keys.timer_key(close, start + WINDOW_MS, merchant)] = b""
+                old = (0, 0, 0)
+            windows[key] = (txn_now[code], old[1] + sums.get(code, 0), cb_now[code])
+            dirty.add(key)
+        for _, item in reversed(steps):  # the last record of the steps
+            if not isinstance(item, Tick):
+                self.at = _record(item, raws)
+                break
         if len(self._cache) > self._cache_max:  # always, without a cache (0)
             self._write_dirty(changes)
             self._cache.clear()  # cheap to refill: a merchant's windows are few and hot
         self._store.write(changes)
         return dead
+
+    def _unit_sums(
+        self, codes: np.ndarray[Any, np.dtype[np.int64]], rows: list[int], txns: TxnColumns
+    ) -> dict[int, int]:
+        """The exact amount sum (units of 2**-1074) of ``rows``, by their window ``codes``.
+
+        The sum is kept exact, so a window's aggregate does not depend on the order
+        its transactions arrived in (partitions interleave differently on a replay).
+        Each amount is ``mantissa * 2**(exponent - 53)`` (:func:`numpy.frexp`), so its
+        units are ``mantissa << (exponent + 1021)``: the rows' units are summed as
+        ``mantissa << (shift - lowest)`` (Python ints of a few digits, not of 36),
+        and each sum shifted by the lowest shift once.
+        """
+        if not rows:
+            return {}
+        amounts = txns.amount
+        chosen = amounts if len(rows) == len(amounts) else list(map(amounts.__getitem__, rows))
+        mantissas: np.ndarray[Any, Any]
+        try:
+            values = np.fromiter(chosen, np.float64, len(chosen))
+        except (OverflowError, TypeError, ValueError):
+            values = np.array([np.nan])
+        fractions, exponents = np.frexp(values)
+        shifts = exponents.astype(np.int64) + (_UNIT_BITS - 53)
+        if np.isfinite(values).all() and int(shifts.min()) >= 0:
+            mantissas = (fractions * _MANTISSA).astype(np.int64)  # exact: 53 bits at most
+            lowest = int(shifts.min())
+            shifts -= lowest
+        else:
+            # Not finite, subnormal or not a float: a row at a time, to blame the record
+            # whose amount has no exact units.
+            units = []
+            for row in rows:
+                self.at = txns.raw[row]
+                units.append(exact_units(amounts[row]))
+            mantissas = np.array(units, object)
+            shifts = np.zeros(len(rows), np.int64)
+            lowest = 0
+        order = np.argsort(codes, kind="stable")
+        ordered = codes[order]
+        terms = list(map(lshift, mantissas[order].tolist(), shifts[order].tolist()))
+        ends = np.flatnonzero(np.diff(ordered, append=-1)).tolist()
+        window_codes = ordered[ends].tolist()
+        sums: dict[int, int] = {}
+        begin = 0
+        for code, end in zip(window_codes, ends, strict=True):
+            sums[code] = sum(terms[begin : end + 1]) << lowest
+            begin = end + 1
+        return sums
 
     def flush(self) -> None:
         """Write every changed window to the store in one batch."""
@@ -333,20 +410,6 @@ def exact_units(amount: float) -> int:
     return numerator << (_UNIT_BITS + 1 - denominator.bit_length())
 
 
-# Amounts repeat (whole cents, common prices): their units, remembered (up to ``_UNITS_MAX``).
-_UNITS: dict[float, int] = {}
-_UNITS_MAX = 1 << 16
-
-
-def _remember_units(amount: float) -> int:
-    """:func:`exact_units` of ``amount``, remembered in ``_UNITS``."""
-    units = exact_units(amount) if amount else 0
-    if len(_UNITS) >= _UNITS_MAX:
-        _UNITS.clear()
-    _UNITS[amount] = units
-    return units
-
-
 def amount_sum(units: int) -> float:
     """The float nearest an exact sum of :func:`exact_units` (what ``math.fsum`` gives).
 
@@ -369,6 +432,55 @@ def unpack_window(blob: bytes) -> Window:
         return txns, int.from_bytes(blob[_VALUE.size :]), cbs
     txns, total, cbs = _FLOAT_VALUE.unpack(blob)
     return txns, exact_units(total), cbs
+
+
+def _row_windows(
+    merchant_ids: list[str], slots: np.ndarray[Any, np.dtype[np.int64]]
+) -> tuple[
+    np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]], list[tuple[str, int]]
+]:
+    """The windows of rows (their merchants; ``slots``, event times over ``WINDOW_MS``), numbered.
+
+    Returns each row's own window's number, its previous window's (-1 for the
+    epoch's first window, which has none) and each number's (merchant, start):
+    the rows' windows, by merchant and start, then the previous windows no row is in.
+    Computed over arrays: a batch holds many rows of a merchant's window.
+    """
+    n = len(merchant_ids)
+    if not n:
+        return np.empty(0, np.int64), np.empty(0, np.int64), []
+    # Each merchant's number: the count of rows before its first.
+    firsts: dict[str, int] = {}
+    merchants = np.fromiter(map(firsts.setdefault, merchant_ids, count()), np.int64, n)
+    lowest = int(slots.min())
+    span = int(slots.max()) - lowest + 1
+    if span > _SLOTS_MAX:  # event times lie in years 1970 to 9999 (the contract)
+        raise ValueError(f"event times {span} windows apart in one batch")
+    order = np.argsort(merchants * span + (slots - lowest), kind="stable")
+    m, s = merchants[order], slots[order]
+    first = np.ones(n, np.bool_)  # a row that starts a window, in that order
+    first[1:] = (m[1:] != m[:-1]) | (s[1:] != s[:-1])
+    own = np.empty(n, np.int64)
+    own[order] = np.cumsum(first) - 1
+    m, s = m[first], s[first]
+    windows = len(m)
+    # A window whose previous one is the window numbered just before it; else its
+    # previous one is numbered after the rows' windows (none before the epoch's first).
+    follows = np.zeros(windows, np.bool_)
+    follows[1:] = (m[1:] == m[:-1]) & (s[1:] == s[:-1] + 1)
+    outside = np.flatnonzero(~follows & (s != 0))
+    prev_of = np.where(follows, np.arange(-1, windows - 1), -1)
+    prev_of[outside] = np.arange(windows, windows + len(outside))
+    names = list(map(merchant_ids.__getitem__, np.concatenate([m, m[outside]]).tolist()))
+    starts = (np.concatenate([s, s[outside] - 1]) * WINDOW_MS).tolist()
+    return own, prev_of[own], list(zip(names, starts, strict=True))
+
+
+def _record(item: int | CbEnvelope | Tick, raws: list[RawRecord]) -> RawRecord | None:
+    """The record of a step: a row's (``item`` its index) or a chargeback's; a tick has none."""
+    if isinstance(item, int):
+        return raws[item]
+    return item.raw if isinstance(item, CbEnvelope) else None
 
 
 def _window_start(t: int) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import count
 from typing import Any, Literal
 
 import numpy as np
@@ -249,7 +250,9 @@ class MinWatermark:
         return self._min
 
     def advance(
-        self, origins: Sequence[str], watermarks: Sequence[int]
+        self,
+        origins: Sequence[str],
+        watermarks: Sequence[int] | np.ndarray[Any, np.dtype[np.int64]],
     ) -> np.ndarray[Any, np.dtype[np.int64]]:
         """:meth:`update` with each active input's watermark in turn; :meth:`current`
         after each.
@@ -265,8 +268,9 @@ class MinWatermark:
         if not origins:
             return np.empty(0, np.int64)
         reached = self.current()  # what every input reached before these
+        # Each input's code: the index of its first row (one pass in C).
         codes: dict[str, int] = {}
-        rows = np.array([codes.setdefault(o, len(codes)) for o in origins], np.int64)
+        rows = np.fromiter(map(codes.setdefault, origins, count()), np.int64, len(origins))
         values = np.array(watermarks, np.int64)
         high = np.iinfo(np.int64).max
         lowest = np.full(len(rows), high, np.int64)

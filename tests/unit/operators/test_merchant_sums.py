@@ -11,7 +11,6 @@ from fractions import Fraction
 import pytest
 
 from flows.testing import ReplayRecord, run_log
-from operators import merchant_windows
 from operators.merchant_windows import (
     amount_sum,
     exact_units,
@@ -85,13 +84,3 @@ def test_every_finite_amount_converts_exactly(amount: float) -> None:
     units = exact_units(amount)
     assert amount_sum(units) == amount
     assert Fraction(units, 1 << 1074) == Fraction(amount)
-
-
-def test_remembered_units_stay_exact_when_the_memo_fills(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A memo of two amounts empties itself as it fills; every answer is still exact.
-    monkeypatch.setattr(merchant_windows, "_UNITS", {})
-    monkeypatch.setattr(merchant_windows, "_UNITS_MAX", 2)
-    for amount in (*AMOUNTS, *AMOUNTS, 0.0):
-        assert merchant_windows._remember_units(amount) == (exact_units(amount) if amount else 0)
-        assert merchant_windows._UNITS[amount] == merchant_windows._remember_units(amount)
-        assert len(merchant_windows._UNITS) <= 2
