@@ -27,6 +27,17 @@ def jit(fn: Callable[..., Any]) -> Any:
         return njit(cache=False)(fn)
 
 
+def compile_all() -> None:
+    """Compile (or load from numba's cache) every kernel of the project: what the bootstrap
+    script and the image build run, so a first start loads them instead of compiling."""
+    # Imported here: the kernel modules import this one.
+    from operators import card_kernel, json_fill, merchant_kernel
+
+    card_kernel.compile_kernels()
+    merchant_kernel.compile_kernel()
+    json_fill.compile_kernel()
+
+
 def compile_each(kernels: Iterable[tuple[Any, Any]]) -> None:
     """Compile (or load from numba's cache) each ``(kernel, signature)``."""
     with warnings.catch_warnings():

@@ -490,7 +490,7 @@ def test_image_installs_every_package_with_its_data() -> None:
 def test_image_ships_the_card_kernels_compiled() -> None:
     # Built into numba's cache at image build, from the installed package, in a directory
     # the service's user owns (so a different CPU can recompile into it).
-    assert any("compile_kernels()" in args and args.startswith("cd / ") for args in _args("RUN"))
+    assert any("compile_all()" in args and args.startswith("cd / ") for args in _args("RUN"))
     assert any(
         a.startswith("--from=build --chown=10001:10001 /opt/numba-cache") for a in _args("COPY")
     )
