@@ -213,9 +213,7 @@ class MerchantWindowEngine:
                 # starting at or before its horizon is purged.
                 origins = list(map(itemgetter(0), steps[row + b : j]))
                 wms = watermarks.advance(origins, marks[row:stop])
-                horizons[row:stop] = np.where(
-                    wms == NO_WATERMARK, NO_WATERMARK, wms - self._lateness - RETAIN_MS
-                )
+                horizons[row:stop] = self._purged_through(wms)
                 run = (own, prev, accept, starts, horizons, txn_counts, cb_counts, touched)
                 merchant_run(*run, counts, rates, row, stop, b)
                 row = stop
@@ -343,6 +341,7 @@ class MerchantWindowEngine:
             return []
         changes: dict[bytes, bytes | None] = {}
         out: list[OutMessage] = []
+        purged_through = int(self._purged_through(np.array([watermark]))[0])
         close_end = keys.timer_range_end(self._close, watermark - self._lateness)
         due = list(self._store.scan(self._close, close_end))
         parsed = [keys.parse_timer_key(key, len(self._close)) for key, _ in due]
@@ -351,13 +350,13 @@ class MerchantWindowEngine:
         for (key, _), (end, merchant), window_key in zip(due, parsed, window_keys, strict=True):
             changes[key] = None
             value = windows[window_key]
-            if self._purged(end, watermark):
+            if end <= purged_through:
                 self._drop(changes, window_key)
             else:
                 changes[keys.timer_key(self._purge, end, merchant)] = b""
             if value is not None:
                 out.append(self._aggregate(merchant, end - WINDOW_MS, *value))
-        purge_end = keys.timer_range_end(self._purge, watermark - self._lateness - RETAIN_MS)
+        purge_end = keys.timer_range_end(self._purge, purged_through)
         for key, _ in self._store.scan(self._purge, purge_end):
             end, merchant = keys.parse_timer_key(key, len(self._close))
             changes[key] = None
@@ -371,15 +370,14 @@ class MerchantWindowEngine:
         self._cache.pop(window_key, None)
         self._dirty.discard(window_key)
 
-    def _purged(self, window_end: int, watermark: int) -> bool:
-        """Whether a window ending at ``window_end`` is deleted at ``watermark``."""
-        return window_end <= self._purged_through(watermark)
-
-    def _purged_through(self, watermark: int) -> int:
-        """The latest end of a window deleted at ``watermark`` (below every end without one)."""
-        if watermark == NO_WATERMARK:
-            return NO_WATERMARK
-        return watermark - self._lateness - RETAIN_MS
+    def _purged_through(
+        self, watermarks: np.ndarray[Any, np.dtype[np.int64]]
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The latest end of a window deleted at each of ``watermarks`` (below every end
+        without one)."""
+        return np.where(
+            watermarks == NO_WATERMARK, NO_WATERMARK, watermarks - self._lateness - RETAIN_MS
+        )
 
     def _aggregate(self, merchant: str, start: int, txns: int, units: int, cbs: int) -> OutMessage:
         body = {
