@@ -45,7 +45,7 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from schemas.errors import REBUILD_HINT, StateError
-from state.store import StateStore
+from state.store import Ranges, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -195,17 +195,35 @@ class EpochStore:
                 self._before.update((keys[i], got[n]) for n, i in enumerate(missing))
         return out  # type: ignore[return-value]
 
-    def write(self, changes: Mapping[bytes, bytes | None], *, absent: Iterable[bytes] = ()) -> None:
+    def write(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        *,
+        absent: Iterable[bytes] = (),
+        cleared: Ranges = (),
+    ) -> None:
         """See StateStore: buffered until :meth:`commit` (unversioned: written at once).
 
         ``absent`` names keys of ``changes`` the caller knows this view lacks (keys it
         creates): their undo record is a delete, known without reading RocksDB.
+        Unversioned, a cleared range reaches RocksDB as one range delete; versioned, it
+        becomes a delete of each key the view holds in it, so the undo record can
+        restore them.
         """
         self.version  # noqa: B018  (refuses use before attach)
+        data = self._data
         if not self._versioned:
-            data = self._data
-            self._base.write({data + k: v for k, v in changes.items()})
+            self._base.write(
+                {data + k: v for k, v in changes.items()},
+                cleared=[(data + lo, data + hi) for lo, hi in cleared],
+            )
             return
+        if cleared:
+            doomed: dict[bytes, bytes | None] = {
+                k: None for lo, hi in cleared for k, _ in self.scan(lo, hi)
+            }
+            doomed.update(changes)
+            changes = doomed
         overlay = self._overlay
         before = self._before
         for key in absent:

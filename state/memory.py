@@ -6,6 +6,7 @@ import bisect
 from collections.abc import Iterator, Mapping, Sequence
 
 from schemas.errors import StateError
+from state.store import Ranges
 
 
 class MemoryStore:
@@ -21,9 +22,15 @@ class MemoryStore:
         self._check()
         return [self._data.get(k) for k in keys]
 
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
+    def write(self, changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
         """See StateStore."""
         self._check()
+        for start, end in cleared:
+            lo = bisect.bisect_left(self._keys, start)
+            hi = max(lo, bisect.bisect_left(self._keys, end))
+            for key in self._keys[lo:hi]:
+                del self._data[key]
+            del self._keys[lo:hi]
         for key, value in changes.items():
             if value is None:
                 if self._data.pop(key, None) is not None:

@@ -31,6 +31,7 @@ from rocksdict import (
 )
 
 from schemas.errors import REBUILD_HINT, DiskFullError, StateError
+from state.store import Ranges
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -88,12 +89,15 @@ class RocksStore:
             raise self._damaged(exc) from None
         return values
 
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
-        """See StateStore."""
+    def write(self, changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
+        """See StateStore: a cleared range is one range tombstone, whatever it holds."""
         self._check()
-        if not changes:
+        if not changes and not cleared:
             return
         batch = WriteBatch(raw_mode=True)
+        for start, end in cleared:
+            if start < end:
+                batch.delete_range(start, end)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)

@@ -13,22 +13,27 @@ from schemas.errors import StateError
 from state.epochs import EpochStore
 from state.memory import MemoryStore
 from state.rocksdb import ProcessStore, RocksStore
-from state.store import StateStore
+from state.store import Ranges, StateStore
 
 Factory = Callable[[Path], StateStore]
 
 
-def _epoch_store(base: StateStore, *, commit_every_write: bool) -> EpochStore:
+def _epoch_store(
+    base: StateStore, *, commit_every_write: bool, versioned: bool = True
+) -> EpochStore:
     """A shard view; optionally committing after every write, so reads mix both layers."""
-    store = EpochStore(base, "shard-1")
+    store = EpochStore(base, "shard-1", versioned=versioned)
     store.attach(None)
     if commit_every_write:
         write = store.write
 
         def write_and_commit(
-            changes: Mapping[bytes, bytes | None], *, absent: Iterable[bytes] = ()
+            changes: Mapping[bytes, bytes | None],
+            *,
+            absent: Iterable[bytes] = (),
+            cleared: Ranges = (),
         ) -> None:
-            write(changes, absent=absent)
+            write(changes, absent=absent, cleared=cleared)
             store.commit()
 
         store.write = write_and_commit  # type: ignore[method-assign]
@@ -43,6 +48,9 @@ IMPLEMENTATIONS: dict[str, Factory] = {
     ),
     "epoch-committed": lambda path: _epoch_store(
         RocksStore(path / "db-committed"), commit_every_write=True
+    ),
+    "epoch-unversioned": lambda path: _epoch_store(
+        RocksStore(path / "db-unversioned"), commit_every_write=False, versioned=False
     ),
 }
 
@@ -64,6 +72,17 @@ def test_write_puts_and_deletes_in_one_batch(store: StateStore) -> None:
     store.write({b"a": b"1", b"b": b"2"})
     store.write({b"a": None, b"c": b"3", b"missing": None})
     assert store.get_many([b"a", b"b", b"c"]) == [None, b"2", b"3"]
+
+
+def test_a_write_clears_its_ranges_before_its_puts(store: StateStore) -> None:
+    store.write({k: k.upper() for k in (b"a", b"b", b"bb", b"c", b"d", b"e")})
+    store.write(
+        {b"c2": b"kept", b"e": None},
+        cleared=[(b"b", b"d"), (b"x", b"a"), (b"q", b"q")],  # the last two are empty
+    )
+    assert list(store.scan(b"", b"\xff")) == [(b"a", b"A"), (b"c2", b"kept"), (b"d", b"D")]
+    store.write({}, cleared=[(b"", b"\xff")])
+    assert list(store.scan(b"", b"\xff")) == []
 
 
 def test_scan_is_ordered_and_half_open(store: StateStore) -> None:
@@ -113,6 +132,47 @@ def test_implementations_agree_with_a_dict(ops: list[tuple[bytes, bytes | None]]
             expected = sorted(model.items())
             for s in stores:
                 assert list(s.scan(b"", b"\xff" * 5)) == expected
+        finally:
+            for s in stores:
+                s.close()
+
+
+_KEY = st.binary(min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("set"), _KEY, st.one_of(st.none(), st.binary(max_size=4))),
+            st.tuples(st.just("clear"), _KEY, _KEY),
+        ),
+        max_size=30,
+    )
+)
+def test_cleared_ranges_agree_with_a_dict(ops: list[tuple[str, bytes, bytes | None]]) -> None:
+    import tempfile
+
+    model: dict[bytes, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = [f(Path(tmp)) for f in IMPLEMENTATIONS.values()]
+        try:
+            for kind, key, other in ops:
+                if kind == "clear":
+                    assert isinstance(other, bytes)
+                    for s in stores:
+                        s.write({}, cleared=[(key, other)])
+                    model = {k: v for k, v in model.items() if not key <= k < other}
+                else:
+                    for s in stores:
+                        s.write({key: other})
+                    if other is None:
+                        model.pop(key, None)
+                    else:
+                        model[key] = other
+            expected = sorted(model.items())
+            for s in stores:
+                assert list(s.scan(b"", b"\xff" * 4)) == expected
         finally:
             for s in stores:
                 s.close()

@@ -35,6 +35,7 @@ from operators.watermarks import NO_WATERMARK, MinWatermark, TimeConfig
 from schemas.records import Chargeback, Transaction
 from state import keys
 from state.memory import MemoryStore
+from state.store import Ranges
 from tests.unit.operators.blocks import TxnRecord, columns_of
 
 T0 = 1_795_392_000_000 - 1_795_392_000_000 % WINDOW_MS
@@ -50,9 +51,9 @@ class RecordingStore(MemoryStore):
         super().__init__()
         self.writes: list[list[bytes]] = []
 
-    def write(self, changes: Mapping[bytes, bytes | None]) -> None:
+    def write(self, changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
         self.writes.append(list(changes))
-        super().write(changes)
+        super().write(changes, cleared=cleared)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from schemas.errors import StateError
 from state.epochs import EpochStore
 from state.memory import MemoryStore
 from state.rocksdb import RocksStore
-from state.store import StateStore
+from state.store import Ranges, StateStore
 
 
 def _attached(
@@ -224,3 +224,39 @@ def test_a_key_deleted_this_epoch_and_written_as_absent_rolls_back_to_its_value(
     store.write({b"k": b"new"}, absent=[b"k"])
     store.commit()
     assert _contents(_attached(base, version=1)) == {b"k": b"old"}
+
+
+def test_a_cleared_range_rolls_back_to_every_key_it_held() -> None:
+    base = MemoryStore()
+    store = _attached(base)
+    store.write({b"a": b"1", b"b": b"2", b"c": b"3", b"d": b"4"})
+    store.commit()
+    store.write({b"bb": b"x"})  # written and cleared in the same epoch
+    store.write({b"c": b"new"}, cleared=[(b"b", b"d")])
+    assert _contents(store) == {b"a": b"1", b"c": b"new", b"d": b"4"}
+    assert store.commit() == 2
+    assert _contents(_attached(base, version=2)) == {b"a": b"1", b"c": b"new", b"d": b"4"}
+    assert _contents(_attached(base, version=1)) == {b"a": b"1", b"b": b"2", b"c": b"3", b"d": b"4"}
+
+
+class _RecordingWrites(MemoryStore):
+    """A memory store that records the ranges each write clears."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleared: list[tuple[bytes, bytes]] = []
+
+    def write(self, changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
+        self.cleared.extend(cleared)
+        super().write(changes, cleared=cleared)
+
+
+def test_unversioned_clears_a_range_of_its_own_shard_in_one_piece() -> None:
+    base = _RecordingWrites()
+    mine, other = (EpochStore(base, s, versioned=False) for s in ("c1", "c2"))
+    for store in (mine, other):
+        store.attach(None)
+        store.write({b"a": b"1", b"b": b"2"})
+    mine.write({}, cleared=[(b"", b"\xff")])
+    assert base.cleared == [(b"S\x02c1", b"S\x02c1\xff")]
+    assert _contents(mine) == {} and _contents(other) == {b"a": b"1", b"b": b"2"}
