@@ -18,18 +18,25 @@ shard has reached its end: exactly once, never before every shard is final.
 
 State lifetime: per shard, in the store under ``keys.QUALITY`` + shard id (the
 process's store is shared by its shards): one entry per scored transaction
-(window, decision, labelled), one entry per window and batch listing the
-window's members of that batch (state written with one index entry per member
-is still read), one counter per window with decisions (ordered by window start,
-so the counters are their own timer index), and the shard's ``final_through``.
-A window's entries are deleted when it becomes final, so the store holds about
-``window_ms + label_horizon_ms`` (plus watermark lag) of decisions. In memory,
-a shard keeps Bloom filters of the event ids it stores, per window (2-4 bytes
-a live id, at most 16 MiB: past that, ids are looked up as without a filter),
-rebuilt from the members at start: only ids they cannot rule out are looked
-up to tell a replay. The aggregator holds the sums of windows
-not yet final everywhere and one integer per shard: plain data, for bytewax
-snapshots.
+(decision, labelled) keyed by its window's start and then its event id, one
+entry per window and batch listing the window's members of that batch, one
+counter per window with decisions (ordered by window start, so the counters are
+their own timer index), and the shard's ``final_through``. Since every entry of
+a window lies under its start, a window that becomes final is deleted as a few
+key ranges (one range delete each in RocksDB when the store is not versioned)
+rather than a delete per transaction; the store holds about ``window_ms +
+label_horizon_ms`` (plus watermark lag) of decisions. State written before
+decisions were keyed by window (an entry per event id alone, and members listed
+an index entry each or a batch an entry) is still read, and deleted as its
+windows become final.
+
+In memory, a shard keeps Bloom filters of the event ids it stores, per window
+(2-4 bytes a live id, at most 16 MiB: past that, a window's ids are all looked
+up, as without a filter), rebuilt from the members at start. An id (a decision,
+to tell a replay, or a chargeback's transaction) is looked up only in the
+windows whose filters cannot rule it out. The aggregator holds the sums of
+windows not yet final everywhere and one integer per shard: plain data, for
+bytewax snapshots.
 """
 
 from __future__ import annotations
@@ -59,9 +66,11 @@ _FINAL = struct.Struct(">q")  # the shard's final_through
 _CODES = {"approve": 0, "review": 1, "decline": 2}
 _DECLINE_NAME = "decline"
 _DECLINE = _CODES[_DECLINE_NAME]
-# Sub-namespaces after the shard prefix.
-# ``m``: one index entry per member, the layout before ``b`` (a batch's members an entry).
-_WINDOW, _DECIDED, _MEMBER, _BATCH, _FINAL_KEY = b"w", b"d", b"m", b"b", b"f"
+# Sub-namespaces after the shard prefix: ``e`` decisions by window start and event id.
+# Read, not written: ``d`` decisions by event id alone, and ``m`` one index entry per
+# member (the layout before ``b``, a batch's members an entry).
+_WINDOW, _BY_WINDOW, _BATCH, _FINAL_KEY = b"w", b"e", b"b", b"f"
+_DECIDED, _MEMBER = b"d", b"m"
 _MAX_START = (1 << 64) - 1
 _IDS = msgspec.msgpack.Encoder()
 _IDS_DECODER = msgspec.msgpack.Decoder(list[str])
@@ -125,6 +134,7 @@ class QualityEngine:
         self._epochs = store if isinstance(store, EpochStore) else None
         for start, ids in self._stored_members(0, _MAX_START):
             self._seen.add(start, _hashes(ids))
+        self._legacy = self._holds_decisions_by_id()
 
     def decisions(self, items: Sequence[tuple[str, int, str]]) -> None:
         """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
@@ -139,20 +149,10 @@ class QualityEngine:
         hashes = _hashes(ids)
         first, last = int(starts.min()), int(starts.max())
         windows = [first] if first == last else np.unique(starts).tolist()
-        # Only ids the filter cannot rule out are looked up (a replay, or under 1% by chance).
-        maybe = np.flatnonzero(self._seen.may_hold(hashes)).tolist()
-        asked = sorted({ids[i] for i in maybe})
-        got = self._store.get_many(
-            [
-                self._final_key(),
-                *map(self._decided_prefix.__add__, map(str.encode, asked)),
-                *map(self._window_key, windows),
-            ]
-        )
+        known = set(self._lookup(ids, hashes))
+        got = self._store.get_many([self._final_key(), *map(self._window_key, windows)])
         final = _final(got[0])
-        looked_up = got[1 : 1 + len(asked)]
-        known = {i for i, v in zip(asked, looked_up, strict=True) if v is not None}
-        counts = _counts(windows, got[1 + len(asked) :])
+        counts = _counts(windows, got[1:])
         # Take records whose window is not final yet, once each, unless already stored.
         keep = np.ones(n, dtype=bool) if final is None else starts + self._window > final
         if known or len(set(ids)) != n:  # replays: one record at a time
@@ -164,7 +164,6 @@ class QualityEngine:
         if not keep.any():
             return
         changes: dict[bytes, bytes | None] = {}
-        decided = self._decided_prefix.__add__
         for start in windows:
             if len(windows) == 1 and keep.all():
                 mine, members, verdicts = hashes, list(ids), names
@@ -179,13 +178,14 @@ class QualityEngine:
             entry = {name: _DECISION.pack(start, code, 0) for name, code in _CODES.items()}
             changes.update(
                 zip(
-                    map(decided, map(str.encode, members)),
+                    map(self._by_window_prefix(start).__add__, map(str.encode, members)),
                     map(entry.__getitem__, verdicts),
                     strict=True,
                 )
             )
             # A window's members of this batch in one entry, numbered by the window's
-            # scored count before it (which only grows): advance deletes by them.
+            # scored count before it (which only grows): a new process rebuilds its
+            # filters from them.
             count = counts[start]
             changes[self._batch_key(start, count[0])] = _IDS.encode(members)
             count[0] += len(members)
@@ -204,23 +204,21 @@ class QualityEngine:
     def chargebacks(self, txn_event_ids: Sequence[str]) -> None:
         """Label the stored transactions these chargebacks name; others are ignored."""
         ids = sorted(set(txn_event_ids))
-        got = self._store.get_many([self._decided_key(i) for i in ids])
-        decided = {
-            i: list(_DECISION.unpack(v)) for i, v in zip(ids, got, strict=True) if v is not None
-        }
-        if not decided:
+        found = self._lookup(ids, _hashes(ids))
+        if not found:
             return
-        starts = sorted({d[0] for d in decided.values()})
+        starts = sorted({entry[0] for _key, entry in found.values()})
         counts = _counts(starts, self._store.get_many([self._window_key(s) for s in starts]))
         changes: dict[bytes, bytes | None] = {}
         touched: set[int] = set()
         for event_id in txn_event_ids:
-            entry = decided.get(event_id)
-            if entry is None or entry[2]:
+            hit = found.get(event_id)
+            if hit is None or hit[1][2]:
                 continue
+            key, entry = hit
             start, code, _ = entry
             entry[2] = 1
-            changes[self._decided_key(event_id)] = _DECISION.pack(*entry)
+            changes[key] = _DECISION.pack(*entry)
             counts[start][2] += 1
             counts[start][3] += int(code == _DECLINE)
             touched.add(start)
@@ -244,6 +242,7 @@ class QualityEngine:
             return [], previous
         partials: list[Partial] = []
         changes: dict[bytes, bytes | None] = {self._final_key(): _FINAL.pack(final)}
+        cleared: list[tuple[bytes, bytes]] = []
         if final - self._window >= 0:
             last = final - self._window + 1  # above the newest final window's start
             lo, hi = self._window_key(0), self._window_key(last)
@@ -251,17 +250,55 @@ class QualityEngine:
                 start = _U64.unpack_from(key, len(self._prefix) + 1)[0]
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
-            member_keys: list[bytes] = []
-            ids: list[str] = []
-            for _start, window_ids, entry_keys in self._member_entries(0, last):
-                ids.extend(window_ids)
-                member_keys.extend(entry_keys)
-            changes.update(dict.fromkeys(member_keys, None))
-            decided = map(self._decided_prefix.__add__, map(str.encode, ids))
-            changes.update(dict.fromkeys(decided, None))
+            if self._legacy:
+                ids = [
+                    i for _s, window_ids, _k in self._member_entries(0, last) for i in window_ids
+                ]
+                decided = map(self._decided_prefix.__add__, map(str.encode, ids))
+                changes.update(dict.fromkeys(decided, None))
+            # Every other entry of a final window lies under its start.
+            cleared = [
+                (self._by_window_prefix(0), self._by_window_prefix(last)),
+                (self._batch_key(0, 0), self._batch_key(last, 0)),
+                (self._member_key(0, ""), self._member_key(last, "")),
+            ]
             self._seen.drop_before(last)
-        self._store.write(changes)
+        self._store.write(changes, cleared=cleared)
+        if self._legacy:
+            self._legacy = self._holds_decisions_by_id()
         return partials, final
+
+    def _lookup(self, ids: Sequence[str], hashes: np.ndarray) -> dict[str, tuple[bytes, list[int]]]:
+        """Each stored id's entry: its key and ``[window start, decision code, labelled]``.
+
+        An id is looked up only in the windows whose filters cannot rule it out (a
+        replay or a chargeback's transaction, or under 1% by chance), and by its id
+        alone while decisions of the older layout are stored.
+        """
+        asked: dict[bytes, str] = {}
+        maybe = np.zeros(len(ids), dtype=bool)
+        for start, mask in self._seen.candidates(hashes):
+            head = self._by_window_prefix(start)
+            rows = np.flatnonzero(mask).tolist()
+            asked.update((head + ids[i].encode(), ids[i]) for i in rows)
+            maybe |= mask
+        if self._legacy:
+            rows = np.flatnonzero(maybe).tolist()
+            asked.update((self._decided_prefix + ids[i].encode(), ids[i]) for i in rows)
+        if not asked:
+            return {}
+        got = self._store.get_many(list(asked))
+        return {
+            event_id: (key, list(_DECISION.unpack(value)))
+            for (key, event_id), value in zip(asked.items(), got, strict=True)
+            if value is not None
+        }
+
+    def _holds_decisions_by_id(self) -> bool:
+        """Whether decisions of the older layout (keyed by event id alone) are stored."""
+        lo = self._decided_prefix
+        hi = self._prefix + bytes([_DECIDED[0] + 1])
+        return next(iter(self._store.scan(lo, hi)), None) is not None
 
     def _stored_members(self, lo: int, hi: int) -> Iterator[tuple[int, list[str]]]:
         """Each window's stored event ids, for windows starting in ``[lo, hi)``."""
@@ -294,8 +331,9 @@ class QualityEngine:
     def _window_key(self, start: int) -> bytes:
         return self._prefix + _WINDOW + _U64.pack(start)
 
-    def _decided_key(self, event_id: str) -> bytes:
-        return self._decided_prefix + event_id.encode()
+    def _by_window_prefix(self, start: int) -> bytes:
+        """Where the decisions of the window starting at ``start`` lie (the event id follows)."""
+        return self._prefix + _BY_WINDOW + _U64.pack(start)
 
     def _batch_key(self, start: int, number: int) -> bytes:
         return self._prefix + _BATCH + _U64.pack(start) + _U64.pack(number)
@@ -356,13 +394,21 @@ class _SeenIds:
 
     def may_hold(self, hashes: np.ndarray) -> np.ndarray:
         """Per hash: whether its id may be stored (False: it certainly is not)."""
-        if self._unfiltered:
-            return np.ones(len(hashes), dtype=bool)
         out = np.zeros(len(hashes), dtype=bool)
-        for chain in self._windows.values():
-            for bloom in chain:
-                out |= bloom.may_hold(hashes)
+        for _start, mask in self.candidates(hashes):
+            out |= mask
         return out
+
+    def candidates(self, hashes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Each live window that may hold any of the ids: its start, and which it may hold."""
+        for start in sorted(self._unfiltered):
+            yield start, np.ones(len(hashes), dtype=bool)
+        for start, chain in self._windows.items():
+            mask = np.zeros(len(hashes), dtype=bool)
+            for bloom in chain:
+                mask |= bloom.may_hold(hashes)
+            if mask.any():
+                yield start, mask
 
     def add(self, start: int, hashes: np.ndarray) -> None:
         """Record the ids (by hash) stored in the window starting at ``start``."""

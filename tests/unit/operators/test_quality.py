@@ -6,7 +6,8 @@ import itertools
 import json
 import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.quality import (
+    _COUNTS,
     _DECISION,
     Partial,
     QualityAggregator,
@@ -29,6 +31,8 @@ from schemas.timefmt import format_ms
 from state import keys
 from state.epochs import EpochStore
 from state.memory import MemoryStore
+from state.rocksdb import RocksStore
+from state.store import Ranges
 
 HOUR = 3_600_000
 T0 = 1_795_428_000_000  # 2026-11-23T10:00:00Z, an hour boundary
@@ -186,25 +190,74 @@ def test_a_new_engine_over_the_store_ignores_replays_of_what_it_holds() -> None:
     assert len(_quality_keys(store)) == 1
 
 
-def test_state_with_an_index_entry_per_member_is_still_read() -> None:
-    """State written when each window member had its own index entry (``m``)."""
-    store = MemoryStore()
+@pytest.mark.parametrize("members", ["an entry each", "a batch an entry"])
+def test_state_with_decisions_keyed_by_event_id_is_still_read(members: str) -> None:
+    """State written when decisions were keyed by event id alone (``d``), with the
+    window's members an index entry each (``m``) or a batch an entry (``b``)."""
     prefix = keys.QUALITY + b"\x00\x02m0"
+    at = T0.to_bytes(8, "big")
     old = {f"old-{i}": i % 3 for i in range(10)}
+    newer = {f"newer-{i}": 2 for i in range(4)}  # a later window, still live at the end
+    if members == "an entry each":
+        listed = {prefix + b"m" + at + e.encode(): b"" for e in old}
+        listed.update(
+            {prefix + b"m" + (T0 + HOUR).to_bytes(8, "big") + e.encode(): b"" for e in newer}
+        )
+    else:
+        listed = {
+            prefix + b"b" + at + bytes(8): msgspec.msgpack.encode(list(old)[:6]),
+            prefix + b"b" + at + (6).to_bytes(8, "big"): msgspec.msgpack.encode(list(old)[6:]),
+            prefix + b"b" + (T0 + HOUR).to_bytes(8, "big") + bytes(8): msgspec.msgpack.encode(
+                list(newer)
+            ),
+        }
+    store = MemoryStore()
     store.write(
         {
             **{prefix + b"d" + e.encode(): _DECISION.pack(T0, c, 0) for e, c in old.items()},
-            **{prefix + b"m" + T0.to_bytes(8, "big") + e.encode(): b"" for e in old},
-            prefix + b"w" + T0.to_bytes(8, "big"): (10).to_bytes(8, "big")
-            + (3).to_bytes(8, "big")
-            + bytes(16),
+            **{prefix + b"d" + e.encode(): _DECISION.pack(T0 + HOUR, 2, 0) for e in newer},
+            **listed,
+            prefix + b"w" + at: _COUNTS.pack(10, 3, 0, 0),
+            prefix + b"w" + (T0 + HOUR).to_bytes(8, "big"): _COUNTS.pack(4, 4, 0, 0),
         }
     )
     engine = QualityEngine(CONFIG, store, shard="m0")
-    engine.decisions([("old-2", T0 + 5, "approve"), ("new", T0 + 6, "decline")])
-    engine.chargebacks(["old-2", "new"])
+    # A replay of a stored id (in another window) is ignored; chargebacks label both layouts.
+    engine.decisions([("old-2", T0 + HOUR + 5, "approve"), ("new", T0 + 6, "decline")])
+    engine.chargebacks(["old-2", "new", "newer-1", "old-2"])
     assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 11, 4, 2, 2)], T0 + HOUR)
-    assert len(_quality_keys(store)) == 1
+    # The final window's entries of both layouts are gone; the live window's stay.
+    left = _quality_keys(store)
+    assert not any(b"old-" in k or b"new\x00" in k for k in left)
+    assert sum(k.startswith(prefix + b"d") for k in left) == 4
+    engine.chargebacks(["newer-2", "old-3"])  # old-3's window is final: ignored
+    assert engine.advance(T0 + 3 * HOUR) == (
+        [Partial(T0 + HOUR, T0 + 2 * HOUR, 4, 4, 2, 2)],
+        T0 + 2 * HOUR,
+    )
+    assert _quality_keys(store) == [prefix + b"f"]
+
+
+def test_a_final_window_is_deleted_as_ranges_in_rocksdb(tmp_path: Path) -> None:
+    """Unversioned, a final window's decisions go as one range delete, not a delete each."""
+    base = RocksStore(tmp_path / "db", wal=False)
+    store = EpochStore(base, "quality-m0", versioned=False)
+    store.attach(None)
+    engine = QualityEngine(CONFIG, store, shard="m0")
+    engine.decisions([(f"tx-{i}", T0 + i, "decline") for i in range(1_000)])
+    engine.decisions([(f"tx-{i}", T0 + HOUR + i, "approve") for i in range(1_000, 1_010)])
+    writes: list[tuple[int, int]] = []
+    write = base.write
+
+    def recording(changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
+        writes.append((len(changes), len(cleared)))
+        write(changes, cleared=cleared)
+
+    base.write = recording  # type: ignore[method-assign]
+    assert engine.advance(T0 + 2 * HOUR) == ([Partial(T0, T0 + HOUR, 1000, 1000, 0, 0)], T0 + HOUR)
+    assert writes == [(2, 3)]  # final_through and the counter; three ranges
+    assert sum(1 for _ in store.scan(b"", b"\xff")) == 10 + 1 + 1 + 1
+    base.close()
 
 
 def test_the_filter_never_rules_out_a_stored_id() -> None:
@@ -223,10 +276,11 @@ def test_the_filter_never_rules_out_a_stored_id() -> None:
 
 
 class _Unsure(_SeenIds):
-    """A filter that rules nothing out: every id is looked up in the store."""
+    """A filter that rules nothing out: every id is looked up in every live window."""
 
-    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
-        return np.ones(len(hashes), dtype=bool)
+    def candidates(self, hashes: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        for start in sorted({*self._windows, *self._unfiltered}):
+            yield start, np.ones(len(hashes), dtype=bool)
 
 
 def test_shards_sharing_a_store_keep_apart() -> None:
