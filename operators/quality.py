@@ -49,9 +49,11 @@ from typing import TypedDict
 import bytewax.operators as op
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from bytewax.dataflow import Stream
 
 from operators.messages import OutMessage, json_value
+from operators.score_records import DECISION_NAMES
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms, parse_event_time
 from state import keys
@@ -63,9 +65,9 @@ _U64 = struct.Struct(">Q")
 _COUNTS = struct.Struct(">qqqq")  # scored, declined, labelled, true_positives
 _DECISION = struct.Struct(">QBB")  # window start, decision code, labelled
 _FINAL = struct.Struct(">q")  # the shard's final_through
-_CODES = {"approve": 0, "review": 1, "decline": 2}
-_DECLINE_NAME = "decline"
-_DECLINE = _CODES[_DECLINE_NAME]
+# Decision codes: the score records' (an index into DECISION_NAMES), also stored in state.
+_CODES = {name: code for code, name in enumerate(DECISION_NAMES)}
+_DECLINE = _CODES["decline"]
 # Sub-namespaces after the shard prefix: ``e`` decisions by window start and event id.
 # Read, not written: ``d`` decisions by event id alone, and ``m`` one index entry per
 # member (the layout before ``b``, a batch's members an entry).
@@ -137,15 +139,28 @@ class QualityEngine:
         self._legacy = self._holds_decisions_by_id()
 
     def decisions(self, items: Sequence[tuple[str, int, str]]) -> None:
-        """Store ``(event_id, event_time_ms, decision)`` of scored, non-late transactions."""
+        """Store ``(event_id, event_time_ms, decision)`` rows: :meth:`decide` of their columns."""
         if not items:
             return
         ids, times, names = zip(*items, strict=True)
-        if not set(names) <= _CODES.keys() or min(times) < 0:
+        if not set(names) <= _CODES.keys():
             _reject(items)
+        codes = np.fromiter(map(_CODES.__getitem__, names), dtype=np.intp, count=len(names))
+        self.decide(list(ids), np.asarray(times, dtype=np.int64), codes)
+
+    def decide(
+        self,
+        ids: list[str],
+        times: npt.NDArray[np.int64],
+        codes: npt.NDArray[np.intp],
+    ) -> None:
+        """Store scored, non-late transactions: event ids, event times (ms) and decision codes."""
         n = len(ids)
-        starts = np.asarray(times, dtype=np.int64)
-        starts -= starts % self._window
+        if not n:
+            return
+        if times.min() < 0 or codes.min() < 0 or codes.max() >= len(_CODES):
+            _reject(list(zip(ids, times.tolist(), codes.tolist(), strict=True)))
+        starts = times - times % self._window
         hashes = _hashes(ids)
         first, last = int(starts.min()), int(starts.max())
         windows = [first] if first == last else np.unique(starts).tolist()
@@ -166,20 +181,20 @@ class QualityEngine:
         changes: dict[bytes, bytes | None] = {}
         for start in windows:
             if len(windows) == 1 and keep.all():
-                mine, members, verdicts = hashes, list(ids), names
+                mine, members, verdicts = hashes, ids, codes
             else:
                 rows = np.flatnonzero(keep & (starts == start))
                 if not len(rows):
                     continue
                 mine = hashes[rows]
                 members = [ids[i] for i in rows.tolist()]
-                verdicts = tuple(names[i] for i in rows.tolist())
+                verdicts = codes[rows]
             # A decision's entry depends only on its window and decision.
-            entry = {name: _DECISION.pack(start, code, 0) for name, code in _CODES.items()}
+            entry = [_DECISION.pack(start, code, 0) for code in range(len(_CODES))]
             changes.update(
                 zip(
                     map(self._by_window_prefix(start).__add__, map(str.encode, members)),
-                    map(entry.__getitem__, verdicts),
+                    map(entry.__getitem__, verdicts.tolist()),
                     strict=True,
                 )
             )
@@ -189,7 +204,7 @@ class QualityEngine:
             count = counts[start]
             changes[self._batch_key(start, count[0])] = _IDS.encode(members)
             count[0] += len(members)
-            count[1] += verdicts.count(_DECLINE_NAME)
+            count[1] += int(np.count_nonzero(verdicts == _DECLINE))
             changes[self._window_key(start)] = _COUNTS.pack(*count)
             self._seen.add(start, mine)
         if self._epochs is None:
@@ -547,10 +562,10 @@ def _record(start: int, sums: Sums) -> QualityRecord:
     }
 
 
-def _reject(items: Sequence[tuple[str, int, str]]) -> None:
-    """Raise for the first item with an unknown decision or a negative event time."""
+def _reject(items: Sequence[tuple[str, int, str | int]]) -> None:
+    """Raise for the first item with an unknown decision (name or code) or a negative time."""
     for event_id, event_time, decision in items:
-        if decision not in _CODES:
+        if decision not in _CODES and decision not in _CODES.values():
             raise ValueError(f"unknown decision {decision!r} for {event_id!r}")
         if event_time < 0:
             raise ValueError(f"negative event time {event_time} for {event_id!r}")
@@ -567,12 +582,19 @@ def _counts(starts: Sequence[int], values: Sequence[bytes | None]) -> dict[int, 
     }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Decisions:
-    """A merchant shard's scored transactions: ``(event_id, event_time, decision)`` each."""
+    """A merchant shard's scored, non-late transactions, as columns."""
 
     shard: str  # each input names its shard: a bytewax logic does not see its own key
-    rows: list[tuple[str, int, str]]
+    event_ids: list[str]
+    event_times: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.intp]  # index into score_records.DECISION_NAMES
+
+    def rows(self) -> list[tuple[str, int, str]]:
+        """``(event_id, event_time, decision)`` of each transaction."""
+        names = map(DECISION_NAMES.__getitem__, self.codes.tolist())
+        return list(zip(self.event_ids, self.event_times.tolist(), names, strict=True))
 
 
 @dataclass(slots=True)
@@ -634,7 +656,7 @@ class _ShardLogic(op.StatefulBatchLogic[QualityInput, _ShardReport, _ShardSnapsh
         watermark: int | None = None
         for item in values:
             if isinstance(item, Decisions):
-                self._engine.decisions(item.rows)
+                self._engine.decide(item.event_ids, item.event_times, item.codes)
             elif isinstance(item, Labels):
                 self._engine.chargebacks(item.event_ids)
             else:

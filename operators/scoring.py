@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress
-from operator import attrgetter, not_
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -271,8 +270,10 @@ class ScoreStep:
         if not len(batch):
             return []
         step: list[tuple[str, Any]] = []
-        # Quality's columns over the whole step: (event_id, event_time, decision), late.
-        decided: list[tuple[str, int, str]] = []
+        # Quality's columns over the whole step: event id, event time, decision code, late.
+        ids: list[str] = []
+        times: list[int] = []
+        codes: list[npt.NDArray[np.intp]] = []
         late: list[bool] = []
         for lo in range(0, len(batch), MAX_MODEL_BATCH):
             scored = scorer.score_columns(batch.rows(lo, lo + MAX_MODEL_BATCH))
@@ -284,18 +285,31 @@ class ScoreStep:
             sample = drift_sample(scored, scorer.active_version)
             if sample is not None:
                 step.append((DRIFT_KEY, sample))
-            decided.extend(zip(txns.event_id, txns.event_time, scored.decisions(), strict=True))
+            ids.extend(txns.event_id)
+            times.extend(txns.event_time)
+            codes.append(scored.codes)
             late.extend(txns.late)
         late_count = sum(late)
         if late_count:
             metrics.late.inc(late_count)
+        all_times = np.array(times, dtype=np.int64)
+        all_codes = np.concatenate(codes)
         first = 0
         for shard, block in items:
             end = first + len(block)
-            mine = list(compress(decided[first:end], map(not_, late[first:end])))
+            if late_count and any(late[first:end]):
+                rows = np.flatnonzero(~np.array(late[first:end], dtype=bool)) + first
+                if len(rows):
+                    decided = Decisions(
+                        shard, [ids[i] for i in rows.tolist()], all_times[rows], all_codes[rows]
+                    )
+                    step.append((shard, decided))
+            elif end > first:
+                decided = Decisions(
+                    shard, ids[first:end], all_times[first:end], all_codes[first:end]
+                )
+                step.append((shard, decided))
             first = end
-            if mine:
-                step.append((shard, Decisions(shard, mine)))
         return step
 
 

@@ -26,6 +26,7 @@ from operators.quality import (
     _hashes,
     _SeenIds,
 )
+from operators.score_records import DECISION_NAMES
 from operators.watermarks import NO_WATERMARK
 from schemas.timefmt import format_ms
 from state import keys
@@ -304,7 +305,27 @@ def test_bad_decisions_are_rejected_and_change_nothing() -> None:
         engine.decisions([("a", T0, "decline"), ("b", T0, "block")])
     with pytest.raises(ValueError, match="negative event time"):
         engine.decisions([("a", -1, "decline")])
+    with pytest.raises(ValueError, match="unknown decision 3 for 'b'"):
+        engine.decide(["a", "b"], np.array([T0, T0]), np.array([2, 3]))
+    with pytest.raises(ValueError, match="negative event time -5 for 'b'"):
+        engine.decide(["a", "b"], np.array([T0, -5]), np.array([2, 0]))
     assert store.approximate_keys() == 0
+
+
+def test_decision_codes_are_the_score_records_and_stay_as_stored() -> None:
+    """Codes are stored in state: the score records' order must not move them."""
+    assert dict(zip(DECISION_NAMES, range(3), strict=True)) == {
+        "approve": 0,
+        "review": 1,
+        "decline": 2,
+    }
+    store = MemoryStore()
+    engine = QualityEngine(CONFIG, store, shard="m0")
+    engine.decide(["a", "b", "c"], np.array([T0, T0 + 1, T0 + 2]), np.array([0, 1, 2]))
+    stored = {k[-1:]: v for k, v in store.scan(b"", b"\xff") if b"e" + T0.to_bytes(8, "big") in k}
+    assert stored == {
+        e.encode(): _DECISION.pack(T0, c, 0) for e, c in zip("abc", range(3), strict=True)
+    }
 
 
 @pytest.mark.parametrize(("window_ms", "label_horizon_ms"), [(0, 0), (-1, 0), (HOUR, -1)], ids=str)

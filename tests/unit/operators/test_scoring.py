@@ -271,5 +271,5 @@ def test_one_step_is_scored_together_in_bounded_model_calls(
     by_shard = {shard: payload for shard, payload in decisions}
     assert sorted(by_shard) == ["m0", "m1", "m2"]
     assert all(payload.shard == shard for shard, payload in decisions)
-    assert [d[0] for d in by_shard["m1"].rows] == ["e4", "e5", "e6"]
+    assert [d[0] for d in by_shard["m1"].rows()] == ["e4", "e5", "e6"]
     assert metrics.late._value.get() == 1

@@ -256,13 +256,15 @@ def test_step_equals_the_per_record_oracle(
             ]
             first += len(featured)
             if mine:
-                expected.append((shard, Decisions(shard, mine)))
+                expected.append((shard, mine))
         assert len(out) == len(expected)
         for (key, got), (want_key, want) in zip(out, expected, strict=True):
             assert key == want_key
             if isinstance(got, DriftSample):
                 chunk, rows, messages = want
                 _check_sample(got, active, chunk, rows, messages)
+            elif isinstance(got, Decisions):
+                assert (got.shard, got.rows()) == (key, want)
             else:
                 assert got == want
 
