@@ -3,10 +3,10 @@
 Items in the dataflow are *batches*, not single records: one bytewax item per
 Kafka poll keeps the engine's per-item cost off the hot path. Transactions
 travel as columns (:class:`TxnColumns`, then :class:`FeatureBlock`); raw
-records, chargebacks and output messages as objects. They are slotted but not
-frozen: a frozen dataclass sets each field through ``object.__setattr__``,
-several times the cost of a plain assignment. Treat them as read-only all
-the same.
+records and chargebacks as slotted dataclasses, output messages as msgspec
+structs. None is frozen: a frozen dataclass sets each field through
+``object.__setattr__``, several times the cost of a plain assignment. Treat
+them as read-only all the same.
 """
 
 from __future__ import annotations
