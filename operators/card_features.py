@@ -13,17 +13,20 @@ horizon; an expiry index (``E`` + time + card) deletes a card whose
 newest event fell below that horizon, so state stays bounded on an endless
 stream.
 
-Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, least
-recently used evicted first, and writes a changed card back only when it is
+Cache: each engine keeps up to ``cache_cards`` decoded cards in memory, evicting
+the longest cached first but passing over (and keeping) those used since they were
+cached or last passed over, and writes a changed card back only when it is
 evicted or at :meth:`CardFeatureEngine.flush` (the shard's snapshot when
 recovery is on, and the end of the input when the store outlives the run), so a
 card seen again is neither read nor decoded nor rewritten per event; misses
 cost one multi-get per batch. With ``cache_cards=0`` every batch is written
 through. A cached card is one packed array (times, amounts, interned merchant
-codes, event id hashes, sessions), plus its event ids. The store keeps the packed
-layout (:func:`_dump`, msgpack): the buffer's filled slots as bytes, the card's
-distinct merchant ids, its event ids and its expiry, either way; the pickled list
-layouts before it are still read.
+codes, event id hashes, sessions), plus its event ids; the array's header also
+says whether the card changed since it was stored and the last batch that used
+it, so a batch looks each of its cards up once and the kernels keep the rest.
+The store keeps the packed layout (:func:`_dump`, msgpack): the buffer's filled
+slots as bytes, the card's distinct merchant ids, its event ids and its expiry,
+either way; the pickled list layouts before it are still read.
 
 A batch is columns the kernel reads in one call (:func:`operators.card_kernel.card_run`)
 for every row but the few it leaves here: a possible duplicate (its id's hash is
@@ -38,7 +41,7 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress, islice, repeat
+from itertools import islice, repeat
 from operator import attrgetter, is_not
 from typing import Any, cast
 
@@ -48,12 +51,15 @@ import numpy as np
 from operators import card_kernel as kernel
 from operators.card_kernel import (
     CAP,
+    CAP_S,
     COLUMNS,
+    DIRTY,
     HEAD,
     NS,
     POSITION_BITS,
     POSITION_MASK,
     SLOW,
+    USED,
     N,
 )
 from operators.columns import BLOCK_COLUMNS
@@ -110,7 +116,7 @@ class _Card:
     stale address behind; the card holds the buffer, so the address stays valid.
     """
 
-    __slots__ = ("_buf", "addr", "expiry", "ids")
+    __slots__ = ("_buf", "addr", "expiry", "ids", "placed")
 
     def __init__(
         self, buf: np.ndarray[Any, np.dtype[np.int64]], ids: list[str], expiry: int | None
@@ -118,6 +124,8 @@ class _Card:
         self.buf = buf  # packed events and sessions (layout: operators.card_kernel)
         self.ids = ids  # the events' ids, in the buffer's order
         self.expiry = expiry  # the expiry-index time currently written for this card
+        # The engine's batch count when the card took its place in the cache's order.
+        self.placed = 0
 
     @property
     def buf(self) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -174,9 +182,12 @@ class CardFeatureEngine:
         self._expiry = keys.shard_namespace(keys.CARD_EXPIRY, shard)
         self._dead_letter = dead_letter
         self._cache_max = config.cache_cards
-        # Decoded cards, least recently used first; ``_dirty`` ones differ from the store.
+        # Decoded cards, in the order they took their place (:meth:`_evict`); each
+        # buffer's header holds the last batch that used it.
         self._cache: dict[str, _Card] = {}
-        self._dirty: set[str] = set()
+        self._batches = 0
+        # The cached cards that differ from the store: those whose header says ``DIRTY``.
+        self._dirty: dict[str, _Card] = {}
         self._merchants = _Merchants()
         # The record being processed: the one to blame if processing raises.
         self.at: RawRecord | None = None
@@ -193,6 +204,7 @@ class CardFeatureEngine:
         """
         if len(self._merchants.names) > MERCHANT_CODES_MAX:
             self._recode()
+        self._batches += 1
         n = len(batch)
         # Passes over the batch's columns run in C (map over a bound method), not per row here.
         counts = Counter(batch.card_id)
@@ -216,7 +228,7 @@ class CardFeatureEngine:
         amounts = np.array(batch.amount, np.float64)
         addresses = np.array(list(map(_ADDR, batch_cards)), np.int64)
         self._make_room(batch_cards, addresses, list(counts.values()))
-        dirty = np.array(list(map(self._dirty.__contains__, card_ids)), np.bool_)
+        turned = np.zeros(len(card_ids), np.bool_)  # the cards that were clean and changed
         results = np.full(n, kernel.UNSET, np.int64)
         # One row of features per scored transaction; the kernel fills its card columns.
         matrix = np.empty((n, len(BLOCK_COLUMNS)))
@@ -227,7 +239,7 @@ class CardFeatureEngine:
         while True:
             try:
                 stop = kernel.card_run(
-                    addresses, rows, amounts, dirty, matrix, row, results, self._gap, i
+                    addresses, rows, amounts, turned, matrix, row, results, self._gap, i
                 )
             except Exception:
                 # Blame the row the kernel was at: the first it wrote no result for.
@@ -243,7 +255,7 @@ class CardFeatureEngine:
             card = batch_cards[k]
             self.at = batch.raw[stop]
             if rows[stop, kernel.FLAGS] & kernel.STOP:
-                result = self._one(card, batch, stop, rows[stop], dirty, matrix, row)
+                result = self._one(card, batch, stop, rows[stop], turned, matrix, row)
                 if result is None:
                     dead.append(
                         self._dead_letter(
@@ -274,7 +286,8 @@ class CardFeatureEngine:
             row += 1
         _place_ids(row_cards, batch.event_id, results, done, n)
         self.at = batch.raw[-1] if n else None
-        self._dirty.update(compress(card_ids, dirty.tolist()))
+        for k in np.flatnonzero(turned).tolist():
+            self._dirty[card_ids[k]] = batch_cards[k]
         if duplicates:
             kept = np.ones(n, np.bool_)
             kept[duplicates] = False
@@ -298,11 +311,12 @@ class CardFeatureEngine:
         counts: list[int],
     ) -> None:
         """Give each of ``cards`` (at ``addresses``, in order) room for its ``counts``
-        transactions in the batch, so the kernel runs on.
+        transactions in the batch, so the kernel runs on; mark them used by this batch.
 
         A card short of room gets twice its room (or what the batch needs), at least.
         """
-        for k in kernel.short_of_room(addresses, np.array(counts, np.int64)).tolist():
+        short = kernel.short_of_room(addresses, np.array(counts, np.int64), self._batches)
+        for k in short.tolist():
             card = cards[k]
             card.buf = kernel.grown(card.buf, counts[k])
             addresses[k] = card.addr
@@ -313,7 +327,7 @@ class CardFeatureEngine:
         batch: TxnColumns,
         i: int,
         row_in: np.ndarray[Any, np.dtype[np.int64]],
-        dirty: np.ndarray[Any, np.dtype[np.bool_]],
+        turned: np.ndarray[Any, np.dtype[np.bool_]],
         out: np.ndarray[Any, np.dtype[np.float64]],
         row: int,
     ) -> int | None:
@@ -323,11 +337,12 @@ class CardFeatureEngine:
         horizon = int(row_in[kernel.HORIZON])
         if event_id in card.ids and _is_duplicate(card, event_id, t, horizon):
             return None
-        k, code = int(row_in[kernel.CARD]), int(row_in[kernel.MERCHANT])
+        code = int(row_in[kernel.MERCHANT])
         accept = bool(row_in[kernel.FLAGS] & kernel.ACCEPT)
-        if accept:
-            dirty[k] = True
-        prune = bool(dirty[k])
+        if accept and not card.buf[DIRTY]:
+            card.buf[DIRTY] = 1
+            turned[row_in[kernel.CARD]] = True
+        prune = bool(card.buf[DIRTY])
         amount = float(batch.amount[i])  # the kernels are compiled for float64 only
         key = int(row_in[kernel.KEY])
         done: int = kernel.card_step(
@@ -342,8 +357,8 @@ class CardFeatureEngine:
     def flush(self) -> None:
         """Write every changed card (and its expiry-index entry) to the store in one batch."""
         if self._dirty:
-            self._write(self._dirty)
-            self._dirty = set()
+            self._write(self._dirty.items())
+            self._dirty = {}
         if self._cache_max <= 0:
             self._cache.clear()
 
@@ -366,7 +381,7 @@ class CardFeatureEngine:
                 if expiry is not None and expiry > due:
                     self._move_index(changes, card_id, card, expiry)
                     continue
-                self._dirty.discard(card_id)
+                del self._dirty[card_id]
             self._cache.pop(card_id, None)
             changes[keys.card_key(card_id)] = None
             expired += 1
@@ -377,21 +392,22 @@ class CardFeatureEngine:
         """The cards of ``card_ids`` (``counts``: how many of the batch's transactions
         each has), in order, and the ids of those new.
 
-        Cached cards become the most recent, in order; the rest are read in one
-        multi-get, get room for the batch's transactions and become more recent still.
+        Cached cards are found with one lookup each (:meth:`_make_room` marks them
+        used); the rest are read in one multi-get, with room for the batch's
+        transactions, and cached last.
         """
         cache = self._cache
-        found: list[_Card | None] = list(map(cache.pop, card_ids, repeat(None)))
+        found: list[_Card | None] = list(map(cache.get, card_ids))
         hits = list(map(is_not, found, repeat(None)))
         cards = cast(list[_Card], found)  # Nones where ``hits`` is False, filled below
-        cache.update(zip(compress(card_ids, hits), compress(cards, hits), strict=True))
         created: list[str] = []
         if not all(hits):
             at = [k for k, hit in enumerate(hits) if not hit]
             missing = [card_ids[k] for k in at]
             blobs = self._store.get_many([keys.card_key(c) for c in missing])
             for k, card_id, blob in zip(at, missing, blobs, strict=True):
-                found[k] = cache[card_id] = _load(blob, self._merchants, counts[card_id])
+                found[k] = cache[card_id] = card = _load(blob, self._merchants, counts[card_id])
+                card.placed = self._batches
                 if blob is None:
                     created.append(card_id)
         return cards, created
@@ -416,14 +432,27 @@ class CardFeatureEngine:
             self._store.write(changes)
 
     def _evict(self, count: int) -> None:
-        """Drop the ``count`` least recently used cards, writing back the changed ones."""
-        victims = list(islice(self._cache, count))
-        changed = [c for c in victims if c in self._dirty]
+        """Drop ``count`` cards, writing back the changed ones.
+
+        The cards go in the order they took their place, but one used since then gets
+        a second chance: it takes a new place, last, instead. So a card in use stays
+        without every batch moving its cards to the end of the order.
+        """
+        cache, dirty, now = self._cache, self._dirty, self._batches
+        victims: list[tuple[str, _Card]] = []
+        while len(victims) < count:
+            for card_id, card in list(islice(cache.items(), count - len(victims))):
+                del cache[card_id]
+                if card.buf[USED] > card.placed:
+                    card.placed = now
+                    cache[card_id] = card
+                else:
+                    victims.append((card_id, card))
+        changed = [(card_id, card) for card_id, card in victims if card_id in dirty]
         if changed:
             self._write(changed)
-            self._dirty.difference_update(changed)
-        for card_id in victims:
-            del self._cache[card_id]
+            for card_id, _ in changed:
+                del dirty[card_id]
 
     def _accept(
         self,
@@ -439,7 +468,7 @@ class CardFeatureEngine:
 
         Returns what :func:`operators.card_kernel.card_step` would have returned.
         """
-        n, cap, ns, cap_s = card.buf[:HEAD].tolist()
+        n, cap, ns, cap_s = card.buf[: CAP_S + 1].tolist()
         t, amount, key = txn[0], float(txn[1]), hash(txn[3])
         if n == cap or ns == cap_s:
             card.buf = kernel.grown(card.buf, 1)
@@ -486,17 +515,18 @@ class CardFeatureEngine:
             changes[keys.timer_key(self._expiry, expiry, card_id)] = b""
         card.expiry = expiry
 
-    def _write(self, card_ids: Iterable[str]) -> None:
+    def _write(self, cards_of: Iterable[tuple[str, _Card]]) -> None:
+        """Write ``cards_of``' cards (id and card) and mark them clean."""
         changes: dict[bytes, bytes | None] = {}
-        cache = self._cache
         names = self._merchants.names
-        cards = [(card_id, cache[card_id]) for card_id in card_ids]
+        cards = list(cards_of)
         expiries = self._expiry_times([card for _, card in cards])
         for (card_id, card), expiry in zip(cards, expiries, strict=True):
             if card.expiry != expiry:
                 self._move_index(changes, card_id, card, expiry)
             # No expiry time: no events nor sessions left.
             changes[keys.card_key(card_id)] = None if expiry is None else _dump(card, names)
+            card.buf[DIRTY] = 0
         self._store.write(changes)
 
 

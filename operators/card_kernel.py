@@ -4,13 +4,18 @@
 retention); this module computes them. A card's accepted events and session
 summaries live in one ``int64`` buffer:
 
-``[n, cap, ns, cap_s, times[cap], amounts[cap], merchants[cap], keys[cap], sessions[3 * cap_s]]``
+``[n, cap, ns, cap_s, dirty, used, times[cap], amounts[cap], merchants[cap], keys[cap],
+sessions[3 * cap_s]]``
 
 ``n`` events sorted by (time, amount, merchant, event id), amounts stored as the
 bits of their ``float64``, merchants as the engine's interned codes, keys as the
 ``hash`` of their event ids (equal keys are where a duplicate may be); ``ns``
 session summaries ``(start, end, count)``, sorted and disjoint. The slots past
-``n`` and ``ns`` are spare room for accepted events.
+``n`` and ``ns`` are spare room for accepted events. ``dirty`` is 1 once the card
+accepted an event its stored copy lacks (the engine clears it when it writes the
+card), ``used`` the engine's count of the last batch that used the card: the
+kernels keep both, so the engine need not look up every card of a batch in a set
+of changed cards nor reorder its cache per batch.
 
 :func:`card_run` takes a whole batch in one call: passing the batch's buffers as
 a list would unbox each array (a microsecond or more apiece), so it takes their
@@ -50,7 +55,7 @@ MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 # Header slots of a card buffer, and its per-event columns (times, amounts, merchants, keys).
-N, CAP, NS, CAP_S, HEAD = 0, 1, 2, 3, 4
+N, CAP, NS, CAP_S, DIRTY, USED, HEAD = 0, 1, 2, 3, 4, 5, 6
 COLUMNS = 4
 # Columns of a kernel's output row: the first columns of a feature block (operators.columns).
 OUTPUT: tuple[str, ...] = (
@@ -433,7 +438,7 @@ def card_run(
     cards: Any,
     rows: Any,
     amounts: Any,
-    dirty: Any,
+    turned: Any,
     out: Any,
     row: int,
     results: Any,
@@ -447,15 +452,16 @@ def card_run(
     unmoved), at ``rows[i, TIME]`` with ``amounts[i]``, its id's hash
     ``rows[i, KEY]``; a row whose key its card holds may be a duplicate: the
     kernel flags it ``STOP`` and leaves it. It accepts the event if its
-    ``ACCEPT`` flag is set, and marks its card in ``dirty`` then; a dirty card is
-    pruned to ``rows[i, HORIZON]``. Features go to consecutive rows of ``out``
+    ``ACCEPT`` flag is set, and marks its card ``DIRTY`` then (and
+    ``turned[rows[i, CARD]]`` where the card was clean); a dirty card is pruned to
+    ``rows[i, HORIZON]``. Features go to consecutive rows of ``out``
     from ``row``. Row ``i``'s result goes to ``results[i]``: the accepted
     event's index plus one (0: none accepted), plus the pruned count shifted
     left by :data:`POSITION_BITS`.
 
     Returns the index of the first row it left to the caller: one flagged
     ``STOP``, untouched, or one :func:`card_step` returns :data:`SLOW` for,
-    whose features are in ``out`` and whose card ``dirty`` marks; or the row
+    whose features are in ``out`` and whose card is marked ``DIRTY``; or the row
     count when it took them all.
     """
     for i in range(start, rows.shape[0]):
@@ -471,8 +477,9 @@ def card_run(
                 rows[i, FLAGS] = flags | STOP
                 return i
         accept = (flags & ACCEPT) != 0
-        if accept:
-            dirty[k] = True
+        if accept and buf[DIRTY] == 0:
+            buf[DIRTY] = 1
+            turned[k] = True
         done = _step(
             buf,
             out,
@@ -484,7 +491,7 @@ def card_run(
             rows[i, HORIZON],
             gap,
             accept,
-            dirty[k],
+            buf[DIRTY] != 0,
         )
         if done == SLOW:
             return i
@@ -494,13 +501,15 @@ def card_run(
 
 
 @jit
-def short_of_room(cards: Any, counts: Any) -> Any:
+def short_of_room(cards: Any, counts: Any, used: int) -> Any:
     """Which of the cards at addresses ``cards`` lack room for ``counts`` more events (and
-    as many more sessions, since each event can open one): their indexes."""
+    as many more sessions, since each event can open one): their indexes. Marks each
+    card ``USED`` at ``used``, the batch that is about to run over them."""
     short = np.empty(len(cards), np.int64)
     m = 0
     for k in range(len(cards)):
         buf = _buffer(cards[k])
+        buf[USED] = used
         if buf[CAP] - buf[N] < counts[k] or buf[CAP_S] - buf[NS] < counts[k]:
             short[m] = k
             m += 1
@@ -516,6 +525,7 @@ def grown(buf: Any, more: int) -> Any:
     new_cap_s = max(2 * cap_s, ns + more) if cap_s - ns < more else cap_s
     new = np.zeros(HEAD + COLUMNS * new_cap + 3 * new_cap_s, np.int64)
     new[N], new[CAP], new[NS], new[CAP_S] = n, new_cap, ns, new_cap_s
+    new[DIRTY], new[USED] = buf[DIRTY], buf[USED]
     # Loops, not slice assignments: those take seconds longer to compile.
     for column in range(COLUMNS):
         for i in range(n):
@@ -647,7 +657,7 @@ SIGNATURES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
     ),
     (card_place, (_BUF, _INT, _INT, types.float64, _INT, _INT, _INT, _INT, types.boolean)),
     (address, (_BUF,)),
-    (short_of_room, (_BUF, _BUF)),
+    (short_of_room, (_BUF, _BUF, _INT)),
     (newest, (_BUF, _INT)),
     (grown, (_BUF, _INT)),
     (packed, (_BUF,)),

@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 from array import array
+from collections.abc import Sequence
 
 import msgspec
 import numpy as np
@@ -14,10 +15,15 @@ import pytest
 from flows.testing import CARD_SHARD, ReplayRecord, run_log, shard_state
 from models.simulator import SimConfig, simulate
 from operators import card_kernel as kernel
-from operators.card_features import _dump, _load, _Merchants
+from operators.card_features import CardConfig, CardFeatureEngine, _dump, _load, _Merchants
+from operators.columns import BLOCK_COLUMNS
+from operators.messages import OutMessage, RawRecord, TxnColumns
+from operators.watermarks import MinWatermark, TimeConfig
 from schemas.errors import StateError
+from schemas.records import Transaction
 from state import keys
 from state.memory import MemoryStore
+from tests.unit.operators.blocks import TxnRecord, columns_of
 
 T0 = 1_795_392_000_000
 HOUR = 3_600_000
@@ -83,6 +89,56 @@ def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> Non
     assert busy[-1].features["card_count_24h"] == 48.0  # 47 earlier within 24 h, plus itself
     cards = {k for k in _state(store) if k.startswith(keys.CARD)}
     assert cards == {keys.card_key("busy")}
+
+
+class _ReadLog(MemoryStore):
+    """A memory store that records the keys read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self.read.extend(keys)
+        return super().get_many(keys)
+
+
+def _batch(cards: list[str], t: int) -> TxnColumns:
+    return columns_of(
+        TxnRecord(
+            Transaction(
+                event_id=f"{card}-{t}",
+                card_id=card,
+                merchant_id="m1",
+                amount=10.0,
+                currency="EUR",
+                event_time=t,
+            ),
+            RawRecord("transactions", 0, 0, card.encode(), None, t),
+        )
+        for card in cards
+    )
+
+
+def test_a_card_in_use_outlives_the_evictions_of_cards_cached_with_it() -> None:
+    # Ten cards fill the cache; "c0" is used again, then two new cards overflow it:
+    # eviction drops the longest cached, but passes over "c0", used since.
+    store = _ReadLog()
+    engine = CardFeatureEngine(CardConfig(time=TimeConfig(), cache_cards=10), store, _dead)
+    cards = [f"c{i}" for i in range(10)]
+    engine.process(_batch(cards, T0), MinWatermark())
+    engine.process(_batch(["c0"], T0 + 1000), MinWatermark())
+    engine.process(_batch(["x", "y"], T0 + 2000), MinWatermark())  # 12 > 10: down to 9
+    store.read.clear()
+    block, _ = engine.process(_batch(cards, T0 + 3000), MinWatermark())
+    assert store.read == [keys.card_key(c) for c in ("c1", "c2", "c3")]
+    # Evicted cards were written back, and read as they were left.
+    counts = block.features[:, BLOCK_COLUMNS.index("card_count_1m")].tolist()
+    assert counts == [3.0] + [2.0] * 9
+
+
+def _dead(raw: RawRecord, reason: str) -> OutMessage:
+    raise AssertionError(f"no dead letters here: {reason}")
 
 
 def _decoded(blob: bytes) -> tuple[object, ...]:
