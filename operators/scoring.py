@@ -297,19 +297,16 @@ class ScoreStep:
         first = 0
         for shard, block in items:
             end = first + len(block)
-            if late_count and any(late[first:end]):
+            if late_count and any(late[first:end]):  # quality takes non-late rows only
                 rows = np.flatnonzero(~np.array(late[first:end], dtype=bool)) + first
-                if len(rows):
-                    decided = Decisions(
-                        shard, [ids[i] for i in rows.tolist()], all_times[rows], all_codes[rows]
-                    )
-                    step.append((shard, decided))
-            elif end > first:
-                decided = Decisions(
-                    shard, ids[first:end], all_times[first:end], all_codes[first:end]
-                )
-                step.append((shard, decided))
+                mine = [ids[i] for i in rows.tolist()]
+                mine_times, mine_codes = all_times[rows], all_codes[rows]
+            else:
+                mine = ids[first:end]
+                mine_times, mine_codes = all_times[first:end], all_codes[first:end]
             first = end
+            if mine:
+                step.append((shard, Decisions(shard, mine, mine_times, mine_codes)))
         return step
 
 
