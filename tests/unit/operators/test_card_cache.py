@@ -6,7 +6,6 @@ import json
 import math
 import pickle
 from array import array
-from collections.abc import Sequence
 
 import msgspec
 import numpy as np
@@ -24,6 +23,7 @@ from schemas.records import Transaction
 from state import keys
 from state.memory import MemoryStore
 from tests.unit.operators.blocks import TxnRecord, columns_of
+from tests.unit.state.recording import RecordingStore
 
 T0 = 1_795_392_000_000
 HOUR = 3_600_000
@@ -91,18 +91,6 @@ def test_cached_card_changed_after_its_expiry_entry_was_written_is_kept() -> Non
     assert cards == {keys.card_key("busy")}
 
 
-class _ReadLog(MemoryStore):
-    """A memory store that records the keys read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read: list[bytes] = []
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        self.read.extend(keys)
-        return super().get_many(keys)
-
-
 def _batch(cards: list[str], t: int) -> TxnColumns:
     return columns_of(
         TxnRecord(
@@ -123,7 +111,7 @@ def _batch(cards: list[str], t: int) -> TxnColumns:
 def test_a_card_in_use_outlives_the_evictions_of_cards_cached_with_it() -> None:
     # Ten cards fill the cache; "c0" is used again, then two new cards overflow it:
     # eviction drops the longest cached, but passes over "c0", used since.
-    store = _ReadLog()
+    store = RecordingStore()
     engine = CardFeatureEngine(CardConfig(time=TimeConfig(), cache_cards=10), store, _dead)
     cards = [f"c{i}" for i in range(10)]
     engine.process(_batch(cards, T0), MinWatermark())

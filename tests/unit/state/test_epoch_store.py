@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ from schemas.errors import StateError
 from state.epochs import EpochStore
 from state.memory import MemoryStore
 from state.rocksdb import RocksStore
-from state.store import Ranges, StateStore
+from state.store import StateStore
+from tests.unit.state.recording import RecordingStore
 
 
 def _attached(
@@ -191,20 +191,8 @@ def test_unversioned_reads_keep_nothing_in_memory() -> None:
     assert store._before == {}
 
 
-class _CountingReads(MemoryStore):
-    """A memory store that records the keys read from it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read: list[bytes] = []
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        self.read.extend(keys)
-        return super().get_many(keys)
-
-
 def test_keys_written_as_absent_roll_back_to_absent_without_a_read() -> None:
-    base = _CountingReads()
+    base = RecordingStore()
     store = _attached(base)
     store.write({b"a": b"1"})
     store.commit()
@@ -239,20 +227,8 @@ def test_a_cleared_range_rolls_back_to_every_key_it_held() -> None:
     assert _contents(_attached(base, version=1)) == {b"a": b"1", b"b": b"2", b"c": b"3", b"d": b"4"}
 
 
-class _RecordingWrites(MemoryStore):
-    """A memory store that records the ranges each write clears."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cleared: list[tuple[bytes, bytes]] = []
-
-    def write(self, changes: Mapping[bytes, bytes | None], *, cleared: Ranges = ()) -> None:
-        self.cleared.extend(cleared)
-        super().write(changes, cleared=cleared)
-
-
 def test_unversioned_clears_a_range_of_its_own_shard_in_one_piece() -> None:
-    base = _RecordingWrites()
+    base = RecordingStore()
     mine, other = (EpochStore(base, s, versioned=False) for s in ("c1", "c2"))
     for store in (mine, other):
         store.attach(None)
