@@ -266,9 +266,7 @@ class QualityEngine:
                 partials.append(Partial(start, start + self._window, *_COUNTS.unpack(value)))
                 changes[key] = None
             if self._legacy:
-                ids = [
-                    i for _s, window_ids, _k in self._member_entries(0, last) for i in window_ids
-                ]
+                ids = [i for _s, window_ids in self._stored_members(0, last) for i in window_ids]
                 decided = map(self._decided_prefix.__add__, map(str.encode, ids))
                 changes.update(dict.fromkeys(decided, None))
             # Every other entry of a final window lies under its start.
@@ -316,29 +314,20 @@ class QualityEngine:
         return next(iter(self._store.scan(lo, hi)), None) is not None
 
     def _stored_members(self, lo: int, hi: int) -> Iterator[tuple[int, list[str]]]:
-        """Each window's stored event ids, for windows starting in ``[lo, hi)``."""
-        for start, ids, _keys in self._member_entries(lo, hi):
-            yield start, ids
-
-    def _member_entries(self, lo: int, hi: int) -> Iterator[tuple[int, list[str], list[bytes]]]:
-        """Per window starting in ``[lo, hi)``: its event ids and the entries that list them.
+        """Each window's stored event ids, for windows starting in ``[lo, hi)``.
 
         Members are stored a batch an entry; state written before that layout has one
         index entry per member (the event id after the window's index prefix), still read.
         """
         at = len(self._prefix) + 1
-        windows: dict[int, tuple[list[str], list[bytes]]] = {}
+        windows: dict[int, list[str]] = {}
         for key, value in self._store.scan(self._batch_key(lo, 0), self._batch_key(hi, 0)):
-            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
-            ids.extend(_IDS_DECODER.decode(value))
-            entries.append(key)
+            windows.setdefault(_U64.unpack_from(key, at)[0], []).extend(_IDS_DECODER.decode(value))
         cut = at + _U64.size
         for key, _ in self._store.scan(self._member_key(lo, ""), self._member_key(hi, "")):
-            ids, entries = windows.setdefault(_U64.unpack_from(key, at)[0], ([], []))
-            ids.append(key[cut:].decode())
-            entries.append(key)
+            windows.setdefault(_U64.unpack_from(key, at)[0], []).append(key[cut:].decode())
         for start in sorted(windows):
-            yield start, *windows[start]
+            yield start, windows[start]
 
     def _final_key(self) -> bytes:
         return self._prefix + _FINAL_KEY
