@@ -247,8 +247,10 @@ def memory_flow(
 def profile(events: int, cards: int, partitions: int, batch: int) -> dict[str, Any]:
     """Run the flow over simulated records; CPU seconds and us an event per stage."""
     from flows.main import Tenure, tune_gc
+    from flows.malloc import tune_malloc
     from schemas.settings import load_settings
 
+    tune_malloc()  # the service's allocator settings, as start_service sets them
     log = simulated_log(events, cards, partitions)
     transactions = sum(r.kind == "transaction" for r in log)
     clock = StageClock()

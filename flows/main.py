@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge, GCCollector, ProcessColl
 from flows.dataflow import build_flow
 from flows.health import Readiness, serve
 from flows.kafka_check import KafkaProbe, await_kafka, check_client_settings
+from flows.malloc import tune_malloc
 from models.onnx_scorer import OnnxModel
 from models.registry import DeploymentConfig, ModelRegistry, RegistryEvents, Role
 from operators.metrics import ServiceMetrics
@@ -197,6 +198,7 @@ def start_service(
     the flow is built: the process exits 0); a second one interrupts at once.
     """
     stop = threading.Event()
+    tune_malloc()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
