@@ -31,9 +31,8 @@ snapshotted by bytewax as one blob, so a restart resumes the same windows,
 detectors and warm-up. A new active model version resets the window (the
 reference changed), not the warm-up (the feature state did not).
 
-Each value's reference bin is found once, as it enters the window, and kept
-beside it; the window's count of each bin is kept as rows enter and leave
-(both rebuilt from the values on restore, not snapshotted). An emission
+The window's count of each signal's reference bins is kept as rows enter and
+leave it (rebuilt from the values on restore, not snapshotted). An emission
 computes the proportions and PSI terms over all signals at once, and each
 signal's mean, PSI and KS in one kernel (:mod:`operators.drift_kernel`), each
 figure exactly what the signal's own numpy computation gives.
@@ -155,10 +154,10 @@ class DriftMonitor:
         self._reset(manifest)
 
     def __getstate__(self) -> dict[str, object]:
-        # The bins and their counts are a function of the window's values: rebuilt on
+        # The counts of the bins are a function of the window's values: rebuilt on
         # restore, not pickled.
         state = self.__dict__.copy()
-        del state["_bins"], state["_counts"], state["_layout"]
+        del state["_counts"], state["_layout"]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -169,7 +168,6 @@ class DriftMonitor:
             self._warmups = np.zeros(len(self._signals), dtype=np.int64)
             self._warm_from = None
         self._layout = _Layout.of(self._binned)
-        self._bins = np.zeros(self._values.shape, dtype=np.int64)
         self._counts = np.zeros(len(self._layout.floored), dtype=np.int64)
         layout = self._layout
         drift_kernel.recount(
@@ -178,7 +176,6 @@ class DriftMonitor:
             layout.edges,
             layout.bounds,
             layout.edge_bounds,
-            self._bins,
             self._counts,
         )
 
@@ -195,10 +192,9 @@ class DriftMonitor:
         self._warm_from = None if self._origin is None else self._origin + int(self._warmups[-1])
         width = len(self._signals)
         self._values = np.zeros((config.window_events, width), dtype=np.float64)
-        # Each value's reference bin (its index in the layout's counts), kept beside it:
-        # binned once, as it enters the window; and the window's count of each bin.
+        # The window's count of each reference bin of each signal, kept as rows enter
+        # and leave it.
         self._layout = _Layout.of(self._binned)
-        self._bins = np.zeros((config.window_events, width), dtype=np.int64)
         self._counts = np.zeros(len(self._layout.floored), dtype=np.int64)
         self._times = np.zeros(config.window_events, dtype=np.int64)
         self._filled: int = 0
@@ -272,7 +268,6 @@ class DriftMonitor:
             layout.edge_bounds,
             self._values,
             self._times,
-            self._bins,
             self._counts,
             (self._pos + skip) % size,
             self._filled,
