@@ -439,13 +439,21 @@ def drift_records(
 ) -> list[OutMessage]:
     """The contract's Drift records, keyed by signal name; ``emitted`` places them in order."""
     out = []
+    # Every record of one emission has the same window: each bound formatted once.
+    formatted: dict[int, str] = {}
     for s in stats:
+        start = formatted.get(s.window_start)
+        if start is None:
+            start = formatted[s.window_start] = format_ms(s.window_start)
+        end = formatted.get(s.window_end)
+        if end is None:
+            end = formatted[s.window_end] = format_ms(s.window_end)
         body = {
             "signal": s.signal,
             "kind": s.kind,
             "model_version": model_version,
-            "window_start": format_ms(s.window_start),
-            "window_end": format_ms(s.window_end),
+            "window_start": start,
+            "window_end": end,
             "n": s.n,
             "mean": s.mean,
             "reference_mean": s.reference_mean,
