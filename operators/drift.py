@@ -45,7 +45,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import numpy as np
@@ -122,9 +122,12 @@ class DriftSample:
     event_times: npt.NDArray[np.int64]  # [n]
 
 
-@dataclass(frozen=True)
-class DriftStat:
-    """One signal's statistics at one emission."""
+class DriftStat(NamedTuple):
+    """One signal's statistics at one emission.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built in a
+    third of the time (an emission builds one per signal).
+    """
 
     signal: str
     kind: str
