@@ -324,12 +324,25 @@ class _Parts:
 
     def drift_gauges(self, stats: list[DriftStat]) -> None:
         """Each signal's drift statistics to its gauges."""
-        metrics = self.metrics
+        # Each signal's four gauge children, looked up once: labels() takes a lock and
+        # builds its key at every call, and an emission sets four gauges per signal.
+        children: dict[str, tuple[Any, Any, Any, Any]]  # prometheus Gauge children
+        children = self.__dict__.setdefault("_drift_gauges", {})
         for s in stats:
-            metrics.drift_psi.labels(s.signal).set(s.psi)
-            metrics.drift_ks.labels(s.signal).set(s.ks)
-            metrics.drift_detected.labels(s.signal).set(1 if s.drift else 0)
-            metrics.drift_warming_up.labels(s.signal).set(1 if s.warming_up else 0)
+            gauges = children.get(s.signal)
+            if gauges is None:
+                metrics = self.metrics
+                gauges = children[s.signal] = (
+                    metrics.drift_psi.labels(s.signal),
+                    metrics.drift_ks.labels(s.signal),
+                    metrics.drift_detected.labels(s.signal),
+                    metrics.drift_warming_up.labels(s.signal),
+                )
+            psi, ks, detected, warming_up = gauges
+            psi.set(s.psi)
+            ks.set(s.ks)
+            detected.set(1 if s.drift else 0)
+            warming_up.set(1 if s.warming_up else 0)
 
     def quality_config(self) -> QualityConfig:
         """The quality windows and the label horizon."""
