@@ -324,12 +324,31 @@ class _Parts:
 
     def drift_gauges(self, stats: list[DriftStat]) -> None:
         """Each signal's drift statistics to its gauges."""
-        metrics = self.metrics
+        # Each signal's four gauge children, looked up once (labels() takes a lock and
+        # builds its key at every call), and the flags last set: an emission sets PSI
+        # and KS of every signal, a flag only when it changed (each set takes a lock).
+        children: dict[str, list[Any]] = self.__dict__.setdefault("_drift_gauges", {})
         for s in stats:
-            metrics.drift_psi.labels(s.signal).set(s.psi)
-            metrics.drift_ks.labels(s.signal).set(s.ks)
-            metrics.drift_detected.labels(s.signal).set(1 if s.drift else 0)
-            metrics.drift_warming_up.labels(s.signal).set(1 if s.warming_up else 0)
+            kept = children.get(s.signal)
+            if kept is None:
+                metrics = self.metrics
+                kept = children[s.signal] = [
+                    metrics.drift_psi.labels(s.signal),
+                    metrics.drift_ks.labels(s.signal),
+                    metrics.drift_detected.labels(s.signal),
+                    metrics.drift_warming_up.labels(s.signal),
+                    None,
+                    None,
+                ]
+            psi, ks, detected, warming_up, was_drift, was_warming = kept
+            psi.set(s.psi)
+            ks.set(s.ks)
+            if s.drift is not was_drift:
+                detected.set(1 if s.drift else 0)
+                kept[4] = s.drift
+            if s.warming_up is not was_warming:
+                warming_up.set(1 if s.warming_up else 0)
+                kept[5] = s.warming_up
 
     def quality_config(self) -> QualityConfig:
         """The quality windows and the label horizon."""

@@ -31,9 +31,10 @@ def compile_all() -> None:
     """Compile (or load from numba's cache) every kernel of the project: what the bootstrap
     script and the image build run, so a first start loads them instead of compiling."""
     # Imported here: the kernel modules import this one.
-    from operators import card_kernel, json_fill, merchant_kernel
+    from operators import card_kernel, drift_kernel, json_fill, merchant_kernel
 
     card_kernel.compile_kernels()
+    drift_kernel.compile_kernels()
     merchant_kernel.compile_kernel()
     json_fill.compile_kernel()
 
