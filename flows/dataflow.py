@@ -179,6 +179,8 @@ class _Parts:
         self.time = event_time_config(settings)
         # Exactly-once: the sources record their epoch-end offsets for the sink's transaction.
         self.progress = SourceProgress() if settings.delivery == "exactly-once" else None
+        # Each signal's drift gauge children and the flags last set (drift_gauges).
+        self._drift_gauges: dict[str, list[Any]] = {}
         self.dead_letters = DeadLetters(
             settings.topics.dead_letters,
             max_bytes=dead_letter_limit(settings.producer_config),
@@ -327,7 +329,7 @@ class _Parts:
         # Each signal's four gauge children, looked up once (labels() takes a lock and
         # builds its key at every call), and the flags last set: an emission sets PSI
         # and KS of every signal, a flag only when it changed (each set takes a lock).
-        children: dict[str, list[Any]] = self.__dict__.setdefault("_drift_gauges", {})
+        children = self._drift_gauges
         for s in stats:
             kept = children.get(s.signal)
             if kept is None:
