@@ -8,6 +8,8 @@ metrics and the reference distributions that drift statistics compare with.
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +60,13 @@ class Distribution(_Frozen):
     def _shape(self) -> Distribution:
         if len(self.proportions) != len(self.edges) + 1:
             raise ValueError("proportions need one more entry than edges")
+        # Drift finds a value's bin by binary search over the edges (and counts bins
+        # edge by edge), which only means something over finite, increasing edges.
+        edges = self.edges
+        if not all(map(math.isfinite, edges)):
+            raise ValueError("edges must be finite numbers")
+        if any(b <= a for a, b in pairwise(edges)):
+            raise ValueError("edges must be strictly increasing")
         return self
 
 

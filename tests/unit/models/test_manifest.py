@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -69,4 +70,20 @@ def test_invalid_manifest_is_a_model_error(tmp_path: Path, old: str, new: str) -
     assert old in text
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(ModelError, match="invalid model manifest"):
+        read_manifest(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "edges", [[2.0, 1.0, 3.0], [1.0, 1.0, 3.0]], ids=["decreasing", "repeated"]
+)
+def test_reference_edges_must_increase(tmp_path: Path, edges: list[float]) -> None:
+    # Drift bins a value by binary search over the edges.
+    shutil.copytree(COMMITTED, tmp_path / "m")
+    path = tmp_path / "m" / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    reference = manifest["reference"]["features"]["txn_amount"]
+    reference["edges"] = edges
+    reference["proportions"] = [0.25] * 4
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="strictly increasing"):
         read_manifest(tmp_path / "m")
