@@ -2,8 +2,8 @@
 
 Items in the dataflow are *batches*, not single records: one bytewax item per
 Kafka poll keeps the engine's per-item cost off the hot path. Transactions
-travel as columns (:class:`TxnColumns`, then :class:`FeatureBlock`); raw
-records and chargebacks as slotted dataclasses, output messages as msgspec
+travel as columns (:class:`TxnColumns`, then :class:`FeatureBlock`);
+chargebacks as slotted dataclasses, raw records and output messages as msgspec
 structs. None is frozen: a frozen dataclass sets each field through
 ``object.__setattr__``, several times the cost of a plain assignment. Treat
 them as read-only all the same.
@@ -44,10 +44,12 @@ def _positional_pickle(cls: type[_T]) -> type[_T]:
     return cls
 
 
-@_positional_pickle
-@dataclass(slots=True, init=False)
-class RawRecord:
-    """One Kafka message as consumed, with its source coordinates."""
+class RawRecord(msgspec.Struct, gc=False):
+    """One Kafka message as consumed, with its source coordinates.
+
+    A msgspec struct outside the cycle collector: the source builds one per
+    record, and a cluster builds them again from the columns it receives.
+    """
 
     topic: str
     partition: int
@@ -55,28 +57,14 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
-    # The input partition's identity, ``topic#partition``: built once, read by every stage.
-    source: str = field(init=False, repr=False, compare=False)
+    # The input partition's identity, ``topic#partition``: read by every stage. The
+    # Kafka source passes the one string it built for the partition (formatting it
+    # for each record is a measurable share); left out, it is derived.
+    source: str = ""
 
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp_ms: int,
-        source: str | None = None,
-    ) -> None:
-        """``source``: ``topic#partition``, when the caller has it (the Kafka source builds
-        records by the thousand, and formatting it for each is a measurable share)."""
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.timestamp_ms = timestamp_ms
-        self.source = f"{topic}#{partition}" if source is None else source
+    def __post_init__(self) -> None:
+        if not self.source:
+            self.source = f"{self.topic}#{self.partition}"
 
 
 TxnRow = tuple[str, str, str, int, float, bool, bool]
@@ -187,7 +175,8 @@ class TxnColumns:
 
 
 _RAW_FIELDS = tuple(
-    attrgetter(name) for name in ("topic", "partition", "offset", "key", "value", "timestamp_ms")
+    attrgetter(name)
+    for name in ("topic", "partition", "offset", "key", "value", "timestamp_ms", "source")
 )
 
 
