@@ -170,9 +170,9 @@ class DriftMonitor:
             self._origin = -(2**62)
             self._warmups = np.zeros(len(self._signals), dtype=np.int64)
             self._warm_from = None
-        self._layout = _Layout.of(self._binned)
-        self._counts = np.zeros(len(self._layout.floored), dtype=np.int64)
-        layout = self._layout
+        layout = self._layout = _Layout.of(self._binned)
+        # recount zeroes the counts before it counts the window into them.
+        self._counts = np.empty(len(layout.floored), dtype=np.int64)
         drift_kernel.recount(
             self._values,
             self._filled,
@@ -443,20 +443,15 @@ def drift_records(
     """The contract's Drift records, keyed by signal name; ``emitted`` places them in order."""
     out = []
     # Every record of one emission has the same window: each bound formatted once.
-    formatted: dict[int, str] = {}
+    bounds = {t for s in stats for t in (s.window_start, s.window_end)}
+    formatted = {t: format_ms(t) for t in bounds}
     for s in stats:
-        start = formatted.get(s.window_start)
-        if start is None:
-            start = formatted[s.window_start] = format_ms(s.window_start)
-        end = formatted.get(s.window_end)
-        if end is None:
-            end = formatted[s.window_end] = format_ms(s.window_end)
         body = {
             "signal": s.signal,
             "kind": s.kind,
             "model_version": model_version,
-            "window_start": start,
-            "window_end": end,
+            "window_start": formatted[s.window_start],
+            "window_end": formatted[s.window_end],
             "n": s.n,
             "mean": s.mean,
             "reference_mean": s.reference_mean,
