@@ -151,6 +151,19 @@ def _assert_scored_once(settings: Settings, sent: list[ReplayRecord]) -> None:
     assert max(got_dead.values(), default=1) == 1
 
 
+def _drift_report(drift: list[dict[str, Any]], logs: Path) -> str:
+    """What a failed drift count needs to be understood: each emission's records, and the
+    flow's restarts, rollbacks and dropped replays."""
+    emissions = Counter((d["window_end"], d["window_start"], d["n"]) for d in drift)
+    lines = [
+        f"{n} record(s): window {start}..{end}, n={size}"
+        for (end, start, size), n in sorted(emissions.items())
+    ]
+    marks = ("resuming", "rolled RocksDB back", "deleted", "dropped", "committed before")
+    events = [line[:220] for line in logs.read_text().splitlines() if any(m in line for m in marks)]
+    return "\n".join(["drift emissions:", *lines, "flow log:", *events])
+
+
 @pytest.mark.parametrize("seed", [SEED], ids=lambda s: f"seed={s}")
 def test_kill_9_ten_times_commits_every_output_exactly_once(
     settings: Settings, tmp_path: Path, throwaway_topics: list[str], seed: int
@@ -208,7 +221,8 @@ def test_kill_9_ten_times_commits_every_output_exactly_once(
     # One drift record per signal per emission (every 500 scored transactions), none twice.
     drift = read_records(bootstrap, settings.topics.drift)
     signals = len({d["signal"] for d in drift})
-    assert len(drift) == signals * (len(expected.rows) // settings.drift_every_events)
+    emissions = len(expected.rows) // settings.drift_every_events
+    assert len(drift) == signals * emissions, _drift_report(drift, logs)
 
     # The source offsets went into the transactions: the group is at the input's end.
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
