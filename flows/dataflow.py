@@ -180,7 +180,7 @@ class _Parts:
         # Exactly-once: the sources record their epoch-end offsets for the sink's transaction.
         self.progress = SourceProgress() if settings.delivery == "exactly-once" else None
         # Each signal's drift gauge children and the flags last set (drift_gauges).
-        self._drift_gauges: dict[str, list[Any]] = {}
+        self._drift_gauges: dict[str, _SignalGauges] = {}
         self.dead_letters = DeadLetters(
             settings.topics.dead_letters,
             max_bytes=dead_letter_limit(settings.producer_config),
@@ -326,31 +326,12 @@ class _Parts:
 
     def drift_gauges(self, stats: list[DriftStat]) -> None:
         """Each signal's drift statistics to its gauges."""
-        # Each signal's four gauge children, looked up once (labels() takes a lock and
-        # builds its key at every call), and the flags last set: an emission sets PSI
-        # and KS of every signal, a flag only when it changed (each set takes a lock).
-        children = self._drift_gauges
+        gauges = self._drift_gauges
         for s in stats:
-            kept = children.get(s.signal)
+            kept = gauges.get(s.signal)
             if kept is None:
-                metrics = self.metrics
-                kept = children[s.signal] = [
-                    metrics.drift_psi.labels(s.signal),
-                    metrics.drift_ks.labels(s.signal),
-                    metrics.drift_detected.labels(s.signal),
-                    metrics.drift_warming_up.labels(s.signal),
-                    None,
-                    None,
-                ]
-            psi, ks, detected, warming_up, was_drift, was_warming = kept
-            psi.set(s.psi)
-            ks.set(s.ks)
-            if s.drift is not was_drift:
-                detected.set(1 if s.drift else 0)
-                kept[4] = s.drift
-            if s.warming_up is not was_warming:
-                warming_up.set(1 if s.warming_up else 0)
-                kept[5] = s.warming_up
+                kept = gauges[s.signal] = _SignalGauges(self.metrics, s.signal)
+            kept.set(s)
 
     def quality_config(self) -> QualityConfig:
         """The quality windows and the label horizon."""
@@ -388,3 +369,33 @@ class _Parts:
         return KafkaBatchSink(
             sink_config, ProducerPool(sink_config), process_id=process_id, transactions=writer
         )
+
+
+class _SignalGauges:
+    """One signal's four drift gauge children and the flags last set on them.
+
+    The children are looked up once (``labels()`` takes a lock and builds its key
+    at every call). An emission sets PSI and KS of every signal, a flag only when
+    it changed (each set takes a lock).
+    """
+
+    __slots__ = ("_detected", "_ks", "_psi", "_warming_up", "drift", "warming_up")
+
+    def __init__(self, metrics: ServiceMetrics, signal: str) -> None:
+        self._psi = metrics.drift_psi.labels(signal)
+        self._ks = metrics.drift_ks.labels(signal)
+        self._detected = metrics.drift_detected.labels(signal)
+        self._warming_up = metrics.drift_warming_up.labels(signal)
+        self.drift: bool | None = None
+        self.warming_up: bool | None = None
+
+    def set(self, stat: DriftStat) -> None:
+        """The gauges to ``stat``'s figures and flags."""
+        self._psi.set(stat.psi)
+        self._ks.set(stat.ks)
+        if stat.drift is not self.drift:
+            self._detected.set(1 if stat.drift else 0)
+            self.drift = stat.drift
+        if stat.warming_up is not self.warming_up:
+            self._warming_up.set(1 if stat.warming_up else 0)
+            self.warming_up = stat.warming_up
