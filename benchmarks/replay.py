@@ -1,5 +1,8 @@
 """``streamscore bench``: the replay benchmark on the real broker, every figure in one run.
 
+0. Host scaling, with the broker idle: one CPU-bound Python process against
+   two at once (:mod:`benchmarks.host`), the ceiling the machine sets on two
+   pipeline processes over one.
 1. Preload N simulated transactions (``SimConfig(cards=...)``) into one input
    topic with confluent-kafka; every throughput phase reads it from the start.
 2. (a) raw confluent-kafka consume -> produce passthrough: the ceiling.
@@ -49,7 +52,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from benchmarks import jvm_peer
+from benchmarks import host, jvm_peer
 from benchmarks.kafka_load import (
     BenchError,
     EndOffsets,
@@ -610,6 +613,9 @@ def _run_phases(s: _Session, started_at: str) -> Results:
     )
     s.say(f"{KAFKA_STREAMS}: building the peer (jars and class cached after the first build)")
     jvm_peer.build()
+    s.say("host: one CPU-bound Python process, then two at once (the ceiling on 2 over 1)")
+    host_scaling = host.measure(2)
+    s.say(host.line(host_scaling))
     s.new_topics([transactions, chargebacks])
     sim = preload_sim(
         seed=config.seed, cards=config.cards, events=config.events, now_ms=time.time_ns() // 10**6
@@ -675,6 +681,7 @@ def _run_phases(s: _Session, started_at: str) -> Results:
         latency_more=tuple(more),
         latency_cluster=cluster,
         rss=rss,
+        host=host_scaling,
     )
 
 

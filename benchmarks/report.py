@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.host import HostScaling
+from benchmarks.host import line as host_line
 from benchmarks.options import BenchConfig
 
 # The performance issue's targets (benchmark figures, not timed tests).
@@ -127,6 +129,13 @@ DEFINITIONS = {
         "busy CPU seconds of the whole host (/proc/stat: all but idle and iowait) from spawn "
         "to the last output, over that time; other_cores is what the measured processes did "
         "not use of it (the broker, the benchmark's own reader): whether the host was the limit"
+    ),
+    "host_scaling": (
+        "before the phases, with the broker idle: a fixed pure-Python workload (benchmarks.host) "
+        "in one child process, then in 2 children from one start instant, 3 rounds alternated, "
+        "medians; speedup = 2 x one child's wall time / the slower child's at once (2.0 on two "
+        "free cores), cpu_inflation = a child's CPU seconds at once / alone: the ceiling on "
+        "pipeline_2p_over_1p that the host sets, before any cost of the cluster itself"
     ),
     "peak_rss_mib": "VmHWM of each pipeline process from /proc/<pid>/status, polled every 0.1 s",
     "cpu_s": (
@@ -370,6 +379,8 @@ class Results:
     # The further consecutive runs at --rate, and the cluster run (None when skipped).
     latency_more: tuple[Latency, ...] = ()
     latency_cluster: Latency | None = None
+    # Two CPU-bound processes against one on this host; None when not measured.
+    host: HostScaling | None = None
 
     @property
     def latency_runs(self) -> tuple[Latency, ...]:
@@ -608,8 +619,14 @@ def build_report(results: Results) -> dict[str, object]:
         "kafka_client": kafka_client_json(results.kafka_client, results.pipeline_1p),
         "rss_phase": None if results.rss is None else rss_json(results.rss),
         "peak_rss_mib": peak_rss(results),
+        "host_scaling": None if results.host is None else host_json(results.host),
         "targets": targets(results),
     }
+
+
+def host_json(host: HostScaling) -> dict[str, object]:
+    """The host scaling figures with their two ratios."""
+    return {**asdict(host), "speedup": host.speedup, "cpu_inflation": host.cpu_inflation}
 
 
 def build_latency_report(
@@ -672,6 +689,8 @@ def summary_lines(results: Results) -> list[str]:
         "ratios (startup-excluded): "
         + ", ".join(f"{k} {_fmt_ratio(v)}" for k, v in ratios(results).items())
     )
+    if results.host is not None:
+        lines.append(host_line(results.host))
     lines.append(kafka_client_line(results.kafka_client, results.pipeline_1p))
     lines.extend(latency_line(lat) for lat in results.latency_runs)
     if results.latency_cluster is not None:
