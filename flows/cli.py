@@ -105,6 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from flows.main import start_service
     from flows.recovery import prepare_recovery
+    from flows.timer_slack import coarse_main_thread
     from schemas.errors import ConfigError
 
     settings = _settings(args)
@@ -124,15 +125,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     flow = start_service(
         settings, process_id=process_id, workers=workers, stop_at_eof=args.until_eof
     )
+    # In a cluster bytewax's main thread only waits for the workers, waking every
+    # millisecond to check for signals: its timers may run late (flows.timer_slack).
+    cluster = addresses is not None or args.workers_per_process > 1
     try:
-        cli_main(  # type: ignore[no-untyped-call]
-            flow,
-            workers_per_process=args.workers_per_process,
-            process_id=args.process_id,
-            addresses=addresses,
-            epoch_interval=timedelta(seconds=epoch_interval_s(args.epoch_interval, settings)),
-            recovery_config=recovery,
-        )
+        with coarse_main_thread() if cluster else contextlib.nullcontext():
+            cli_main(  # type: ignore[no-untyped-call]
+                flow,
+                workers_per_process=args.workers_per_process,
+                process_id=args.process_id,
+                addresses=addresses,
+                epoch_interval=timedelta(seconds=epoch_interval_s(args.epoch_interval, settings)),
+                recovery_config=recovery,
+            )
     except Exception as exc:
         return _flow_failed(exc, settings)
     return 0

@@ -23,6 +23,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 
 from flows.health import PolledSource
+from flows.timer_slack import FineTimers
 from models.registry import ModelRegistry
 from operators.breaker import BreakerConfig
 from operators.card_features import CardConfig
@@ -247,7 +248,9 @@ class _Parts:
                 lag=lambda topic, part, n: metrics.consumer_lag.labels(topic, str(part)).set(n),
             )
         )
-        return source if on_poll is None else PolledSource(source, on_poll)
+        # Each worker thread sets its timer slack back as it lists the partitions
+        # (a cluster's main thread runs with a coarse one: flows.timer_slack).
+        return FineTimers(source if on_poll is None else PolledSource(source, on_poll))
 
     def count_in(self, batch: PartitionBatch) -> None:
         """Count a source batch's records, dead letters included, by input topic."""
