@@ -30,6 +30,7 @@ from operators.placement import shard_keys
 from operators.windows import (
     _in_ingest_order,
     _split,
+    _txns_in_ingest_order,
     card_shard,
     merchant_shard,
     route_partition_batch,
@@ -337,6 +338,39 @@ def test_merchant_inputs_merge_as_records_sorted_stably_by_ingest_order(
             got.append((origin, ("cb", step)))
     assert next_row == len(block)
     assert got == want
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_card_inputs_merge_as_transactions_sorted_stably_by_ingest_order(seed: int) -> None:
+    """Several partitions' transactions: the order of a stable sort by (timestamp, input, offset).
+
+    Few timestamps and offsets, so ties across and within inputs are common;
+    input names sort as strings (``transactions#10`` before ``transactions#2``).
+    """
+    rng = random.Random(seed)
+    parts = []
+    for p in rng.sample([0, 1, 2, 10], rng.randrange(0, 4)):
+        recs = []
+        for i in range(rng.randrange(0, 9)):
+            payload = _txn_payload(i, f"c-{p}")
+            payload["event_id"] = f"tx-{p}-{i}"
+            raw = RawRecord(
+                "transactions", p, rng.randrange(5), None, b"{}", EXAMPLE_MS + rng.randrange(3)
+            )
+            recs.append(TxnRecord(Transaction.model_validate(payload), raw, False, i))
+        parts.append(columns_of(recs))
+    every = [
+        (event_id, raw)
+        for part in parts
+        for event_id, raw in zip(part.event_id, part.raw, strict=True)
+    ]
+    want = sorted(every, key=lambda e: (e[1].timestamp_ms, e[1].source, e[1].offset))
+    got = _txns_in_ingest_order(parts)
+    assert list(zip(got.event_id, got.raw, strict=True)) == want
+    if want:
+        assert got == TxnColumns.concat(parts).take(
+            [every.index(item) for item in want]
+        )  # every column moves with its row
 
 
 @pytest.mark.parametrize("seed", range(40))
