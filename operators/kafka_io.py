@@ -10,6 +10,9 @@ timeout says so once (an idle batch), so it never stalls the watermark.
 A partition that is not behind is polled every ``linger_ms`` on a wall-clock
 grid shared by every partition, so at moderate load one step of the flow
 carries all of their records; a poll that fills a batch polls again at once.
+A partition at least ``backlog_batch_size`` records behind (as of its last
+fetch) is polled for that many records at once: larger batches cost less a
+record, and its records are waiting anyway.
 Transient consumer errors (broker away) are logged and retried by
 librdkafka; fatal ones stop the worker. Setting the ``stop`` event
 (the entry point does on SIGINT/SIGTERM) ends every partition's input, so the
@@ -72,6 +75,9 @@ class SourceConfig:
     brokers: list[str]
     topics: list[str]
     batch_size: int = 1000
+    # Records a poll takes from a partition at least this many records behind (its
+    # last fetch's high watermark less its position); 0: always ``batch_size``.
+    backlog_batch_size: int = 0
     # Poll a partition only every ``linger_ms`` (on a wall-clock grid, so a worker's
     # partitions wake together) unless its last poll filled a batch; 0: poll again at once.
     linger_ms: int = 0
@@ -194,6 +200,9 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         self._partition = partition
         self._source = f"{topic}#{partition}"
         self._batch_size = config.batch_size
+        self._backlog_batch_size = max(config.backlog_batch_size, config.batch_size)
+        self._behind = False  # at least backlog_batch_size records behind, at the last poll
+        self._tp = TopicPartition(topic, partition)
         self._linger_s = config.linger_ms / 1000
         self._full = False
         self._eof = False
@@ -218,7 +227,9 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         # Never block the worker: librdkafka prefetches in its own thread, and a
         # blocking poll on one empty partition (say, a quiet chargeback partition)
         # would hold up every other partition and operator of the worker.
-        msgs = self._consumer.consume(self._batch_size, 0)
+        msgs = self._consumer.consume(
+            self._backlog_batch_size if self._behind else self._batch_size, 0
+        )
         self._full = len(msgs) >= self._batch_size
         batch: list[RawRecord] = []
         # The consumer is assigned this one partition: every message is of it.
@@ -242,6 +253,9 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
         now = time.monotonic()
         if batch:
             self._next = batch[-1].offset + 1
+        if self._backlog_batch_size > self._batch_size:
+            behind = self._records_behind()
+            self._behind = behind is not None and behind >= self._backlog_batch_size
         if now >= self._next_lag:
             self._report_lag(now)
         if batch:
@@ -267,14 +281,17 @@ class _SourcePartition(StatefulSourcePartition[PartitionBatch, _Resume]):
             return datetime.now(UTC) + IDLE_POLL
         return None  # bytewax: immediately after a batch, a 1 ms cooldown after none
 
+    def _records_behind(self) -> int | None:
+        """Records not read yet, as of the last fetch; None before the first."""
+        # cached=True: the high watermark from the last fetch response, no broker call.
+        _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        return max(0, high - self._next) if high >= 0 and self._next >= 0 else None
+
     def _report_lag(self, now: float) -> None:
         self._next_lag = now + LAG_EVERY_S
-        # cached=True: the high watermark from the last fetch response, no broker call.
-        _low, high = self._consumer.get_watermark_offsets(
-            TopicPartition(self._topic, self._partition), cached=True
-        )
-        if high >= 0 and self._next >= 0:
-            self._lag(self._topic, self._partition, max(0, high - self._next))
+        behind = self._records_behind()
+        if behind is not None:
+            self._lag(self._topic, self._partition, behind)
         else:
             self._next_lag = now  # nothing to report yet: try again on the next poll
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
@@ -87,6 +95,10 @@ class Settings(BaseSettings):
     # characters); 128 KiB keeps even that under the broker's 1 MB message limit.
     max_message_bytes: Annotated[int, Field(ge=256, le=128 * 1024)] = 64 * 1024
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Records per poll of an input partition at least this many records behind (a
+    # backlog: a restart, a burst): larger batches cost less a record, above all in
+    # a cluster. Not below ``source_batch_size``.
+    source_backlog_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 4000
     # Milliseconds between polls of an input partition that is not behind (its last
     # poll did not fill a batch): fewer, larger steps at moderate load, for at most
     # this much added latency. 0: poll again as soon as the flow is free.
@@ -122,6 +134,14 @@ class Settings(BaseSettings):
     ssl_key_file: Path | None = None
     ssl_key_password: SecretStr | None = None
     ssl_key_password_file: Path | None = None
+
+    @field_validator("source_backlog_batch_size")
+    @classmethod
+    def _backlog_not_below_batch(cls, value: int, info: ValidationInfo) -> int:
+        batch = info.data.get("source_batch_size")
+        if batch is not None and value < batch:
+            raise ValueError(f"must be at least STREAMSCORE_SOURCE_BATCH_SIZE ({batch})")
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -67,7 +67,7 @@ class _Consumer:
         return msgs
 
     def get_watermark_offsets(self, _tp: Any, cached: bool = False) -> tuple[int, int]:
-        return (0, self._offset)
+        return (0, self._offset + self._waiting)  # what has arrived, read or not
 
     def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
         self.committed.extend(tp.offset for tp in offsets)
@@ -76,7 +76,9 @@ class _Consumer:
         pass
 
 
-def _partition(arrivals: list[int], *, linger_ms: int, batch_size: int = 4) -> _SourcePartition:
+def _partition(
+    arrivals: list[int], *, linger_ms: int, batch_size: int = 4, backlog_batch_size: int = 0
+) -> _SourcePartition:
     decoder = PartitionDecoder(
         DecodeConfig(dead_letter_topic=DEAD_TOPIC, max_message_bytes=4096),
         source=f"{TOPIC}#0",
@@ -89,6 +91,7 @@ def _partition(arrivals: list[int], *, linger_ms: int, batch_size: int = 4) -> _
         brokers=["127.0.0.1:1"],  # never contacted: the consumer is replaced below
         topics=[TOPIC],
         batch_size=batch_size,
+        backlog_batch_size=backlog_batch_size,
         linger_ms=linger_ms,
     )
     part = _SourcePartition(config, TOPIC, 0, None, decoder, lambda _t, _p, _n: None)
@@ -166,3 +169,22 @@ def test_without_linger_data_polls_again_at_once_and_idle_waits_5_ms(
     awake = part.next_awake()
     assert awake is not None
     assert awake - datetime.now(UTC) <= IDLE_POLL
+
+
+def test_a_partition_far_behind_is_polled_in_backlog_batches() -> None:
+    # 50 records arrive at once: the first poll takes a batch (the lag is known only
+    # after a fetch), then backlog batches while at least 16 wait, then batches again.
+    part = _partition([50], linger_ms=20, batch_size=4, backlog_batch_size=16)
+    sizes = []
+    while batch := part.next_batch():
+        sizes.append(len(batch[0].txns))
+    assert sizes == [4, 16, 16, 4, 4, 4, 2]
+    assert part._next == 50
+
+
+def test_without_a_backlog_size_every_poll_takes_a_batch() -> None:
+    part = _partition([50], linger_ms=20, batch_size=4)
+    sizes = []
+    while batch := part.next_batch():
+        sizes.append(len(batch[0].txns))
+    assert sizes == [4] * 12 + [2]

@@ -114,6 +114,18 @@ def test_every_bad_setting_is_reported() -> None:
     assert len(err.problems) == 2
 
 
+def test_a_backlog_batch_below_the_batch_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_SOURCE_BATCH_SIZE", "500")
+    monkeypatch.setenv("STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE", "400")
+    err = _config_error()
+    assert "STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE" in str(err)
+    assert "at least STREAMSCORE_SOURCE_BATCH_SIZE (500)" in str(err)
+    monkeypatch.setenv("STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE", "500")
+    assert load_settings().source_backlog_batch_size == 500
+
+
 def test_unknown_setting_is_rejected() -> None:
     assert "STREAMSCORE_NO_SUCH_SETTING" in str(_config_error(no_such_setting=1))
 
