@@ -235,7 +235,7 @@ class _Parts:
                     brokers=settings.brokers,
                     topics=list(kinds),
                     batch_size=settings.source_batch_size,
-                    backlog_batch_size=settings.source_backlog_batch_size,
+                    backlog_batch_size=settings.backlog_batch_size(),
                     linger_ms=settings.source_linger_ms,
                     stop_at_eof=stop_at_eof,
                     idle_timeout_ms=settings.idle_timeout_ms,

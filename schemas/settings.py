@@ -48,6 +48,10 @@ class TopicNames(BaseModel):
         return value
 
 
+# Records per poll of a partition far behind, unless set (and at least the batch size).
+DEFAULT_BACKLOG_BATCH_SIZE = 4000
+
+
 class Settings(BaseSettings):
     """Everything the service reads at startup."""
 
@@ -97,8 +101,8 @@ class Settings(BaseSettings):
     source_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     # Records per poll of an input partition at least this many records behind (a
     # backlog: a restart, a burst): larger batches cost less a record, above all in
-    # a cluster. Not below ``source_batch_size``.
-    source_backlog_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 4000
+    # a cluster. Not below ``source_batch_size``; None: see :meth:`backlog_batch_size`.
+    source_backlog_batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
     # Milliseconds between polls of an input partition that is not behind (its last
     # poll did not fill a batch): fewer, larger steps at moderate load, for at most
     # this much added latency. 0: poll again as soon as the flow is free.
@@ -137,9 +141,9 @@ class Settings(BaseSettings):
 
     @field_validator("source_backlog_batch_size")
     @classmethod
-    def _backlog_not_below_batch(cls, value: int, info: ValidationInfo) -> int:
+    def _backlog_not_below_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
         batch = info.data.get("source_batch_size")
-        if batch is not None and value < batch:
+        if value is not None and batch is not None and value < batch:
             raise ValueError(f"must be at least STREAMSCORE_SOURCE_BATCH_SIZE ({batch})")
         return value
 
@@ -193,6 +197,16 @@ class Settings(BaseSettings):
         'streamscore-fraud'
         """
         return f"streamscore-{self.flow_name}"
+
+    def backlog_batch_size(self) -> int:
+        """Records per poll of a partition this far behind: as set, else 4000 or the batch size.
+
+        >>> Settings().backlog_batch_size(), Settings(source_batch_size=5000).backlog_batch_size()
+        (4000, 5000)
+        """
+        if self.source_backlog_batch_size is not None:
+            return self.source_backlog_batch_size
+        return max(DEFAULT_BACKLOG_BATCH_SIZE, self.source_batch_size)
 
     def shard_count(self, workers: int) -> int:
         """Card and merchant shards of a cluster of ``workers`` bytewax workers in all.

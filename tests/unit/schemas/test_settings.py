@@ -123,7 +123,11 @@ def test_a_backlog_batch_below_the_batch_names_the_setting(
     assert "STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE" in str(err)
     assert "at least STREAMSCORE_SOURCE_BATCH_SIZE (500)" in str(err)
     monkeypatch.setenv("STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE", "500")
-    assert load_settings().source_backlog_batch_size == 500
+    assert load_settings().backlog_batch_size() == 500
+    # Unset, it follows a batch size raised above its default instead of refusing it.
+    monkeypatch.delenv("STREAMSCORE_SOURCE_BACKLOG_BATCH_SIZE")
+    monkeypatch.setenv("STREAMSCORE_SOURCE_BATCH_SIZE", "6000")
+    assert load_settings().backlog_batch_size() == 6000
 
 
 def test_unknown_setting_is_rejected() -> None:
