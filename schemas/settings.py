@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     def _backlog_not_below_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
         batch = info.data.get("source_batch_size")
         if value is not None and batch is not None and value < batch:
-            raise ValueError(f"must be at least STREAMSCORE_SOURCE_BATCH_SIZE ({batch})")
+            raise ValueError(f"must be at least {_env('source_batch_size')} ({batch})")
         return value
 
     @field_validator("bootstrap_servers")
